@@ -1,0 +1,392 @@
+"""LatentRQBrain: masked multi-codebook prediction, BEST-RQ and Latent-RQ.
+
+One training step (see README for the picture)::
+
+    wav -> log-Mel (normalised, zero past the end) -> feats (B, T, 80)
+      targets (no grad, fp32 quantizer, masked frames only):
+        stage 0 : stack 4 frames -> (B, T/4, 320)            -> quantizer "mel"
+        stage>=1: target encoder -> layers K -> norm_k        -> quantizer "layer<k>"
+      student: mask spans -> mask embedding -> CNN -> Conformer -> h[masked]
+               -> heads -> logits (M, N, V)
+    loss = cross-entropy over masked frames and all N codebooks
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import copy
+import logging
+import math
+import os
+import time
+import zlib
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+import speechbrain as sb
+from latent_rq_brain.masking import sample_span_mask
+from latent_rq_brain.quantizer import layer_source
+from latent_rq_brain.target_encoder import unwrap
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
+
+logger = logging.getLogger(__name__)
+
+
+class IntervalStats:
+    """Sums over a logging interval: loss, accuracy, code usage, mask, time."""
+
+    def __init__(self, n_codebooks, codebook_size):
+        self.n, self.v = n_codebooks, codebook_size
+        self.reset()
+
+    def reset(self):
+        """Starts a new interval."""
+        self.loss_sum, self.batches = 0.0, 0
+        self.correct = torch.zeros(self.n, dtype=torch.long)
+        self.counts = torch.zeros(self.n * self.v, dtype=torch.long)
+        self.masked, self.frames, self.audio_s = 0, 0, 0.0
+        self.t0 = time.time()
+        self.steps = 0
+
+    def update(self, loss, logits, targets, mask, enc_lens, audio_s):
+        """Adds one batch."""
+        with torch.no_grad():
+            self.loss_sum += float(loss)
+            self.batches += 1
+            self.correct += (logits.argmax(-1) == targets).sum(0).cpu()
+            offs = torch.arange(self.n, device=targets.device) * self.v
+            self.counts += torch.bincount(
+                (targets + offs).flatten(), minlength=self.n * self.v
+            ).cpu()
+            self.masked += int(mask.sum())
+            self.frames += int(enc_lens.sum())
+            self.audio_s += float(audio_s)
+
+    def summary(self):
+        """Dict of the interval's statistics (per-codebook lists included)."""
+        elapsed = max(time.time() - self.t0, 1e-9)
+        m = max(self.masked, 1)
+        counts = self.counts.view(self.n, self.v).double()
+        p = counts / counts.sum(1, keepdim=True).clamp(min=1)
+        ent = -(p * p.clamp(min=1e-30).log()).sum(1)
+        acc = (self.correct.double() / m).tolist()
+        return {
+            "loss": self.loss_sum / max(self.batches, 1),
+            "acc": sum(acc) / len(acc),
+            "acc_per_codebook": [round(a, 4) for a in acc],
+            "codes_used": [int(x) for x in (counts > 0).sum(1)],
+            "perplexity": [round(float(x), 1) for x in ent.exp()],
+            "mask_fraction": self.masked / max(self.frames, 1),
+            "step_time_s": elapsed / max(self.steps, 1),
+            "audio_s_per_s": self.audio_s / elapsed,
+        }
+
+
+def checksum_tensors(named):
+    """Short stable checksum of named tensors (for cross-rank checks)."""
+    crc = 0
+    for name, t in sorted(named):
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(t.detach().float().cpu().contiguous().numpy().tobytes(), crc)
+    return f"{crc:08x}"
+
+
+class LatentRQBrain(sb.Brain):
+    """Brain for BEST-RQ (stage 0) and Latent-RQ (stages >= 1) pre-training.
+
+    Expects in ``modules``: ``features``, ``encoder``, ``mask_embedding``,
+    ``heads``; in ``hparams``: ``quantizer``, ``target_encoder``,
+    ``stage_schedule``, ``lr_annealing`` and the settings of the YAML files.
+    """
+
+    # ------------------------------------------------------------ set-up
+    def on_fit_start(self):
+        """Attaches frozen parts, resumes or branches, checks ranks agree."""
+        self.quantizer = self.hparams.quantizer.to(self.device)
+        self.target_encoder = self.hparams.target_encoder
+        self.target_encoder.attach(self.modules.encoder)
+        self.schedule = self.hparams.stage_schedule
+        self.train_stats = IntervalStats(
+            self.hparams.n_codebooks, self.hparams.codebook_size
+        )
+        self._fresh_lr_state = copy.deepcopy(self.hparams.lr_annealing.__dict__)
+        self._compile()
+        self._wrap_distributed()
+        self.init_optimizers()
+        resumed = self._resume()
+        init_from = getattr(self.hparams, "init_from", None)
+        if not resumed and init_from:
+            self.load_pretrained(init_from)
+        if (
+            not resumed
+            and not init_from
+            and self.schedule.stage_for_step(self.optimizer_step) > 0
+        ):
+            raise ValueError(
+                f"this config starts in stage {self.schedule.initial_stage} "
+                "(initial_stage > 0) but no --init_from=<checkpoint dir> was given "
+                "and there is no checkpoint to resume in "
+                f"{self.checkpointer.checkpoints_dir}"
+            )
+        if self.schedule.stage > 0 and not self.target_encoder.active:
+            raise ValueError(
+                f"checkpoint says stage {self.schedule.stage} but holds no target "
+                "encoder snapshot"
+            )
+        self.check_rank_consistency("start")
+        logger.info(
+            f"stage {self.schedule.stage} at optimizer step {self.optimizer_step}; "
+            f"transitions at {self.schedule.transitions}; quantizer "
+            f"{self.quantizer.checksum()[:12]}"
+        )
+
+    def _resume(self):
+        """Recovers the latest checkpoint of this run, with a clear error if it
+        does not fit the configuration. Returns whether one was loaded."""
+        if self.checkpointer is None:
+            return False
+        ckpt = self.checkpointer.find_checkpoint()
+        if ckpt is None:
+            return False
+        try:
+            self.checkpointer.load_checkpoint(ckpt)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"cannot resume from checkpoint {ckpt.path}: it does not fit the "
+                f"current configuration ({err}). Restore the settings it was "
+                "written with, or use a new output_folder (with --init_from to "
+                "start from its weights)."
+            ) from err
+        logger.info(f"resumed from {ckpt.path}")
+        return True
+
+    def load_pretrained(self, ckpt_dir):
+        """Branches from another run's checkpoint: encoder, mask embedding,
+        quantizer (checked equal), step count and stage; not heads/optimizer."""
+        found = Checkpointer(ckpt_dir).find_checkpoint() if os.path.isdir(ckpt_dir) else None
+        if found is None and os.path.isfile(os.path.join(ckpt_dir, "CKPT.yaml")):
+            found = sb.utils.checkpoints.Checkpoint(
+                ckpt_dir, {}, {p[:-5]: os.path.join(ckpt_dir, p) for p in os.listdir(ckpt_dir) if p.endswith(".ckpt")}
+            )
+        if found is None:
+            raise ValueError(
+                f"--init_from={ckpt_dir}: no checkpoint found (expected a "
+                "save folder with CKPT+* sub-folders, or one CKPT+* folder)"
+            )
+        files = found.paramfiles
+        for name in ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule"):
+            if name not in files:
+                raise ValueError(f"--init_from: checkpoint {found.path} lacks {name}.ckpt")
+        for name in ("encoder", "mask_embedding"):
+            state = torch.load(files[name], map_location=self.device)
+            try:
+                unwrap(getattr(self.modules, name)).load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"--init_from: {files[name]} does not fit the configured "
+                    f"{name}: {err}"
+                ) from err
+        saved_q = torch.load(files["quantizer"], map_location="cpu")
+        mine = self.quantizer.state_dict()
+        for key, value in saved_q["state"].items():
+            if key in mine and not torch.equal(mine[key].cpu(), value):
+                raise ValueError(
+                    f"--init_from: quantizer buffer {key} in {files['quantizer']} "
+                    "differs from this config's (different seed or quantizer "
+                    "settings): targets would not be comparable"
+                )
+        with open(files["brain"], encoding="utf-8") as f:
+            self.optimizer_step = int(yaml.safe_load(f)["optimizer_step"])
+        with open(files["stage_schedule"], encoding="utf-8") as f:
+            self.schedule.stage = int(yaml.safe_load(f)["stage"])
+        logger.info(
+            f"initialised from {found.path}: stage {self.schedule.stage}, "
+            f"optimizer step {self.optimizer_step}"
+        )
+
+    def check_rank_consistency(self, when):
+        """Fails loudly if quantizer, target encoder or heads differ across ranks."""
+        sums = {
+            "quantizer": self.quantizer.checksum(),
+            "target_encoder": self.target_encoder.checksum(),
+            "heads": checksum_tensors(unwrap(self.modules.heads).state_dict().items()),
+            "stage": str(self.schedule.stage),
+        }
+        if is_distributed_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, sums)
+            bad = [k for k in sums if len({g[k] for g in gathered}) > 1]
+            if bad:
+                detail = {k: [g[k][:12] for g in gathered] for k in bad}
+                raise RuntimeError(
+                    f"ranks disagree at {when} on {bad}: {detail}. Every rank must "
+                    "use the same seed, config and checkpoint."
+                )
+        logger.info(f"rank checksums at {when}: " + ", ".join(f"{k}={v[:12]}" for k, v in sums.items()))
+        return sums
+
+    # ------------------------------------------------------------ stages
+    def transition(self, stage):
+        """Starts ``stage``: snapshot target encoder, fresh heads, optimizer, LR."""
+        self.target_encoder.snapshot(self.modules.encoder, self.optimizer_step)
+        devices = [self.device] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.hparams.seed * 7919 + stage)
+            unwrap(self.modules.heads).reset_parameters()
+        self.init_optimizers()
+        self.hparams.lr_annealing.__dict__.update(copy.deepcopy(self._fresh_lr_state))
+        self.schedule.stage = stage
+        self.train_stats.reset()
+        self.check_rank_consistency(f"transition to stage {stage}")
+        logger.info(
+            f"stage transition -> {stage} at optimizer step {self.optimizer_step}: "
+            f"target encoder = snapshot (layers {self.target_encoder.target_layers}), "
+            "heads re-initialised, optimizer and LR scheduler reset"
+        )
+        if if_main_process():
+            self.hparams.train_logger.log_stats(
+                {"transition_to_stage": stage, "step": self.optimizer_step}
+            )
+        if self.checkpointer is not None:
+            self.checkpointer.save_checkpoint(
+                meta={"transition_to_stage": stage, "optimizer_step": self.optimizer_step},
+                end_of_epoch=False,
+            )
+
+    # ------------------------------------------------------------ forward
+    def compute_targets(self, feats, enc_lens, mask):
+        """(M, N) int64 targets of the masked frames for the current stage."""
+        with torch.no_grad():
+            if self.schedule.stage == 0:
+                B, T, C = feats.shape
+                k = self.hparams.downsampling
+                stacked = feats.view(B, T // k, k * C)[mask]
+                return self.quantizer(stacked, "mel")
+            states = self.target_encoder(feats, enc_lens)
+            return torch.cat(
+                [self.quantizer(states[l][mask], layer_source(l)) for l in states], 1
+            )
+
+    def compute_forward(self, batch, stage):
+        """Features, masks, targets and the student's logits on masked frames."""
+        batch = batch.to(self.device)
+        wavs, rel = batch.sig
+        n_samples = torch.round(rel * wavs.shape[1]).long()
+        feats, _, enc_lens = self.modules.features(wavs, n_samples)
+        gen = None
+        if stage != sb.Stage.TRAIN:  # same masks every evaluation
+            gen = torch.Generator().manual_seed(
+                zlib.crc32(",".join(batch.id).encode()) + self.hparams.seed
+            )
+        mask = sample_span_mask(
+            enc_lens, self.hparams.mask_prob, self.hparams.mask_length, gen
+        )
+        targets = self.compute_targets(feats, enc_lens, mask)
+        masked_feats = self.modules.mask_embedding(feats, mask)
+        out, _ = self.modules.encoder(masked_feats, enc_lens)
+        logits = self.modules.heads(out[mask])
+        return {
+            "logits": logits,
+            "targets": targets,
+            "mask": mask,
+            "enc_lens": enc_lens,
+            "audio_s": float(n_samples.sum()) / self.hparams.sample_rate,
+        }
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Cross-entropy over masked frames and all codebooks."""
+        logits, targets = predictions["logits"], predictions["targets"]
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        )
+        stats = self.train_stats if stage == sb.Stage.TRAIN else self.valid_stats
+        stats.update(
+            loss.detach(),
+            logits.detach(),
+            targets,
+            predictions["mask"],
+            predictions["enc_lens"],
+            predictions["audio_s"],
+        )
+        return loss
+
+    # ------------------------------------------------------------ hooks
+    def on_fit_batch_start(self, batch, should_step):
+        """Stage transitions (at an accumulation boundary) and LR warm-up."""
+        if (self.step - 1) % self.grad_accumulation_factor == 0:
+            due = self.schedule.due(self.optimizer_step)
+            if due is not None:
+                self.transition(due)
+        if should_step:
+            self.hparams.lr_annealing(self.optimizer)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Logs every ``log_interval`` optimizer steps."""
+        if not should_step:
+            return
+        self.train_stats.steps += 1
+        if self.optimizer_step % self.hparams.log_interval:
+            return
+        s = self.train_stats.summary()
+        self.train_stats.reset()
+        meta = {
+            "step": self.optimizer_step,
+            "stage": self.schedule.stage,
+            "lr": f"{self.optimizer.param_groups[0]['lr']:.3e}",
+        }
+        if if_main_process():
+            self.hparams.train_logger.log_stats(
+                meta, train_stats={k: _fmt(v) for k, v in s.items()}
+            )
+            tb = getattr(self.hparams, "tensorboard_logger", None)
+            if tb is not None:
+                scalars = {k: v for k, v in s.items() if not isinstance(v, list)}
+                scalars.update(
+                    codes_used=sum(s["codes_used"]) / len(s["codes_used"]),
+                    perplexity=sum(s["perplexity"]) / len(s["perplexity"]),
+                    stage=self.schedule.stage,
+                )
+                tb.log_stats({"step": self.optimizer_step}, train_stats=scalars)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Fresh validation statistics."""
+        if stage != sb.Stage.TRAIN:
+            self.valid_stats = IntervalStats(
+                self.hparams.n_codebooks, self.hparams.codebook_size
+            )
+            if not hasattr(self, "quantizer"):  # evaluate() without fit()
+                self.quantizer = self.hparams.quantizer.to(self.device)
+                self.target_encoder = self.hparams.target_encoder
+                self.schedule = self.hparams.stage_schedule
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs validation and saves an end-of-epoch checkpoint."""
+        if stage == sb.Stage.TRAIN:
+            self.last_train_loss = stage_loss
+            return
+        s = self.valid_stats.summary()
+        meta = {"epoch": epoch, "step": self.optimizer_step, "stage": self.schedule.stage}
+        if if_main_process():
+            self.hparams.train_logger.log_stats(
+                meta,
+                train_stats={"loss": _fmt(getattr(self, "last_train_loss", math.nan))},
+                valid_stats={
+                    k: _fmt(s[k])
+                    for k in ("loss", "acc", "codes_used", "perplexity", "mask_fraction")
+                },
+            )
+        if stage == sb.Stage.VALID and self.checkpointer is not None:
+            self.checkpointer.save_and_keep_only(
+                meta={"valid_loss": s["loss"], "stage": self.schedule.stage},
+                num_to_keep=self.hparams.ckpt_to_keep,
+                ckpt_predicate=lambda c: "transition_to_stage" not in c.meta,
+            )
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    return value

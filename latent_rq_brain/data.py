@@ -1,0 +1,267 @@
+"""Manifests, audio checks and data loading for any corpus given as a CSV.
+
+A manifest is a CSV with the columns ``ID,duration,wav`` (``spk_id`` and
+``wrd`` optional, others ignored). ``wav`` may be absolute, relative to the
+manifest's folder, or start with ``$data_root`` (SpeechBrain's convention,
+replaced by ``data_root``). Every problem is reported with the manifest, line,
+ID and value at fault, before any training starts.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import csv
+import hashlib
+import json
+import logging
+import os
+
+import soundfile
+import torch
+
+import speechbrain as sb
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("ID", "duration", "wav")
+
+
+class DataError(ValueError):
+    """Bad manifest or audio: the message names the file, line or value."""
+
+
+def read_manifest(csv_path, data_root=None):
+    """Reads and checks a manifest, returning ``{ID: row}`` with absolute wav paths.
+
+    Arguments
+    ---------
+    csv_path : str
+        Manifest path.
+    data_root : str, optional
+        Replaces ``$data_root`` in the ``wav`` column.
+
+    Returns
+    -------
+    dict
+        ``{ID: {"duration": float, "wav": str, ...}}`` in file order.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> p = os.path.join(d, "m.csv")
+    >>> _ = open(p, "w").write("ID,duration,wav\\nu1,1.5,a.wav\\n")
+    >>> read_manifest(p)["u1"]["wav"] == os.path.join(d, "a.wav")
+    True
+    """
+    if not csv_path or not os.path.isfile(csv_path):
+        raise DataError(f"manifest {csv_path!r} does not exist")
+    base = os.path.dirname(os.path.abspath(csv_path))
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise DataError(
+                f"manifest {csv_path} lacks column(s) {missing}; its header is "
+                f"{header}, expected at least {list(REQUIRED_COLUMNS)}"
+            )
+        rows = {}
+        for line, row in enumerate(reader, start=2):
+            uid = (row["ID"] or "").strip()
+            if not uid:
+                raise DataError(f"manifest {csv_path}, line {line}: empty ID")
+            if uid in rows:
+                raise DataError(f"manifest {csv_path}, line {line}: duplicate ID {uid!r}")
+            try:
+                duration = float(row["duration"])
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"manifest {csv_path}, line {line} (ID {uid}): duration "
+                    f"{row['duration']!r} is not a number"
+                ) from None
+            if not duration > 0:
+                raise DataError(
+                    f"manifest {csv_path}, line {line} (ID {uid}): duration "
+                    f"{duration} must be > 0"
+                )
+            wav = (row["wav"] or "").strip()
+            if not wav:
+                raise DataError(f"manifest {csv_path}, line {line} (ID {uid}): empty wav")
+            if "$data_root" in wav:
+                if data_root is None:
+                    raise DataError(
+                        f"manifest {csv_path}, line {line}: wav {wav!r} uses "
+                        "$data_root but no data_root was given"
+                    )
+                wav = wav.replace("$data_root", str(data_root))
+            if not os.path.isabs(wav):
+                wav = os.path.join(base, wav)
+            row = {k: v for k, v in row.items() if k is not None}
+            row.update(duration=duration, wav=wav, line=line)
+            del row["ID"]
+            rows[uid] = row
+    if not rows:
+        raise DataError(f"manifest {csv_path} is empty: it has a header but no utterances")
+    return rows
+
+
+def check_audio_files(rows, csv_path, sample_rate, tolerance=0.1):
+    """Checks every wav exists, is readable, has ``sample_rate`` and its duration.
+
+    Reads only the headers (``soundfile.info``). Raises one :class:`DataError`
+    listing up to 10 problems (and how many there are in all).
+    """
+    problems = []
+    for uid, row in rows.items():
+        path, where = row["wav"], f"{csv_path}, line {row['line']} (ID {uid})"
+        if not os.path.isfile(path):
+            problems.append(f"{where}: audio file {path} does not exist")
+            continue
+        try:
+            info = soundfile.info(path)
+        except Exception as err:  # soundfile raises several types
+            problems.append(f"{where}: cannot read audio file {path}: {err}")
+            continue
+        if info.samplerate != sample_rate:
+            problems.append(
+                f"{where}: {path} has sample rate {info.samplerate} Hz, expected "
+                f"{sample_rate} Hz (resample it, e.g. `sox in.wav -r {sample_rate} out.wav`)"
+            )
+            continue
+        actual = info.frames / info.samplerate
+        if info.frames == 0 or abs(actual - row["duration"]) > tolerance + 0.01 * actual:
+            problems.append(
+                f"{where}: {path} lasts {actual:.3f} s but the manifest says "
+                f"{row['duration']:.3f} s"
+            )
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise DataError(
+            f"{len(problems)} bad audio entr{'y' if len(problems) == 1 else 'ies'} in "
+            f"{csv_path}{more}:\n  " + "\n  ".join(problems[:10])
+        )
+
+
+def checked_manifest(csv_path, data_root, sample_rate, cache_dir=None):
+    """:func:`read_manifest` + :func:`check_audio_files`, cached per manifest content.
+
+    The check is skipped when ``cache_dir`` holds a marker for the same manifest
+    bytes, data_root and sample rate.
+    """
+    rows = read_manifest(csv_path, data_root)
+    marker = None
+    if cache_dir is not None:
+        with open(csv_path, "rb") as f:
+            key = hashlib.sha256(
+                f.read() + f"|{data_root}|{sample_rate}".encode()
+            ).hexdigest()[:16]
+        marker = os.path.join(cache_dir, f".audio_checked_{key}.json")
+    if marker is None or not os.path.exists(marker):
+        check_audio_files(rows, csv_path, sample_rate)
+        if marker is not None:
+            os.makedirs(cache_dir, exist_ok=True)
+            with open(marker, "w", encoding="utf-8") as f:
+                json.dump({"manifest": os.path.abspath(csv_path), "n": len(rows)}, f)
+    return rows
+
+
+def read_audio_checked(path, sample_rate, min_samples=1):
+    """Reads a mono float32 waveform, failing with the file name on any problem.
+
+    Example
+    -------
+    >>> try:
+    ...     read_audio_checked("/nonexistent.wav", 16000)
+    ... except DataError as err:
+    ...     print(str(err)[:43])
+    cannot read audio file /nonexistent.wav: Er
+    """
+    try:
+        data, sr = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as err:
+        raise DataError(f"cannot read audio file {path}: {err}") from err
+    if sr != sample_rate:
+        raise DataError(f"audio file {path} has sample rate {sr} Hz, expected {sample_rate} Hz")
+    if data.shape[0] < min_samples:
+        raise DataError(
+            f"audio file {path} has {data.shape[0]} samples, fewer than the "
+            f"{min_samples} needed"
+        )
+    return torch.from_numpy(data.mean(axis=1))
+
+
+def make_dataset(rows, csv_path, min_duration, max_duration, sample_rate, min_samples):
+    """DynamicItemDataset with the audio pipeline, filtered by duration."""
+    data = {uid: {"duration": r["duration"], "wav": r["wav"]} for uid, r in rows.items()}
+    dataset = DynamicItemDataset(data)
+    kept = dataset.filtered_sorted(
+        key_min_value={"duration": min_duration},
+        key_max_value={"duration": max_duration},
+    )
+    if len(kept) == 0:
+        durs = [r["duration"] for r in rows.values()]
+        raise DataError(
+            f"no utterance of {csv_path} lasts between {min_duration} s and "
+            f"{max_duration} s (its durations range from {min(durs):.2f} to "
+            f"{max(durs):.2f} s): adjust avoid_if_shorter_than / avoid_if_longer_than"
+        )
+    dropped = len(rows) - len(kept)
+    if dropped:
+        logger.info(f"{csv_path}: kept {len(kept)} utterances, dropped {dropped} by duration")
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return read_audio_checked(wav, sample_rate, min_samples)
+
+    kept.add_dynamic_item(audio_pipeline)
+    kept.set_output_keys(["id", "sig"])
+    return kept
+
+
+def dataio_prepare(hparams):
+    """Train/valid datasets and loader options from the hparams' manifests.
+
+    Returns
+    -------
+    train_data, valid_data, train_loader_kwargs, valid_loader_kwargs
+    """
+    sr = hparams["sample_rate"]
+    # shortest audio giving one encoder frame: a full STFT window
+    min_samples = int(sr * hparams["win_length"] / 1000)
+    sets = {}
+    for split in ("train", "valid"):
+        csv_path = hparams[f"{split}_csv"]
+        if split == "valid" and not csv_path:
+            sets[split] = None
+            continue
+        if hparams.get("check_audio", True):
+            rows = checked_manifest(
+                csv_path, hparams.get("data_root"), sr, hparams["output_folder"]
+            )
+        else:
+            rows = read_manifest(csv_path, hparams.get("data_root"))
+        sets[split] = make_dataset(
+            rows,
+            csv_path,
+            hparams["avoid_if_shorter_than"],
+            hparams["avoid_if_longer_than"],
+            sr,
+            min_samples,
+        )
+    train_kwargs = dict(hparams["train_dataloader_opts"])
+    if hparams.get("max_batch_len"):
+        train_kwargs["batch_sampler"] = sb.dataio.sampler.DynamicBatchSampler(
+            sets["train"],
+            max_batch_length=hparams["max_batch_len"],
+            num_buckets=min(hparams["num_buckets"], len(sets["train"])),
+            length_func=lambda x: x["duration"],
+            shuffle=True,
+            batch_ordering="random",
+        )
+        train_kwargs.pop("batch_size", None)
+        train_kwargs.pop("shuffle", None)
+    valid_kwargs = dict(hparams["valid_dataloader_opts"])
+    return sets["train"], sets["valid"], train_kwargs, valid_kwargs

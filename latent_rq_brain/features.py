@@ -1,0 +1,98 @@
+"""Log-Mel features that do not depend on padding or batch composition.
+
+SpeechBrain's ``Fbank`` pads the STFT with zeros (``center=True``), so the frames
+of an utterance are the same whether it is alone or padded in a batch, provided
+the frame counts come from absolute sample counts. Per-utterance normalisation
+(``InputNormalization(norm_type="sentence")``) is given exact relative lengths,
+padded frames are zeroed afterwards, and the time axis is padded to a multiple of
+the CNN's downsampling, so that the front-end reads zeros past the end of every
+utterance, batched or not.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import torch
+
+
+class MelFeatures(torch.nn.Module):
+    """Waveforms -> normalised log-Mel frames, with exact frame counts.
+
+    Arguments
+    ---------
+    fbank : speechbrain.lobes.features.Fbank
+        80-bin log-Mel, 25 ms / 10 ms, ``center=True`` (SpeechBrain default).
+    normalize : speechbrain.processing.features.InputNormalization
+        With ``norm_type="sentence"``: per-utterance mean/variance.
+    sample_rate : int
+        Sample rate of the waveforms.
+    hop_length : float
+        Frame shift in ms (must match ``fbank``).
+    downsampling : int
+        Time reduction of the CNN front-end: frames are padded to a multiple.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> mel = MelFeatures(Fbank(n_mels=80), InputNormalization(norm_type="sentence"))
+    >>> wavs = torch.randn(2, 16000)
+    >>> feats, frame_lens, enc_lens = mel(wavs, torch.tensor([16000, 8000]))
+    >>> feats.shape, frame_lens.tolist(), enc_lens.tolist()
+    (torch.Size([2, 104, 80]), [101, 51], [26, 13])
+    """
+
+    def __init__(
+        self, fbank, normalize, sample_rate=16000, hop_length=10, downsampling=4
+    ):
+        super().__init__()
+        self.fbank = fbank
+        self.normalize = normalize
+        self.hop = int(round(sample_rate * hop_length / 1000))
+        self.downsampling = int(downsampling)
+
+    def frame_lengths(self, n_samples):
+        """Valid Mel frames for ``n_samples`` samples (STFT with center=True)."""
+        return torch.div(n_samples, self.hop, rounding_mode="floor") + 1
+
+    def encoder_lengths(self, frame_lens):
+        """Valid encoder frames: ceil(frames / downsampling)."""
+        return -torch.div(-frame_lens, self.downsampling, rounding_mode="floor")
+
+    @torch.no_grad()
+    def forward(self, wavs, n_samples):
+        """Computes features.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (B, S) zero-padded waveforms.
+        n_samples : torch.Tensor
+            (B,) int, valid samples per waveform.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            (B, T, n_mels), T a multiple of ``downsampling``, zeros past the end.
+        frame_lens : torch.Tensor
+            (B,) valid Mel frames.
+        enc_lens : torch.Tensor
+            (B,) valid encoder frames.
+        """
+        n_samples = n_samples.to(wavs.device).long()
+        with torch.autocast(wavs.device.type, enabled=False):
+            feats = self.fbank(wavs.float())
+        T = feats.shape[1]
+        frame_lens = self.frame_lengths(n_samples)
+        if int(frame_lens.max()) != T:
+            raise RuntimeError(
+                f"Fbank gave {T} frames for {wavs.shape[1]} samples, expected "
+                f"{int(frame_lens.max())}: is hop_length consistent with fbank?"
+            )
+        feats = self.normalize(feats, frame_lens.float() / T)
+        valid = torch.arange(T, device=feats.device)[None, :] < frame_lens[:, None]
+        feats = feats.masked_fill(~valid.unsqueeze(-1), 0.0)
+        pad = (-T) % self.downsampling
+        if pad:
+            feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
+        return feats, frame_lens, self.encoder_lengths(frame_lens)

@@ -1,0 +1,199 @@
+"""The frozen target encoder of Latent-RQ.
+
+A snapshot of the student encoder, taken at a stage transition, frozen (eval
+mode, ``requires_grad_(False)``) and kept *outside* ``Brain.modules`` so that
+SpeechBrain neither trains it, nor wraps it in DDP, nor switches it back to
+train mode. Its forward stops after the deepest target layer. It returns the
+hidden states of ``target_layers`` (paper indices, see
+:func:`latent_rq_brain.encoder.hidden_state_index`), each normalised before the
+random projection:
+
+* ``"layer"`` (default): per-frame standardisation over features (LayerNorm
+  without affine), independent of the rest of the utterance;
+* ``"utterance"``: per-utterance, per-dimension mean/variance over valid frames
+  (the hidden-state analogue of the per-utterance Mel normalisation);
+* ``"none"``: raw hidden states.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import copy
+import hashlib
+
+import torch
+
+from latent_rq_brain.encoder import hidden_state_index
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+NORMS = ("layer", "utterance", "none")
+
+
+def unwrap(module):
+    """The module inside a DDP/DataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def normalize_states(states, enc_lens, norm):
+    """Normalises (B, T, d) hidden states as described in the module docstring.
+
+    Example
+    -------
+    >>> x = torch.randn(2, 5, 4) * 3 + 1
+    >>> y = normalize_states(x, torch.tensor([5, 3]), "layer")
+    >>> bool(torch.allclose(y.mean(-1), torch.zeros(2, 5), atol=1e-5))
+    True
+    """
+    if norm == "layer":
+        return torch.nn.functional.layer_norm(states, states.shape[-1:])
+    if norm == "utterance":
+        valid = torch.arange(states.shape[1], device=states.device)
+        valid = (valid[None, :] < enc_lens[:, None]).unsqueeze(-1).float()
+        n = valid.sum(1, keepdim=True)
+        mean = (states * valid).sum(1, keepdim=True) / n
+        var = ((states - mean) * valid).square().sum(1, keepdim=True) / n
+        return (states - mean) / (var + 1e-5).sqrt()
+    if norm == "none":
+        return states
+    raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
+
+
+@register_checkpoint_hooks
+class TargetEncoder:
+    """Frozen, truncated snapshot of the encoder that feeds the quantizer.
+
+    Arguments
+    ---------
+    target_layers : list of int
+        Paper layer indices (-1 = CNN output, 0..L-1 = Conformer layers).
+    norm : str
+        One of ``"layer"``, ``"utterance"``, ``"none"``.
+
+    Example
+    -------
+    >>> te = TargetEncoder([0, 1], norm="layer")
+    >>> te.active
+    False
+    """
+
+    def __init__(self, target_layers, norm="layer"):
+        self.target_layers = [int(x) for x in target_layers]
+        if not self.target_layers:
+            raise ValueError("target_layers is empty")
+        if len(set(self.target_layers)) != len(self.target_layers):
+            raise ValueError(f"target_layers has duplicates: {self.target_layers}")
+        if norm not in NORMS:
+            raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
+        self.module = None
+        self.snapshot_step = None
+        self.template = None  # the live encoder, to rebuild structure on load
+
+    @property
+    def active(self):
+        """Whether a snapshot has been taken (stage >= 1)."""
+        return self.module is not None
+
+    def attach(self, encoder):
+        """Remembers the live encoder (for its structure) and checks the layers."""
+        self.template = encoder
+        n = unwrap(encoder).num_layers
+        for layer in self.target_layers:
+            hidden_state_index(layer, n)  # raises with a clear message
+
+    def _frozen_copy(self, encoder):
+        module = copy.deepcopy(unwrap(encoder))
+        deepest = max(self.target_layers)
+        layers = module.transformer.encoder.layers
+        module.transformer.encoder.layers = torch.nn.ModuleList(
+            list(layers)[: deepest + 1]
+        )
+        module.eval()
+        module.requires_grad_(False)
+        return module
+
+    def snapshot(self, encoder, step):
+        """Replaces the target encoder by a frozen copy of ``encoder``."""
+        self.attach(encoder)
+        self.module = self._frozen_copy(encoder)
+        self.snapshot_step = int(step)
+
+    @torch.no_grad()
+    def forward(self, feats, enc_lens):
+        """Normalised hidden states of every target layer.
+
+        Returns
+        -------
+        dict
+            ``{layer: (B, T', d) tensor}`` in fp32.
+        """
+        if self.module is None:
+            raise RuntimeError("target encoder used before any snapshot was taken")
+        self.module.eval()
+        _, states = self.module(feats, enc_lens)
+        n = unwrap(self.template).num_layers if self.template is not None else None
+        out = {}
+        for layer in self.target_layers:
+            h = states[hidden_state_index(layer, n or len(states) - 1)].float()
+            out[layer] = normalize_states(h, enc_lens, self.norm)
+        return out
+
+    __call__ = forward
+
+    def checksum(self):
+        """SHA-256 over the snapshot's parameters and buffers (or 'inactive')."""
+        if self.module is None:
+            return "inactive"
+        h = hashlib.sha256()
+        for name, t in sorted(self.module.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    @mark_as_saver
+    def _save(self, path):
+        torch.save(
+            {
+                "target_layers": self.target_layers,
+                "norm": self.norm,
+                "snapshot_step": self.snapshot_step,
+                "state": None if self.module is None else self.module.state_dict(),
+            },
+            path,
+        )
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=False):
+        del end_of_epoch
+        saved = torch.load(path, map_location="cpu")
+        if saved["state"] is None:
+            self.module, self.snapshot_step = None, None
+            return
+        if saved["target_layers"] != self.target_layers:
+            raise ValueError(
+                f"checkpoint {path} holds a target encoder for target_layers="
+                f"{saved['target_layers']}, but the config asks "
+                f"{self.target_layers}: resume with the same layers, or start a "
+                "new output folder with --init_from"
+            )
+        if self.template is None:
+            raise RuntimeError("TargetEncoder.attach(encoder) must precede loading")
+        module = self._frozen_copy(self.template)
+        try:
+            module.load_state_dict(saved["state"], strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"checkpoint {path} holds a target encoder that does not fit the "
+                f"configured model: {err}"
+            ) from err
+        self.module = module
+        self.snapshot_step = saved["snapshot_step"]
+        if saved["norm"] != self.norm:
+            raise ValueError(
+                f"checkpoint {path} used target_norm={saved['norm']!r}, config "
+                f"asks {self.norm!r}"
+            )

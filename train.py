@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Pre-train a Conformer with BEST-RQ (stage 0) and Latent-RQ (stages >= 1).
+
+Usage::
+
+    python train.py hparams/best_rq.yaml --data_folder=/data/LibriSpeech
+    python train.py hparams/latent_rq_stage1.yaml --data_folder=... \\
+        --init_from=results/best_rq/1000/save
+    python train.py hparams/latent_rq_schedule.yaml --data_folder=... \\
+        --target_layers=[11,12,13,14,15,16]
+    torchrun --nproc_per_node=4 train.py hparams/latent_rq_schedule.yaml ...
+
+Any corpus: ``--data_prep=null --train_csv=train.csv --valid_csv=valid.csv``
+with CSV manifests ``ID,duration,wav[,spk_id,wrd]``.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import dataclasses
+import sys
+import typing
+
+from hyperpyyaml import load_hyperpyyaml
+
+import speechbrain as sb
+from latent_rq_brain.brain import LatentRQBrain
+from latent_rq_brain.data import dataio_prepare
+from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.run_opts import RunOptions
+
+
+def typed_run_opts(run_opts):
+    """Casts command-line run options to their declared types.
+
+    SpeechBrain 1.1 leaves some of them as strings (``--optimizer_step_limit=N``
+    then crashes comparing a str with an int).
+    """
+    hints = typing.get_type_hints(RunOptions)
+    changes = {}
+    for name in run_opts.overridden_args:
+        value = getattr(run_opts, name, None)
+        kinds = typing.get_args(hints.get(name)) or (hints.get(name),)
+        if not isinstance(value, str):
+            continue
+        for kind in (int, float):
+            if kind in kinds:
+                try:
+                    changes[name] = kind(value)
+                except ValueError:
+                    raise ValueError(f"--{name}={value!r} is not a valid {kind.__name__}") from None
+                break
+    return dataclasses.replace(run_opts, **changes) if changes else run_opts
+
+
+def main(argv):
+    """Parses arguments, prepares data, builds the Brain and trains."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    run_opts = typed_run_opts(run_opts)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    # NB: no hparams.update(run_opts): Brain reads run options from both.
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    if hparams.get("data_prep") is not None:
+        run_on_main(hparams["data_prep"])
+    train_data, valid_data, train_opts, valid_opts = dataio_prepare(hparams)
+
+    if hparams.get("use_tensorboard"):
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        hparams["tensorboard_logger"] = TensorboardLogger(hparams["tensorboard_dir"])
+
+    brain = LatentRQBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["optimizer"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=train_opts,
+        valid_loader_kwargs=valid_opts,
+    )
+    return brain
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
