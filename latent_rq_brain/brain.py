@@ -166,11 +166,16 @@ class LatentRQBrain(sb.Brain):
     def load_pretrained(self, ckpt_dir):
         """Branches from another run's checkpoint: encoder, mask embedding,
         quantizer (checked equal), step count and stage; not heads/optimizer."""
-        found = Checkpointer(ckpt_dir).find_checkpoint() if os.path.isdir(ckpt_dir) else None
-        if found is None and os.path.isfile(os.path.join(ckpt_dir, "CKPT.yaml")):
-            found = sb.utils.checkpoints.Checkpoint(
-                ckpt_dir, {}, {p[:-5]: os.path.join(ckpt_dir, p) for p in os.listdir(ckpt_dir) if p.endswith(".ckpt")}
+        found = None
+        if os.path.isfile(os.path.join(ckpt_dir, "CKPT.yaml")):  # one CKPT+ folder
+            parent = Checkpointer(os.path.dirname(os.path.abspath(ckpt_dir)))
+            found = next(
+                (c for c in parent.list_checkpoints()
+                 if os.path.samefile(c.path, ckpt_dir)),
+                None,
             )
+        elif os.path.isdir(ckpt_dir):  # a save folder: its latest checkpoint
+            found = Checkpointer(ckpt_dir).find_checkpoint()
         if found is None:
             raise ValueError(
                 f"--init_from={ckpt_dir}: no checkpoint found (expected a "
