@@ -53,8 +53,13 @@ def typed_run_opts(run_opts):
     return dataclasses.replace(run_opts, **changes) if changes else run_opts
 
 
-def main(argv):
-    """Parses arguments, prepares data, builds the Brain and trains."""
+def build(argv):
+    """Parses arguments, prepares data and builds the Brain (no training).
+
+    Returns
+    -------
+    brain, train_data, valid_data, train_loader_kwargs, valid_loader_kwargs
+    """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     run_opts = typed_run_opts(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -83,6 +88,12 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    return brain, train_data, valid_data, train_opts, valid_opts
+
+
+def main(argv):
+    """Builds everything and trains; returns the Brain."""
+    brain, train_data, valid_data, train_opts, valid_opts = build(argv)
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,

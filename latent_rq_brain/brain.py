@@ -144,24 +144,46 @@ class LatentRQBrain(sb.Brain):
         )
 
     def _resume(self):
-        """Recovers the latest checkpoint of this run, with a clear error if it
-        does not fit the configuration. Returns whether one was loaded."""
+        """Recovers the newest complete checkpoint of this run.
+
+        A checkpoint folder missing some recoverable's file (a save killed
+        half-way) is skipped with a warning; one that does not fit the
+        configuration raises a clear error. Returns whether one was loaded.
+        """
         if self.checkpointer is None:
             return False
-        ckpt = self.checkpointer.find_checkpoint()
-        if ckpt is None:
-            return False
-        try:
-            self.checkpointer.load_checkpoint(ckpt)
-        except (RuntimeError, ValueError, KeyError) as err:
+        ckpts = sorted(
+            self.checkpointer.list_checkpoints(),
+            key=lambda c: c.meta.get("unixtime", 0),
+            reverse=True,
+        )
+        optional = self.checkpointer.optional_recoverables
+        needed = {k for k in self.checkpointer.recoverables if not optional.get(k)}
+        for ckpt in ckpts:
+            missing = sorted(needed - set(ckpt.paramfiles))
+            if missing:
+                logger.warning(
+                    f"skipping checkpoint {ckpt.path}: it lacks {missing} "
+                    "(interrupted save, or written by another version)"
+                )
+                continue
+            try:
+                self.checkpointer.load_checkpoint(ckpt)
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise ValueError(
+                    f"cannot resume from checkpoint {ckpt.path}: it does not fit "
+                    f"the current configuration ({err}). Restore the settings it "
+                    "was written with, or use a new output_folder (with "
+                    "--init_from to start from its weights)."
+                ) from err
+            logger.info(f"resumed from {ckpt.path}")
+            return True
+        if ckpts:
             raise ValueError(
-                f"cannot resume from checkpoint {ckpt.path}: it does not fit the "
-                f"current configuration ({err}). Restore the settings it was "
-                "written with, or use a new output_folder (with --init_from to "
-                "start from its weights)."
-            ) from err
-        logger.info(f"resumed from {ckpt.path}")
-        return True
+                f"no complete checkpoint in {self.checkpointer.checkpoints_dir}: "
+                f"each lacks some of {sorted(needed)}"
+            )
+        return False
 
     def load_pretrained(self, ckpt_dir):
         """Branches from another run's checkpoint: encoder, mask embedding,

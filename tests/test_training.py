@@ -1,0 +1,288 @@
+"""Training mechanics: transitions, branching, resume, rank checks.
+
+A tiny model (from hparams/small/latent_rq.yaml with overrides) trains on a
+synthetic corpus written to a temporary folder.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+import speechbrain as sb
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import train  # noqa: E402
+from latent_rq_brain.target_encoder import unwrap  # noqa: E402
+
+SR = 16000
+
+
+def synth_utterance(rng, seconds):
+    """Voiced-speech-like signal: a gliding harmonic source with a syllable envelope."""
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
+    x = x * env + 0.05 * rng.standard_normal(t.shape)
+    return (0.3 * x / np.abs(x).max()).astype("float32")
+
+
+def write_corpus(folder, n_train=16, n_valid=4, seed=0):
+    """Writes wavs and train/valid manifests; returns the manifest paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            dur = round(float(rng.uniform(1.0, 2.5)), 3)
+            wav = os.path.join(folder, f"{split}{i}.wav")
+            soundfile.write(wav, synth_utterance(rng, dur), SR)
+            rows.append([f"{split}{i}", dur, wav])
+        paths[split] = os.path.join(folder, f"{split}.csv")
+        with open(paths[split], "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "duration", "wav"])
+            w.writerows(rows)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+def tiny_args(out, corpus, *extra):
+    """Command line of a tiny run on the synthetic corpus (``extra`` wins)."""
+    base = [
+        f"--output_folder={out}",
+        "--data_prep=null",
+        f"--train_csv={corpus['train']}",
+        f"--valid_csv={corpus['valid']}",
+        "--max_batch_len=null",
+        "--train_dataloader_opts={batch_size: 4, shuffle: True, num_workers: 0}",
+        "--d_model=32",
+        "--nhead=2",
+        "--num_encoder_layers=3",
+        "--d_ffn=64",
+        "--n_codebooks=4",
+        "--codebook_size=64",
+        "--target_layers=[0, 2]",
+        "--mask_length=2",
+        "--warmup_steps=5",
+        "--log_interval=1",
+        "--ckpt_interval_minutes=0",
+        "--device=cpu",
+        "--noprogressbar",
+    ]
+    keys = {a.split("=")[0] for a in extra}
+    base = [a for a in base if a.split("=")[0] not in keys]
+    return [os.path.join(REPO, "hparams/small/latent_rq.yaml"), *base, *extra]
+
+
+def latest_ckpt(save):
+    ckpts = sb.utils.checkpoints.Checkpointer(save).list_checkpoints()
+    return max(ckpts, key=lambda c: c.meta["unixtime"]) if ckpts else None
+
+
+def built(out, corpus, *extra):
+    """A Brain ready to train (on_fit_start done) and its train loader."""
+    brain, train_data, _, train_opts, _ = train.build(tiny_args(out, corpus, *extra))
+    loader = brain.make_dataloader(train_data, stage=sb.Stage.TRAIN, **train_opts)
+    brain.on_fit_start()
+    return brain, loader
+
+
+def fit_batches(brain, loader, n):
+    it = iter(loader)
+    for _ in range(n):
+        brain.step += 1
+        brain.fit_batch(next(it))
+
+
+def state_copy(module):
+    return {k: v.detach().clone() for k, v in unwrap(module).state_dict().items()}
+
+
+def test_transition_snapshots_encoder_and_resets_heads_optimizer_scheduler(tmp_path, corpus):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[1000]")
+    fit_batches(brain, loader, 3)
+    assert brain.schedule.stage == 0 and not brain.target_encoder.active
+    encoder_before = state_copy(brain.modules.encoder)
+    heads_before = state_copy(brain.modules.heads)
+    optimizer_before = brain.optimizer
+    assert len(optimizer_before.state) > 0
+    assert brain.hparams.lr_annealing.n_steps == 3
+    quantizer_sum = brain.quantizer.checksum()
+
+    brain.transition(1)
+
+    te = brain.target_encoder
+    assert brain.schedule.stage == 1 and te.active and te.snapshot_step == brain.optimizer_step
+    # the target encoder is a frozen, truncated copy of the encoder
+    assert not te.module.training
+    assert all(not p.requires_grad for p in te.module.parameters())
+    assert all(te.module is not m for m in brain.modules.values())
+    assert te.module.num_layers == max(te.target_layers) + 1
+    for k, v in te.module.state_dict().items():
+        assert torch.equal(v, encoder_before[k]), k
+    # heads re-initialised, deterministically (seeded by seed and stage)
+    heads_after = state_copy(brain.modules.heads)
+    assert not torch.equal(heads_after["linear.weight"], heads_before["linear.weight"])
+    with torch.random.fork_rng():
+        torch.manual_seed(brain.hparams.seed * 7919 + 1)
+        ref = torch.nn.Linear(32, 4 * 64)
+    assert torch.equal(heads_after["linear.weight"], ref.weight.detach())
+    # fresh optimizer and LR scheduler; quantizer unchanged
+    assert brain.optimizer is not optimizer_before and len(brain.optimizer.state) == 0
+    assert brain.hparams.lr_annealing.n_steps == 0
+    assert brain.quantizer.checksum() == quantizer_sum
+    # a checkpoint tagged with the stage was written
+    ckpt = latest_ckpt(brain.checkpointer.checkpoints_dir)
+    assert ckpt.meta["transition_to_stage"] == 1
+
+    # training goes on: the encoder changes, the target encoder does not
+    target_before = te.checksum()
+    fit_batches(brain, loader, 2)
+    assert te.checksum() == target_before
+    enc = state_copy(brain.modules.encoder)
+    assert any(not torch.equal(enc[k], encoder_before[k]) for k in enc)
+    assert brain.hparams.lr_annealing.n_steps == 2
+
+
+def test_scheduled_run_transitions_at_the_listed_steps(tmp_path, corpus):
+    brain = train.main(
+        tiny_args(tmp_path, corpus, "--stage_transitions=[3, 6]", "--optimizer_step_limit=8")
+    )
+    assert brain.optimizer_step == 8
+    assert brain.schedule.stage == 2
+    assert brain.target_encoder.snapshot_step == 6
+    log = open(tmp_path / "train_log.txt").read()
+    assert "transition_to_stage: 1, step: 3" in log
+    assert "transition_to_stage: 2, step: 6" in log
+    stages = [
+        c.meta["transition_to_stage"]
+        for c in sb.utils.checkpoints.Checkpointer(tmp_path / "save").list_checkpoints()
+        if "transition_to_stage" in c.meta
+    ]
+    assert sorted(stages) == [1, 2]  # transition checkpoints are kept
+    # per-step logging: loss, accuracy, code usage, mask fraction, lr, stage, speed
+    line = [x for x in log.splitlines() if x.startswith("step: 8")][0]
+    for key in ("stage: 2", "lr:", "train loss:", "acc_per_codebook", "codes_used",
+                "perplexity", "mask_fraction", "step_time_s", "audio_s_per_s"):
+        assert key in line, key
+
+
+def test_branch_with_init_from_keeps_step_and_snapshots_loaded_encoder(tmp_path, corpus):
+    stage0 = train.main(tiny_args(tmp_path / "s0", corpus, "--stage_transitions=[]",
+                                  "--optimizer_step_limit=4"))
+    assert stage0.schedule.stage == 0
+    enc0 = state_copy(stage0.modules.encoder)
+    mask0 = state_copy(stage0.modules.mask_embedding)
+
+    brain, _ = built(tmp_path / "s1", corpus, "--stage_transitions=[]", "--initial_stage=1",
+                     f"--init_from={tmp_path / 's0' / 'save'}", "--optimizer_step_limit=6")
+    # nothing has been trained yet: the transition happens before the first step
+    assert brain.optimizer_step == 4 and brain.schedule.stage == 0
+    for k, v in state_copy(brain.modules.encoder).items():
+        assert torch.equal(v, enc0[k])
+    assert torch.equal(state_copy(brain.modules.mask_embedding)["embedding"], mask0["embedding"])
+
+    brain = train.main(tiny_args(tmp_path / "s1b", corpus, "--stage_transitions=[]",
+                                 "--initial_stage=1", f"--init_from={tmp_path / 's0' / 'save'}",
+                                 "--optimizer_step_limit=6"))
+    assert brain.schedule.stage == 1 and brain.target_encoder.snapshot_step == 4
+    assert brain.optimizer_step == 6
+    for k, v in brain.target_encoder.module.state_dict().items():
+        assert torch.equal(v, enc0[k]), k
+
+
+def test_stage_config_without_init_from_is_refused(tmp_path, corpus):
+    with pytest.raises(ValueError, match="init_from"):
+        built(tmp_path, corpus, "--stage_transitions=[]", "--initial_stage=1")
+
+
+def test_init_from_a_folder_without_checkpoint_is_refused(tmp_path, corpus):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no checkpoint found"):
+        built(tmp_path / "run", corpus, "--initial_stage=1", f"--init_from={tmp_path / 'empty'}")
+
+
+def test_resume_from_incompatible_checkpoint_fails_clearly(tmp_path, corpus):
+    train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3"))
+    before = sorted(os.listdir(tmp_path / "save"))
+    with pytest.raises(ValueError, match=r"cannot resume from checkpoint .*CKPT\+.*target_layers"):
+        built(tmp_path, corpus, "--target_layers=[1, 2]")
+    with pytest.raises(ValueError, match=r"cannot resume from checkpoint .*CKPT\+"):
+        built(tmp_path, corpus, "--d_model=48")
+    assert sorted(os.listdir(tmp_path / "save")) == before  # nothing lost
+
+
+def test_killed_run_resumes_with_identical_state(tmp_path, corpus):
+    """SIGKILL a training process mid-stage-1, then resume from its checkpoint."""
+    out = tmp_path / "run"
+    args = tiny_args(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=100000",
+                     "--ckpt_interval_steps=1")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            ckpt = latest_ckpt(out / "save") if (out / "save").is_dir() else None
+            if ckpt is not None and "brain" in ckpt.paramfiles:
+                saved = yaml.safe_load(open(ckpt.paramfiles["brain"]))
+                if saved["optimizer_step"] >= 5:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no stage-1 checkpoint within the deadline")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    brain, _ = built(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=100000")
+    resumed = brain.checkpointer.find_checkpoint(
+        ckpt_predicate=lambda c: all(k in c.paramfiles for k in ("brain", "target_encoder"))
+    )
+    saved_brain = yaml.safe_load(open(resumed.paramfiles["brain"]))
+    saved_te = torch.load(resumed.paramfiles["target_encoder"])
+    saved_q = torch.load(resumed.paramfiles["quantizer"])
+    assert brain.optimizer_step == saved_brain["optimizer_step"] >= 5
+    assert brain.schedule.stage == 1
+    assert brain.target_encoder.snapshot_step == 2 == saved_te["snapshot_step"]
+    live = brain.target_encoder.module.state_dict()
+    assert live.keys() == saved_te["state"].keys()
+    assert all(torch.equal(live[k], saved_te["state"][k]) for k in live)
+    assert all(torch.equal(brain.quantizer.state_dict()[k], v) for k, v in saved_q["state"].items())
+    assert not brain.target_encoder.module.training
+
+    # and it trains on, in the same stage, without a new transition
+    step = brain.optimizer_step
+    target_sum = brain.target_encoder.checksum()
+    brain2 = train.main(tiny_args(out, corpus, "--stage_transitions=[2]",
+                                  f"--optimizer_step_limit={step + 2}"))
+    assert brain2.optimizer_step == step + 2 and brain2.schedule.stage == 1
+    assert brain2.target_encoder.checksum() == target_sum
+
+
+def test_interrupted_checkpoint_is_skipped(tmp_path, corpus):
+    train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3"))
+    newest = latest_ckpt(tmp_path / "save")
+    assert yaml.safe_load(open(newest.paramfiles["brain"]))["optimizer_step"] == 3
+    # a save killed half-way: meta written, some files missing
+    os.remove(newest.paramfiles["target_encoder"])
+    brain, _ = built(tmp_path, corpus, "--stage_transitions=[2]")
+    # the broken one is skipped, the older complete (transition) one loaded
+    assert brain.optimizer_step == 2 and brain.schedule.stage == 1
