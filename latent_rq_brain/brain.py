@@ -30,7 +30,7 @@ from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.quantizer import layer_source
 from latent_rq_brain.target_encoder import unwrap
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
+from speechbrain.utils.distributed import is_distributed_initialized
 
 logger = logging.getLogger(__name__)
 
@@ -273,10 +273,11 @@ class LatentRQBrain(sb.Brain):
             f"target encoder = snapshot (layers {self.target_encoder.target_layers}), "
             "heads re-initialised, optimizer and LR scheduler reset"
         )
-        if if_main_process():
-            self.hparams.train_logger.log_stats(
-                {"transition_to_stage": stage, "step": self.optimizer_step}
-            )
+        # SpeechBrain loggers are main_process_only, which broadcasts: every
+        # rank must call them (never behind if_main_process()).
+        self.hparams.train_logger.log_stats(
+            {"transition_to_stage": stage, "step": self.optimizer_step}
+        )
         if self.checkpointer is not None:
             self.checkpointer.save_checkpoint(
                 meta={"transition_to_stage": stage, "optimizer_step": self.optimizer_step},
@@ -364,19 +365,18 @@ class LatentRQBrain(sb.Brain):
             "stage": self.schedule.stage,
             "lr": f"{self.optimizer.param_groups[0]['lr']:.3e}",
         }
-        if if_main_process():
-            self.hparams.train_logger.log_stats(
-                meta, train_stats={k: _fmt(v) for k, v in s.items()}
+        self.hparams.train_logger.log_stats(  # on every rank: see transition()
+            meta, train_stats={k: _fmt(v) for k, v in s.items()}
+        )
+        tb = getattr(self.hparams, "tensorboard_logger", None)
+        if tb is not None:
+            scalars = {k: v for k, v in s.items() if not isinstance(v, list)}
+            scalars.update(
+                codes_used=sum(s["codes_used"]) / len(s["codes_used"]),
+                perplexity=sum(s["perplexity"]) / len(s["perplexity"]),
+                stage=self.schedule.stage,
             )
-            tb = getattr(self.hparams, "tensorboard_logger", None)
-            if tb is not None:
-                scalars = {k: v for k, v in s.items() if not isinstance(v, list)}
-                scalars.update(
-                    codes_used=sum(s["codes_used"]) / len(s["codes_used"]),
-                    perplexity=sum(s["perplexity"]) / len(s["perplexity"]),
-                    stage=self.schedule.stage,
-                )
-                tb.log_stats({"step": self.optimizer_step}, train_stats=scalars)
+            tb.log_stats({"step": self.optimizer_step}, train_stats=scalars)
 
     def on_stage_start(self, stage, epoch=None):
         """Fresh validation statistics."""
@@ -396,15 +396,14 @@ class LatentRQBrain(sb.Brain):
             return
         s = self.valid_stats.summary()
         meta = {"epoch": epoch, "step": self.optimizer_step, "stage": self.schedule.stage}
-        if if_main_process():
-            self.hparams.train_logger.log_stats(
-                meta,
-                train_stats={"loss": _fmt(getattr(self, "last_train_loss", math.nan))},
-                valid_stats={
-                    k: _fmt(s[k])
-                    for k in ("loss", "acc", "codes_used", "perplexity", "mask_fraction")
-                },
-            )
+        self.hparams.train_logger.log_stats(  # on every rank: see transition()
+            meta,
+            train_stats={"loss": _fmt(getattr(self, "last_train_loss", math.nan))},
+            valid_stats={
+                k: _fmt(s[k])
+                for k in ("loss", "acc", "codes_used", "perplexity", "mask_fraction")
+            },
+        )
         if stage == sb.Stage.VALID and self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(
                 meta={"valid_loss": s["loss"], "stage": self.schedule.stage},

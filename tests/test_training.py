@@ -286,3 +286,56 @@ def test_interrupted_checkpoint_is_skipped(tmp_path, corpus):
     brain, _ = built(tmp_path, corpus, "--stage_transitions=[2]")
     # the broken one is skipped, the older complete (transition) one loaded
     assert brain.optimizer_step == 2 and brain.schedule.stage == 1
+
+
+DDP_DRIVER = r'''
+import os, sys, torch
+sys.path.insert(0, os.environ["REPO"])
+import train
+
+brain = train.main(sys.argv[1:])
+rank = torch.distributed.get_rank()
+g = torch.Generator().manual_seed(0)
+wavs = 0.1 * torch.randn(2, 24000, generator=g)
+n = torch.tensor([24000, 17000])
+feats, _, enc_lens = brain.modules.features(wavs, n)
+valid = torch.arange(feats.shape[1] // 4)[None, :] < enc_lens[:, None]
+latent = brain.compute_targets(feats, enc_lens, valid)
+stage = brain.schedule.stage
+brain.schedule.stage = 0
+mel = brain.compute_targets(feats, enc_lens, valid)
+brain.schedule.stage = stage
+sums = brain.check_rank_consistency("probe")
+if rank == 1:  # a rank whose quantizer differs must be caught
+    brain.quantizer.codebooks_mel[0, 0, 0] += 1e-3
+try:
+    brain.check_rank_consistency("tamper")
+    tamper = "no error"
+except RuntimeError as err:
+    tamper = str(err)
+torch.save({"latent": latent, "mel": mel, "sums": sums, "tamper": tamper,
+            "step": brain.optimizer_step, "stage": stage,
+            "snapshot_step": brain.target_encoder.snapshot_step},
+           os.path.join(os.environ["PROBE_DIR"], f"rank{rank}.pt"))
+'''
+
+
+def test_two_process_ddp_run_has_identical_targets_on_both_ranks(tmp_path, corpus):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DDP_DRIVER)
+    env = dict(os.environ, REPO=REPO, PROBE_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    args = tiny_args(tmp_path / "out", corpus, "--stage_transitions=[2]",
+                     "--optimizer_step_limit=4", "--distributed_backend=gloo")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29571", str(driver), *args]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for r in (r0, r1):
+        assert r["step"] == 4 and r["stage"] == 1 and r["snapshot_step"] == 2
+    assert r0["sums"] == r1["sums"]
+    assert r0["sums"]["target_encoder"] != "inactive"
+    assert torch.equal(r0["latent"], r1["latent"])
+    assert torch.equal(r0["mel"], r1["mel"])
+    assert "ranks disagree" in r0["tamper"] and "quantizer" in r0["tamper"]
+    assert "ranks disagree" in r1["tamper"]
