@@ -158,7 +158,11 @@ class LatentRQBrain(sb.Brain):
             reverse=True,
         )
         optional = self.checkpointer.optional_recoverables
-        needed = {k for k in self.checkpointer.recoverables if not optional.get(k)}
+        needed = {
+            k
+            for k in self.checkpointer.recoverables
+            if not optional.get(k) and not k.startswith("dataloader-")
+        }
         for ckpt in ckpts:
             missing = sorted(needed - set(ckpt.paramfiles))
             if missing:
