@@ -183,6 +183,11 @@ class TargetEncoder:
                 f"{self.target_layers}: resume with the same layers, or start a "
                 "new output folder with --init_from"
             )
+        if saved["norm"] != self.norm:
+            raise ValueError(
+                f"checkpoint {path} used target_norm={saved['norm']!r}, config "
+                f"asks {self.norm!r}: resume with the same target_norm"
+            )
         if self.template is None:
             raise RuntimeError("TargetEncoder.attach(encoder) must precede loading")
         module = self._frozen_copy(self.template)
@@ -195,8 +200,3 @@ class TargetEncoder:
             ) from err
         self.module = module
         self.snapshot_step = saved["snapshot_step"]
-        if saved["norm"] != self.norm:
-            raise ValueError(
-                f"checkpoint {path} used target_norm={saved['norm']!r}, config "
-                f"asks {self.norm!r}"
-            )
