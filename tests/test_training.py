@@ -363,3 +363,16 @@ def test_bf16_autocast_trains_with_fp32_targets(tmp_path, corpus):
     agree = (plain == mixed).float().mean().item()
     print(f"bf16 vs fp32 target agreement: {agree:.3f}")
     assert agree > 0.9
+
+
+def test_tensorboard_logging_is_optional(tmp_path, corpus):
+    train.main(tiny_args(tmp_path, corpus, "--use_tensorboard=True", "--optimizer_step_limit=2",
+                         "--stage_transitions=[]"))
+    events = [f for _, _, fs in os.walk(tmp_path / "tensorboard") for f in fs]
+    assert any(f.startswith("events.out.tfevents") for f in events)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/train", "mask_fraction/train", "codes_used/train"} <= tags, tags
