@@ -67,14 +67,18 @@ def build(argv):
         hparams = load_hyperpyyaml(fin, overrides)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
 
+    data = None
+    if hparams.get("data_prep") is None:  # check given manifests before writing
+        data = dataio_prepare(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    if hparams.get("data_prep") is not None:
+    if data is None:
         run_on_main(hparams["data_prep"])
-    train_data, valid_data, train_opts, valid_opts = dataio_prepare(hparams)
+        data = dataio_prepare(hparams)
+    train_data, valid_data, train_opts, valid_opts = data
 
     if hparams.get("use_tensorboard"):
         from speechbrain.utils.train_logger import TensorboardLogger

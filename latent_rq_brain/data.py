@@ -58,7 +58,7 @@ def read_manifest(csv_path, data_root=None):
     if not csv_path or not os.path.isfile(csv_path):
         raise DataError(f"manifest {csv_path!r} does not exist")
     base = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -95,7 +95,7 @@ def read_manifest(csv_path, data_root=None):
                         f"manifest {csv_path}, line {line}: wav {wav!r} uses "
                         "$data_root but no data_root was given"
                     )
-                wav = wav.replace("$data_root", str(data_root))
+                wav = wav.replace("$data_root", os.path.abspath(str(data_root)))
             if not os.path.isabs(wav):
                 wav = os.path.join(base, wav)
             row = {k: v for k, v in row.items() if k is not None}
@@ -237,6 +237,8 @@ def dataio_prepare(hparams):
         if split == "valid" and not csv_path:
             sets[split] = None
             continue
+        if not csv_path:
+            raise DataError(f"{split}_csv is not set: give a manifest path")
         if hparams.get("check_audio", True):
             rows = checked_manifest(
                 csv_path, hparams.get("data_root"), sr, hparams["output_folder"]

@@ -45,6 +45,37 @@ def hidden_state_index(layer, num_layers):
     return layer + 1
 
 
+def check_target_layers(value):
+    """Validates a ``target_layers`` setting: a non-empty list of distinct ints.
+
+    Example
+    -------
+    >>> check_target_layers([5, 6])
+    [5, 6]
+    >>> check_target_layers("5,6")
+    Traceback (most recent call last):
+     ...
+    ValueError: target_layers must be a list of layer indices like [5, 6, 7], got '5,6'
+    """
+    import numbers
+
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"target_layers must be a list of layer indices like [5, 6, 7], got {value!r}"
+        )
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+            raise ValueError(
+                f"target_layers must hold integer layer indices, got {x!r} in {list(value)!r}"
+            )
+    layers = [int(x) for x in value]
+    if not layers:
+        raise ValueError("target_layers is empty")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"target_layers has duplicates: {layers}")
+    return layers
+
+
 class PaddingExactConvolutionModule(ConvolutionModule):
     """SpeechBrain's Conformer ConvolutionModule, zeroing padding before the conv.
 

@@ -243,24 +243,21 @@ def latent_rq_quantizer(
      ...
     ValueError: n_codebooks=18 is not divisible by the 4 target_layers [1, 2, 3, 4]: each layer needs the same number of codebooks (e.g. n_codebooks=16 or 20, or 3 or 6 layers)
     """
-    from latent_rq_brain.encoder import hidden_state_index
+    from latent_rq_brain.encoder import check_target_layers, hidden_state_index
 
-    layers = [int(x) for x in target_layers]
-    if not layers:
-        raise ValueError("target_layers is empty")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"target_layers has duplicates: {layers}")
+    layers = check_target_layers(target_layers)
     for layer in layers:
         hidden_state_index(layer, num_layers)
     K = len(layers)
     if n_codebooks % K:
         lo, hi = n_codebooks - n_codebooks % K, n_codebooks + K - n_codebooks % K
+        counts = " or ".join(str(c) for c in sorted({lo, hi}) if c > 0)
         divisors = [k for k in range(1, n_codebooks + 1) if n_codebooks % k == 0]
         near = sorted(divisors, key=lambda k: (abs(k - K), -k))[:2]
         raise ValueError(
             f"n_codebooks={n_codebooks} is not divisible by the {K} target_layers "
             f"{layers}: each layer needs the same number of codebooks (e.g. "
-            f"n_codebooks={lo or K} or {hi}, or {' or '.join(map(str, sorted(near)))} layers)"
+            f"n_codebooks={counts}, or {' or '.join(map(str, sorted(near)))} layers)"
         )
     sources = {"mel": (mel_dim, n_codebooks)}
     for layer in layers:

@@ -26,7 +26,7 @@ import hashlib
 
 import torch
 
-from latent_rq_brain.encoder import hidden_state_index
+from latent_rq_brain.encoder import check_target_layers, hidden_state_index
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -84,11 +84,7 @@ class TargetEncoder:
     """
 
     def __init__(self, target_layers, norm="utterance"):
-        self.target_layers = [int(x) for x in target_layers]
-        if not self.target_layers:
-            raise ValueError("target_layers is empty")
-        if len(set(self.target_layers)) != len(self.target_layers):
-            raise ValueError(f"target_layers has duplicates: {self.target_layers}")
+        self.target_layers = check_target_layers(target_layers)
         if norm not in NORMS:
             raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
