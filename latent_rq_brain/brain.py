@@ -36,7 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 class IntervalStats:
-    """Sums over a logging interval: loss, accuracy, code usage, mask, time."""
+    """Sums over a logging interval: loss, accuracy, code usage, mask, time.
+
+    Accumulates on the batch's device; nothing is copied to the host until
+    :meth:`summary`, so logging adds no per-step synchronisation.
+    """
 
     def __init__(self, n_codebooks, codebook_size):
         self.n, self.v = n_codebooks, codebook_size
@@ -44,44 +48,54 @@ class IntervalStats:
 
     def reset(self):
         """Starts a new interval."""
-        self.loss_sum, self.batches = 0.0, 0
-        self.correct = torch.zeros(self.n, dtype=torch.long)
-        self.counts = torch.zeros(self.n * self.v, dtype=torch.long)
-        self.masked, self.frames, self.audio_s = 0, 0, 0.0
+        self.sums = None  # loss, masked frames, valid frames, audio seconds
+        self.correct = None
+        self.counts = None
+        self.batches, self.steps = 0, 0
         self.t0 = time.time()
-        self.steps = 0
 
     def update(self, loss, logits, targets, mask, enc_lens, audio_s):
         """Adds one batch."""
         with torch.no_grad():
-            self.loss_sum += float(loss)
+            dev = targets.device
+            if self.sums is None:
+                self.sums = torch.zeros(4, dtype=torch.float64, device=dev)
+                self.correct = torch.zeros(self.n, dtype=torch.long, device=dev)
+                self.counts = torch.zeros(self.n * self.v, dtype=torch.long, device=dev)
             self.batches += 1
-            self.correct += (logits.argmax(-1) == targets).sum(0).cpu()
-            offs = torch.arange(self.n, device=targets.device) * self.v
+            self.sums += torch.stack(
+                [
+                    loss.detach().double(),
+                    mask.sum().double(),
+                    enc_lens.sum().double(),
+                    torch.tensor(float(audio_s), dtype=torch.float64, device=dev),
+                ]
+            )
+            self.correct += (logits.argmax(-1) == targets).sum(0)
+            offs = torch.arange(self.n, device=dev) * self.v
             self.counts += torch.bincount(
                 (targets + offs).flatten(), minlength=self.n * self.v
-            ).cpu()
-            self.masked += int(mask.sum())
-            self.frames += int(enc_lens.sum())
-            self.audio_s += float(audio_s)
+            )
 
     def summary(self):
         """Dict of the interval's statistics (per-codebook lists included)."""
         elapsed = max(time.time() - self.t0, 1e-9)
-        m = max(self.masked, 1)
-        counts = self.counts.view(self.n, self.v).double()
+        if self.sums is None:
+            return {}
+        loss_sum, masked, frames, audio_s = self.sums.tolist()
+        counts = self.counts.view(self.n, self.v).double().cpu()
         p = counts / counts.sum(1, keepdim=True).clamp(min=1)
         ent = -(p * p.clamp(min=1e-30).log()).sum(1)
-        acc = (self.correct.double() / m).tolist()
+        acc = (self.correct.double().cpu() / max(masked, 1)).tolist()
         return {
-            "loss": self.loss_sum / max(self.batches, 1),
+            "loss": loss_sum / max(self.batches, 1),
             "acc": sum(acc) / len(acc),
             "acc_per_codebook": [round(a, 4) for a in acc],
             "codes_used": [int(x) for x in (counts > 0).sum(1)],
             "perplexity": [round(float(x), 1) for x in ent.exp()],
-            "mask_fraction": self.masked / max(self.frames, 1),
+            "mask_fraction": masked / max(frames, 1),
             "step_time_s": elapsed / max(self.steps, 1),
-            "audio_s_per_s": self.audio_s / elapsed,
+            "audio_s_per_s": audio_s / elapsed,
         }
 
 

@@ -37,8 +37,14 @@ NORMS = ("layer", "utterance", "none")
 
 
 def unwrap(module):
-    """The module inside a DDP/DataParallel wrapper (or the module itself)."""
-    return getattr(module, "module", module)
+    """The plain module inside DDP/DataParallel and torch.compile wrappers."""
+    while True:
+        inner = getattr(module, "module", None)
+        if inner is None:
+            inner = getattr(module, "_orig_mod", None)
+        if inner is None:
+            return module
+        module = inner
 
 
 def normalize_states(states, enc_lens, norm):
