@@ -1,7 +1,7 @@
 """Manifests, audio checks and data loading for any corpus given as a CSV.
 
-A manifest is a CSV with the columns ``ID,duration,wav`` (``spk_id`` and
-``wrd`` optional, others ignored). ``wav`` may be absolute, relative to the
+A manifest is a CSV with the columns ``ID,duration,wav`` (matched
+case-insensitively; ``spk_id`` and ``wrd`` optional, others ignored). ``wav`` may be absolute, relative to the
 manifest's folder, or start with ``$data_root`` (SpeechBrain's convention,
 replaced by ``data_root``). Every problem is reported with the manifest, line,
 ID and value at fault, before any training starts.
@@ -61,14 +61,18 @@ def read_manifest(csv_path, data_root=None):
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        by_lower = {h.strip().lower(): h for h in header}
+        missing = [c for c in REQUIRED_COLUMNS if c.lower() not in by_lower]
         if missing:
             raise DataError(
                 f"manifest {csv_path} lacks column(s) {missing}; its header is "
                 f"{header}, expected at least {list(REQUIRED_COLUMNS)}"
             )
+        # required columns match case-insensitively (``id`` works as ``ID``)
+        rename = {by_lower[c.lower()]: c for c in REQUIRED_COLUMNS}
         rows = {}
         for line, row in enumerate(reader, start=2):
+            row = {rename.get(k, k): v for k, v in row.items()}
             uid = (row["ID"] or "").strip()
             if not uid:
                 raise DataError(f"manifest {csv_path}, line {line}: empty ID")

@@ -87,7 +87,7 @@ def test_missing_manifest(tmp_path):
     [
         ("ID,wav", "duration"),
         ("ID,duration", "wav"),
-        ("id,duration,wav", "ID"),
+        ("Duration,wav", "ID"),
         ("utt,length,path", "ID"),
     ],
 )
@@ -495,3 +495,11 @@ def test_manifest_with_byte_order_mark(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text(f"ID,duration,wav\nu1,1.0,{wav}\n", encoding="utf-8-sig")  # as Excel saves it
     assert list(read_manifest(str(path))) == ["u1"]
+
+
+def test_required_columns_match_case_insensitively(tmp_path):
+    wav = write_wav(tmp_path / "a.wav")
+    path = tmp_path / "m.csv"
+    path.write_text(f"id,wav,duration,speaker\nu1,{wav},1.0,s1\n")  # ../shared/data style
+    rows = read_manifest(str(path))
+    assert list(rows) == ["u1"] and rows["u1"]["duration"] == 1.0 and rows["u1"]["speaker"] == "s1"

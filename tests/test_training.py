@@ -378,3 +378,14 @@ def test_tensorboard_logging_is_optional(tmp_path, corpus):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"loss/train", "mask_fraction/train", "codes_used/train"} <= tags, tags
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, corpus):
+    """Transitions and the LR schedule follow optimizer steps, not batches."""
+    brain = train.main(tiny_args(tmp_path, corpus, "--grad_accumulation_factor=2",
+                                 "--stage_transitions=[2]", "--optimizer_step_limit=3"))
+    assert brain.optimizer_step == 3
+    assert brain.target_encoder.snapshot_step == 2
+    assert brain.hparams.lr_annealing.n_steps == 1  # one step since the reset
+    log = open(tmp_path / "train_log.txt").read()
+    assert "transition_to_stage: 1, step: 2" in log
