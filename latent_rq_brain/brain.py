@@ -28,6 +28,7 @@ import yaml
 import speechbrain as sb
 from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.quantizer import layer_source
+from latent_rq_brain.target_cache import TargetCache, cache_key
 from latent_rq_brain.target_encoder import unwrap
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import is_distributed_initialized
@@ -117,6 +118,11 @@ class LatentRQBrain(sb.Brain):
     """
 
     # ------------------------------------------------------------ set-up
+    def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
+        """SpeechBrain's fit; keeps the training set for the target cache."""
+        self.train_dataset = getattr(train_set, "dataset", train_set)
+        return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+
     def on_fit_start(self):
         """Attaches frozen parts, resumes or branches, checks ranks agree."""
         self.quantizer = self.hparams.quantizer.to(self.device)
@@ -151,6 +157,8 @@ class LatentRQBrain(sb.Brain):
                 "encoder snapshot"
             )
         self.check_rank_consistency("start")
+        self.target_cache = None
+        self.prepare_target_cache()
         logger.info(
             f"stage {self.schedule.stage} at optimizer step {self.optimizer_step}; "
             f"transitions at {self.schedule.transitions}; quantizer "
@@ -301,6 +309,79 @@ class LatentRQBrain(sb.Brain):
                 meta={"transition_to_stage": stage, "optimizer_step": self.optimizer_step},
                 end_of_epoch=False,
             )
+        self.prepare_target_cache()
+
+    # ------------------------------------------------------------ target cache
+    def prepare_target_cache(self):
+        """Builds (or reopens) the offline targets of this stage, if enabled.
+
+        Only in stages >= 1, with ``target_cache: True``, a known training
+        set and deterministic inputs (no ``augmentation`` / ``random_crop``).
+        """
+        self.target_cache = None
+        if not getattr(self.hparams, "target_cache", False) or self.schedule.stage == 0:
+            return
+        for key in ("augmentation", "random_crop"):
+            if getattr(self.hparams, key, None):
+                raise ValueError(
+                    f"target_cache: True needs deterministic inputs, but {key} is set: "
+                    "cached targets would not match the augmented features. Set "
+                    "target_cache: False (targets are then computed online)."
+                )
+        dataset = getattr(self, "train_dataset", None)
+        if dataset is None:
+            return  # not fitting (e.g. evaluation or a unit test): online targets
+        settings = {
+            k: getattr(self.hparams, k, None)
+            for k in ("sample_rate", "n_fft", "n_mels", "win_length", "hop_length",
+                      "downsampling", "target_layers", "target_norm")
+        }
+        settings["precision"] = self.precision
+        key = cache_key(self.target_encoder, self.quantizer, settings, dataset)
+        folder = os.path.join(self.hparams.output_folder, "target_cache")
+        cache = TargetCache(folder, key, self.hparams.n_codebooks)
+        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
+        rank = torch.distributed.get_rank() if is_distributed_initialized() else 0
+        if not cache.complete(world):
+            start = time.time()
+            cache.build_shard(
+                self, dataset, rank, world, self.hparams.target_cache_batch_seconds
+            )
+            logger.info(
+                f"target cache {key} for stage {self.schedule.stage}: rank {rank} "
+                f"computed its share in {time.time() - start:.1f} s"
+            )
+        if is_distributed_initialized():
+            torch.distributed.barrier()
+        cache.open(world)
+        if rank == 0:
+            cache.remove_others()
+        self.target_cache = cache
+
+    @torch.no_grad()
+    def all_frame_targets(self, batch):
+        """Targets of every valid frame of ``batch``, utterance by utterance.
+
+        Returns
+        -------
+        codes : torch.Tensor
+            (sum(enc_lens), N) int64.
+        enc_lens : torch.Tensor
+            (B,) valid encoder frames.
+        """
+        batch = batch.to(self.device)
+        wavs, rel = batch.sig
+        n_samples = torch.round(rel * wavs.shape[1]).long()
+        with self.training_ctx:
+            feats, _, enc_lens = self.modules.features(wavs, n_samples)
+            valid = self.valid_frames(enc_lens, feats.shape[1] // self.hparams.downsampling)
+            codes = self.compute_targets(feats, enc_lens, valid)
+        return codes, enc_lens
+
+    @staticmethod
+    def valid_frames(enc_lens, T):
+        """(B, T) bool, True on the valid encoder frames."""
+        return torch.arange(T, device=enc_lens.device)[None, :] < enc_lens[:, None]
 
     # ------------------------------------------------------------ forward
     def compute_targets(self, feats, enc_lens, mask):
@@ -330,10 +411,25 @@ class LatentRQBrain(sb.Brain):
         mask = sample_span_mask(
             enc_lens, self.hparams.mask_prob, self.hparams.mask_length, gen
         )
-        targets = self.compute_targets(feats, enc_lens, mask)
+        T = mask.shape[1]
+        if stage == sb.Stage.TRAIN and getattr(self, "target_cache", None) is not None:
+            targets = self.target_cache.lookup(batch.id, enc_lens, self.device)[mask]
+        elif getattr(self.hparams, "masked_only", True):
+            targets = self.compute_targets(feats, enc_lens, mask)
+        else:  # plain path: quantize every valid frame, then keep the masked ones
+            valid = self.valid_frames(enc_lens, T)
+            full = torch.zeros(
+                *valid.shape, self.hparams.n_codebooks, dtype=torch.long, device=self.device
+            )
+            full[valid] = self.compute_targets(feats, enc_lens, valid)
+            targets = full[mask]
         masked_feats = self.modules.mask_embedding(feats, mask)
         out, _ = self.modules.encoder(masked_feats, enc_lens)
-        logits = self.modules.heads(out[mask])
+        if getattr(self.hparams, "masked_only", True):
+            logits = self.modules.heads(out[mask])
+        else:  # plain path: heads on every frame, loss on the masked ones
+            logits = self.modules.heads(out.reshape(-1, out.shape[-1]))
+            logits = logits.view(*out.shape[:2], *logits.shape[1:])[mask]
         return {
             "logits": logits,
             "targets": targets,

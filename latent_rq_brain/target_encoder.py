@@ -81,6 +81,9 @@ class TargetEncoder:
         Paper layer indices (-1 = CNN output, 0..L-1 = Conformer layers).
     norm : str
         One of ``"utterance"``, ``"layer"``, ``"none"``.
+    truncate : bool
+        Drop the layers above the deepest target layer (default; the plain
+        path ``False`` keeps and runs the whole encoder, for benchmarks/tests).
 
     Example
     -------
@@ -89,8 +92,9 @@ class TargetEncoder:
     False
     """
 
-    def __init__(self, target_layers, norm="utterance"):
+    def __init__(self, target_layers, norm="utterance", truncate=True):
         self.target_layers = check_target_layers(target_layers)
+        self.truncate = bool(truncate)
         if norm not in NORMS:
             raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
@@ -112,11 +116,12 @@ class TargetEncoder:
 
     def _frozen_copy(self, encoder):
         module = copy.deepcopy(unwrap(encoder))
-        deepest = max(self.target_layers)
-        layers = module.transformer.encoder.layers
-        module.transformer.encoder.layers = torch.nn.ModuleList(
-            list(layers)[: deepest + 1]
-        )
+        if self.truncate:
+            deepest = max(self.target_layers)
+            layers = module.transformer.encoder.layers
+            module.transformer.encoder.layers = torch.nn.ModuleList(
+                list(layers)[: deepest + 1]
+            )
         module.eval()
         module.requires_grad_(False)
         return module

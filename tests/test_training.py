@@ -4,7 +4,6 @@ A tiny model (from hparams/small/latent_rq.yaml with overrides) trains on a
 synthetic corpus written to a temporary folder.
 """
 
-import csv
 import os
 import signal
 import subprocess
@@ -13,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 import yaml
 
@@ -22,40 +20,20 @@ import speechbrain as sb
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
+from latent_rq_brain import synthetic  # noqa: E402
 from latent_rq_brain.target_encoder import unwrap  # noqa: E402
 
-SR = 16000
-
-
-def synth_utterance(rng, seconds):
-    """Voiced-speech-like signal: a gliding harmonic source with a syllable envelope."""
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-    x = x * env + 0.05 * rng.standard_normal(t.shape)
-    return (0.3 * x / np.abs(x).max()).astype("float32")
 
 
 def write_corpus(folder, n_train=16, n_valid=4, seed=0):
-    """Writes wavs and train/valid manifests; returns the manifest paths."""
+    """Synthetic train/valid manifests (1.0-2.5 s utterances); returns their paths."""
     rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = {}
-    for split, n in (("train", n_train), ("valid", n_valid)):
-        rows = []
-        for i in range(n):
-            dur = round(float(rng.uniform(1.0, 2.5)), 3)
-            wav = os.path.join(folder, f"{split}{i}.wav")
-            soundfile.write(wav, synth_utterance(rng, dur), SR)
-            rows.append([f"{split}{i}", dur, wav])
-        paths[split] = os.path.join(folder, f"{split}.csv")
-        with open(paths[split], "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["ID", "duration", "wav"])
-            w.writerows(rows)
-    return paths
+    return {
+        split: synthetic.write_corpus(
+            folder, [round(float(rng.uniform(1.0, 2.5)), 3) for _ in range(n)], split, seed + k
+        )
+        for k, (split, n) in enumerate((("train", n_train), ("valid", n_valid)))
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,330 @@
+"""Benchmark: BEST-RQ vs Latent-RQ step time, each speed-up's share, quantizer.
+
+In ONE run, on the same model, batch and data, times full training steps
+(forward, backward, optimizer) for:
+
+* stage 0 (BEST-RQ) and stage 1 (Latent-RQ) with every fast path on;
+* each fast path switched off in turn (``truncate_target_encoder``,
+  ``masked_only``, ``target_cache``), so each one's share is visible;
+* stage 0 done SpeechBrain's way (one ``speechbrain.nnet.quantisers.
+  RandomProjectionQuantizer`` per codebook, heads on all frames);
+
+then compares our quantizer with SpeechBrain's on 18 x 4096 x 16
+(:mod:`latent_rq_brain.bench_quantizer`). Prints markdown tables and, as the
+last line, a JSON object.
+
+Usage::
+
+    python -m latent_rq_brain.bench --quick                  # CPU, a few minutes
+    python -m latent_rq_brain.bench --out results/performance.md
+    python -m latent_rq_brain.bench --config hparams/best_rq.yaml --device cuda:0 \\
+        --batch-seconds 600                                  # paper model on a GPU
+
+On CUDA it also reports audio seconds per second, peak memory and model-FLOPs
+utilisation (MFU), with FLOPs counted as ``6 * P_train * F + 2 * P_target * F``
+for the matmul parameters ``P`` (encoder Conformer + front-end projection; heads
+counted on masked frames only) over ``F`` encoder frames, plus attention
+``12 * L * d * sum(T_b^2)`` (training) and ``4 * L_t * d * sum(T_b^2)``
+(target encoder), divided by ``--peak-tflops`` (default 989, H100 SXM bf16 dense).
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+import speechbrain as sb
+from latent_rq_brain import synthetic
+from latent_rq_brain.target_encoder import unwrap
+
+
+class SpeechBrainQuantizers:
+    """Our quantizer's buffers in SpeechBrain's quantizer, one object per codebook.
+
+    Same call as ours: ``(x (M, input_dim), source) -> (M, n)`` codes.
+    """
+
+    def __init__(self, ours):
+        from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBQ
+
+        self.groups = {}
+        for name, (input_dim, n) in ours.sources.items():
+            proj, cb = ours.projection(name), ours.codebooks(name)
+            d = ours.codebook_dim
+            qs = []
+            for i in range(n):
+                q = SBQ(input_dim, d, ours.codebook_size).to(proj.device)
+                q.P.copy_(proj[:, i * d : (i + 1) * d])
+                q.CB.copy_(cb[i])
+                qs.append(q)
+            self.groups[name] = qs
+
+    @torch.no_grad()
+    def __call__(self, x, name):
+        x = x.float()[None]
+        return torch.stack([q(x)[0] for q in self.groups[name]], 1)
+
+    def checksum(self):
+        """Not used for identity here; present for the Brain's interface."""
+        return "speechbrain"
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_steps(brain, batch, warmup, iters):
+    """Median seconds of a full training step (``Brain.fit_batch``)."""
+    times = []
+    for i in range(warmup + iters):
+        _sync(brain.device)
+        t0 = time.perf_counter()
+        brain.step += 1
+        brain.fit_batch(batch)
+        _sync(brain.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_params(module):
+    """Parameters of a module's 2-D weights (the matmul FLOP carriers)."""
+    return sum(p.numel() for n, p in module.named_parameters() if p.dim() >= 2)
+
+
+def flops_per_step(brain, enc_lens, n_masked, stage):
+    """Model FLOPs of one training step, with the formula of the module docstring."""
+    enc = unwrap(brain.modules.encoder)
+    d, L = enc.d_model, enc.num_layers
+    frames = float(enc_lens.sum())
+    sq = float((enc_lens.double() ** 2).sum())
+    heads = matmul_params(unwrap(brain.modules.heads))
+    flops = 6 * matmul_params(enc) * frames + 6 * heads * n_masked + 12 * L * d * sq
+    if stage > 0 and brain.target_encoder.active:
+        te = brain.target_encoder.module
+        flops += 2 * matmul_params(te) * frames + 4 * te.num_layers * d * sq
+    return flops
+
+
+def run(args):
+    """Runs every measurement; returns (markdown, summary dict)."""
+    import train
+
+    torch.manual_seed(0)
+    tmp = tempfile.mkdtemp(prefix="latent_rq_bench_")
+    n = max(1, int(round(args.batch_seconds / args.utt_seconds)))
+    corpus = synthetic.write_corpus(tmp, [args.utt_seconds] * n, "train")
+    argv = [
+        args.config,
+        f"--output_folder={tmp}/out",
+        "--data_prep=null",
+        f"--train_csv={corpus}",
+        f"--valid_csv={corpus}",
+        "--max_batch_len=null",
+        f"--train_dataloader_opts={{batch_size: {n}, num_workers: 0}}",
+        f"--device={args.device}",
+        "--stage_transitions=[]",
+        "--initial_stage=0",
+        "--init_from=null",
+        "--log_interval=1000000",
+        "--noprogressbar",
+        *args.overrides,
+    ]
+    brain, train_data, _, train_opts, _ = train.build(argv)
+    loader = brain.make_dataloader(train_data, stage=sb.Stage.TRAIN, ckpt_prefix=None, **train_opts)
+    brain.checkpointer = None  # no checkpoint writes inside the timings
+    brain.on_fit_start()
+    brain.train_dataset = train_data
+    batch = next(iter(loader)).to(brain.device)
+    hp = brain.hparams
+    audio_s = float(sum(args.utt_seconds for _ in range(n)))
+    rows = []
+
+    # Snapshot + target cache first, so that every variant can be switched on
+    # by cheap toggles; variants are then timed round-robin (one step each per
+    # round), so that drift and background load hit them all alike.
+    cache_start = time.perf_counter()
+    brain.transition(1)
+    cache_s = time.perf_counter() - cache_start
+    cache = brain.target_cache
+    ours, sb_quantizer = brain.quantizer, SpeechBrainQuantizers(brain.quantizer)
+    truncated = brain.target_encoder
+    full = type(truncated)(truncated.target_layers, truncated.norm, truncate=False)
+    full.snapshot(brain.modules.encoder, brain.optimizer_step)
+
+    def setup(stage, masked_only=True, quantizer=ours, target=truncated, cached=False):
+        def apply():
+            brain.schedule.stage = stage
+            hp.masked_only = masked_only
+            brain.quantizer = quantizer
+            brain.target_encoder = target
+            brain.target_cache = cache if cached else None
+        return apply
+
+    variants = [
+        ("BEST-RQ, all fast paths", 0, setup(0)),
+        ("BEST-RQ, masked_only off (heads and quantizer on all frames)", 0,
+         setup(0, masked_only=False)),
+        ("BEST-RQ, SpeechBrain's way (its quantizer, heads on all frames)", 0,
+         setup(0, masked_only=False, quantizer=sb_quantizer)),
+        ("Latent-RQ online, all fast paths", 1, setup(1)),
+        ("Latent-RQ online, masked_only off", 1, setup(1, masked_only=False)),
+        ("Latent-RQ online, truncate_target_encoder off", 1, setup(1, target=full)),
+    ]
+    if cache is not None:
+        variants.append(("Latent-RQ, target cache (all fast paths)", 1, setup(1, cached=True)))
+    times = {label: [] for label, _, _ in variants}
+    peaks = {}
+    for r in range(args.warmup + args.iters):
+        for label, stage, apply in variants:
+            apply()
+            if r == args.warmup and str(brain.device).startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            t = time_steps(brain, batch, 0, 1)
+            if r >= args.warmup:
+                times[label].append(t)
+                if str(brain.device).startswith("cuda"):
+                    peaks[label] = torch.cuda.max_memory_allocated() / 2**30
+    for label, stage, apply in variants:
+        apply()
+        s = statistics.median(times[label])
+        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s}
+        if str(brain.device).startswith("cuda"):
+            row["peak_gib"] = peaks[label]
+            with torch.no_grad():
+                out = brain.compute_forward(batch, sb.Stage.TRAIN)
+            f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
+            row["mfu"] = f / s / (args.peak_tflops * 1e12)
+        rows.append(row)
+        print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
+    setup(1)()
+    if args.compile:  # compiled separately: compilation changes every variant
+        brain.modules.encoder = torch.compile(brain.modules.encoder)
+        for label, stage in (("BEST-RQ, torch.compile(encoder)", 0),
+                             ("Latent-RQ online, torch.compile(encoder)", 1)):
+            setup(stage)()
+            s = time_steps(brain, batch, args.warmup, args.iters)
+            rows.append({"variant": label, "stage": stage, "step_s": s,
+                         "audio_s_per_s": audio_s / s})
+    step = {r["variant"]: r["step_s"] for r in rows}
+    t0 = step["BEST-RQ, all fast paths"]
+    t1 = step["Latent-RQ online, all fast paths"]
+    t_sb = step["BEST-RQ, SpeechBrain's way (its quantizer, heads on all frames)"]
+    t_cached = step.get("Latent-RQ, target cache (all fast paths)")
+
+    qrows = []
+    if args.quantizer_frames:
+        from latent_rq_brain.bench_quantizer import compare_quantizers
+
+        qrows = compare_quantizers(
+            frame_counts=args.quantizer_frames, device=str(brain.device)
+        )
+    both = [r for r in qrows if r.get("speedup") and r.get("memory_ratio")]
+    qbest = max(both, key=lambda r: r["frames"]) if both else {}
+
+    summary = {
+        "step_time_ratio_online": t1 / t0,
+        "step_time_ratio_cached": (t_cached / t0) if t_cached else None,
+        "sb_way_vs_ours_stage0": t_sb / t0,
+        "quantizer_speedup": qbest.get("speedup"),
+        "quantizer_memory_ratio": qbest.get("memory_ratio"),
+        "target_cache_build_s": cache_s if cache is not None else None,
+        "best_rq_step_s": t0,
+        "latent_rq_online_step_s": t1,
+        "latent_rq_cached_step_s": t_cached,
+    }
+    enc = unwrap(brain.modules.encoder)
+    params = sum(p.numel() for m in brain.modules.values() for p in m.parameters())
+    dev = (
+        torch.cuda.get_device_name(brain.device)
+        if str(brain.device).startswith("cuda")
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} threads"
+    )
+    md = [
+        "## Training step time (same model, batch and data, one run)",
+        "",
+        f"- machine: {dev}; torch {torch.__version__}; speechbrain {sb.__version__}",
+        f"- config: `{args.config}` {' '.join(args.overrides)}; model: "
+        f"{enc.num_layers} Conformer layers, d={enc.d_model}, {params / 1e6:.2f}M parameters; "
+        f"{hp.n_codebooks} codebooks x {hp.codebook_size}; target layers "
+        f"{brain.target_encoder.target_layers}; precision {brain.precision}",
+        f"- batch: {n} x {args.utt_seconds} s synthetic speech ({audio_s:.0f} s of audio); "
+        f"median of {args.iters} steps after {args.warmup} warm-up steps",
+        "",
+        "| variant | stage | ms / step | vs BEST-RQ | audio s / s |"
+        + (" peak GiB | MFU |" if rows and "mfu" in rows[0] else ""),
+        "|---|---|---|---|---|" + ("---|---|" if rows and "mfu" in rows[0] else ""),
+    ]
+    for r in rows:
+        line = (
+            f"| {r['variant']} | {r['stage']} | {r['step_s'] * 1000:.1f} "
+            f"| {r['step_s'] / t0:.3f} | {r['audio_s_per_s']:.1f} |"
+        )
+        if "mfu" in r:
+            line += f" {r['peak_gib']:.1f} | {100 * r['mfu']:.1f}% |"
+        md.append(line)
+    if cache is not None:
+        md += ["", f"Target cache: built for {n} utterances in {cache_s:.2f} s "
+               "(transition included), then read every step."]
+    if qrows:
+        from latent_rq_brain.bench_quantizer import format_table
+
+        md += ["", "## Quantizer: ours vs SpeechBrain's (18 x 4096 x 16, input 320)", "",
+               format_table(qrows)]
+    return "\n".join(md), summary
+
+
+def parse_args(argv):
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="CPU-sized run of a few minutes")
+    p.add_argument("--config", default="hparams/small/latent_rq.yaml")
+    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-seconds", type=float, default=60.0)
+    p.add_argument("--utt-seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--quantizer-frames", type=int, nargs="*", default=None,
+                   help="frame counts of the quantizer comparison (none: skip it)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile(encoder)")
+    p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
+    p.add_argument("overrides", nargs="*", help="YAML overrides, e.g. --d_model=256")
+    args, unknown = p.parse_known_args(argv)
+    args.overrides = list(args.overrides) + unknown
+    if args.quantizer_frames is None:
+        args.quantizer_frames = [1000, 4000] if args.quick else [1000, 4000, 16000]
+    if args.quick:
+        args.iters, args.warmup = min(args.iters, 5), min(args.warmup, 2)
+    return args
+
+
+def main(argv=None):
+    """Runs the benchmark, prints markdown and a final JSON line."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    md, summary = run(args)
+    js = json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
+    print(md)
+    print()
+    print(js)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        cmd = "python -m latent_rq_brain.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(f"# Performance\n\nProduced by `{cmd}`.\n\n{md}\n\n```json\n{js}\n```\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
