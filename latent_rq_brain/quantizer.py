@@ -69,9 +69,11 @@ class RandomProjectionQuantizer(torch.nn.Module):
         Dimension of a codeword (paper 16).
     seed : int
         Seed of every projection and codebook.
-    chunk_elements : int
+    chunk_elements : int, optional
         Upper bound on the elements of one (n, frames, V) score tensor; larger
-        inputs are processed in chunks of frames (bounds memory, same result).
+        inputs are processed in chunks of frames (same result). Default: 2**22
+        on CPU (16 MiB chunks stay in cache: 2.3x faster than 2**26 at 16k
+        frames x 18 x 4096), 2**27 on GPU.
 
     Example
     -------
@@ -82,7 +84,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     """
 
     def __init__(
-        self, sources, codebook_size, codebook_dim, seed, chunk_elements=2**26
+        self, sources, codebook_size, codebook_dim, seed, chunk_elements=None
     ):
         super().__init__()
         if not sources:
@@ -91,7 +93,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
         self.codebook_size = int(codebook_size)
         self.codebook_dim = int(codebook_dim)
         self.seed = int(seed)
-        self.chunk_elements = int(chunk_elements)
+        self.chunk_elements = chunk_elements
         for name, (input_dim, n) in self.sources.items():
             if n < 1:
                 raise ValueError(f"source {name!r} needs >= 1 codebook, got {n}")
@@ -162,7 +164,8 @@ class RandomProjectionQuantizer(torch.nn.Module):
         z = self.project(x, name)  # (M, n, d)
         cb = self.codebooks(name).float()  # (n, V, d)
         n = cb.shape[0]
-        step = max(1, self.chunk_elements // (n * self.codebook_size))
+        budget = self.chunk_elements or (2**27 if x.is_cuda else 2**22)
+        step = max(1, int(budget) // (n * self.codebook_size))
         out = []
         with torch.autocast(x.device.type, enabled=False):
             for s in range(0, z.shape[0], step):
