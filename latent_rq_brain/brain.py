@@ -345,7 +345,12 @@ class LatentRQBrain(sb.Brain):
         if not cache.complete(world):
             start = time.time()
             cache.build_shard(
-                self, dataset, rank, world, self.hparams.target_cache_batch_seconds
+                self,
+                dataset,
+                rank,
+                world,
+                self.hparams.target_cache_batch_seconds,
+                self.hparams.train_dataloader_opts.get("num_workers", 0),
             )
             logger.info(
                 f"target cache {key} for stage {self.schedule.stage}: rank {rank} "

@@ -74,8 +74,12 @@ class TargetCache:
         return all(os.path.exists(self._path(r, "done")) for r in range(world_size))
 
     @torch.no_grad()
-    def build_shard(self, brain, dataset, rank, world_size, max_batch_seconds):
-        """Computes this rank's share of the targets and writes its shard."""
+    def build_shard(self, brain, dataset, rank, world_size, max_batch_seconds, num_workers=0):
+        """Computes this rank's share of the targets and writes its shard.
+
+        Utterances are sorted by duration and batched up to ``max_batch_seconds``
+        of audio; ``num_workers`` loader processes read the audio.
+        """
         os.makedirs(self.folder, exist_ok=True)
         ids = [
             uid
@@ -95,10 +99,15 @@ class TargetCache:
         if cur:
             batches.append(cur)
         position = {u: i for i, u in enumerate(dataset.data_ids)}
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=[[position[u] for u in chunk] for chunk in batches],
+            collate_fn=PaddedBatch,
+            num_workers=num_workers,
+        )
         index, offset = {}, 0
         with open(self._path(rank, "u16"), "wb") as out:
-            for chunk in batches:
-                batch = PaddedBatch([dataset[position[u]] for u in chunk])
+            for batch in loader:
                 codes, enc_lens = brain.all_frame_targets(batch)
                 arr = codes.cpu().numpy().astype(np.uint16)
                 out.write(arr.tobytes())
