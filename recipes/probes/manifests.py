@@ -65,7 +65,8 @@ def check_task(
     label_column : str, optional
         Column that must be present and non-empty in every split.
     speaker_column : str, optional
-        Speaker column, needed when ``disjoint`` is given.
+        Column whose values (speakers; prompts for the Asterisk tasks) two
+        splits of a ``disjoint`` pair must not share.
     disjoint : sequence of (str, str)
         Pairs of splits that must not share a speaker, e.g.
         ``[("train", "test"), ("train", "valid"), ("valid", "test")]``.
@@ -165,9 +166,9 @@ def check_task(
         shared = sorted(spk_a & spk_b)
         if shared:
             raise DataError(
-                f"speaker(s) {shared[:10]} (column {speaker_column!r}) are in both "
-                f"{a} manifest {manifests[a]} and {b} manifest {manifests[b]}, but "
-                "this task needs speaker-disjoint splits"
+                f"{speaker_column} value(s) {shared[:10]} are in both {a} manifest "
+                f"{manifests[a]} and {b} manifest {manifests[b]}, but this task "
+                f"needs splits disjoint in column {speaker_column!r}"
             )
     return data
 
