@@ -298,6 +298,8 @@ class HiddenStateCache:
         The frozen encoder.
     folder : str, optional
         Disk cache folder; None keeps everything in memory.
+    keep_in_memory : bool
+        With a disk cache, also keep every tensor in memory once read.
 
     Example
     -------
@@ -311,9 +313,10 @@ class HiddenStateCache:
     (torch.Size([13, 3, 32]), torch.float16)
     """
 
-    def __init__(self, encoder, folder=None):
+    def __init__(self, encoder, folder=None, keep_in_memory=False):
         self.encoder = encoder
         self.folder = folder
+        self.keep_in_memory = keep_in_memory or folder is None
         self.items = {}  # uid -> tensor (memory) or file path (disk)
         if folder is not None:
             os.makedirs(folder, exist_ok=True)
@@ -330,7 +333,10 @@ class HiddenStateCache:
         """The (T, layers, D) fp16 hidden states of utterance ``uid``."""
         item = self.items[uid]
         if isinstance(item, str):
-            return torch.load(item, map_location="cpu")
+            tensor = torch.load(item, map_location="cpu")
+            if self.keep_in_memory:
+                self.items[uid] = tensor
+            return tensor
         return item
 
     @torch.no_grad()
@@ -392,5 +398,6 @@ class HiddenStateCache:
                 tmp = path + ".tmp"
                 torch.save(item, tmp)
                 os.replace(tmp, path)
-                item = path
+                if not self.keep_in_memory:
+                    item = path
             self.items[uid] = item

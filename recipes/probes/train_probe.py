@@ -273,7 +273,8 @@ def dataio_prepare(hparams, device="cpu"):
             folder = None
             if mode == "disk":
                 folder = os.path.join(hparams["cache_folder"], encoder_fingerprint(encoder))
-            cache = HiddenStateCache(encoder, folder)
+            # under cache_max_gb: a disk cache is also held in memory once read
+            cache = HiddenStateCache(encoder, folder, keep_in_memory=True)
             t0 = time.perf_counter()
             encoder.to(device)
             for split in rows.values():
