@@ -173,6 +173,50 @@ def check_task(
     return data
 
 
+def audio_duration(path, sample_rate=16000):
+    """Duration in seconds of an audio file, checking it exists and its sample rate.
+
+    Example
+    -------
+    >>> audio_duration("/nonexistent.wav")
+    Traceback (most recent call last):
+    ...
+    latent_rq_brain.data.DataError: audio file /nonexistent.wav does not exist
+    """
+    import soundfile
+
+    if not os.path.isfile(path):
+        raise DataError(f"audio file {path} does not exist")
+    try:
+        info = soundfile.info(path)
+    except Exception as err:  # soundfile raises several types
+        raise DataError(f"cannot read audio file {path}: {err}") from err
+    if info.samplerate != sample_rate:
+        raise DataError(
+            f"audio file {path} has sample rate {info.samplerate} Hz, expected "
+            f"{sample_rate} Hz (resample it, e.g. `sox in.wav -r {sample_rate} out.wav`)"
+        )
+    return info.frames / info.samplerate
+
+
+def hash_split(key, valid_fraction, test_fraction, salt="probes"):
+    """``test``, ``valid`` or ``train`` by a stable (SHA-1) hash of ``key``.
+
+    Example
+    -------
+    >>> hash_split("x", 0.0, 0.0), hash_split("x", 0.0, 0.999999)
+    ('train', 'test')
+    """
+    from recipes.demo.prepare_asterisk import stable_hash
+
+    h = stable_hash(f"{salt}|{key}")
+    if h < test_fraction:
+        return "test"
+    if h < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
 def task_manifests(folder, splits=SPLITS):
     """``{split: <folder>/<split>.csv}``.
 
