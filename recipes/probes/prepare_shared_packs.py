@@ -33,7 +33,7 @@ import sys
 
 from latent_rq_brain.data import DataError, read_manifest
 from recipes.demo.prepare_asterisk import stable_hash
-from recipes.probes.manifests import hash_split, write_task
+from recipes.probes.manifests import write_task
 
 ALL_PAIRS = [("train", "valid"), ("train", "test"), ("valid", "test")]
 #: task -> (pack, label column, how to split)
@@ -75,13 +75,13 @@ def split_rows(rows, label, how, path):
                     f"{r['split']!r} is not one of {sorted(PACK_SPLITS)}"
                 )
             splits[split].append(r)
-    elif how == "per_speaker":
-        for r in rows:
-            splits[hash_split(r["ID"], 0.1, 0.1)].append(r)
-    elif how == "stratified":
+    elif how in ("per_speaker", "stratified"):
+        # per label (= per speaker for speaker ID): test / valid fractions of
+        # its utterances, at least one each
+        test_fraction = 0.1 if how == "per_speaker" else 0.2
         for lab in sorted({r[label] for r in rows}):
             of_label = sorted((r for r in rows if r[label] == lab), key=lambda r: stable_hash(r["ID"]))
-            n_test = max(1, round(0.2 * len(of_label)))
+            n_test = max(1, round(test_fraction * len(of_label)))
             n_valid = max(1, round(0.1 * len(of_label)))
             if len(of_label) < n_test + n_valid + 1:
                 raise DataError(

@@ -354,11 +354,6 @@ class HiddenStateCache:
         device : str
             Where the encoder runs.
         """
-        if read_audio is None:
-            from latent_rq_brain.data import read_audio_checked
-
-            sr = self.encoder.sample_rate
-            read_audio = lambda p: read_audio_checked(p, sr)  # noqa: E731
         todo = []
         for uid, wav in wavs.items():
             if uid in self.items:
@@ -371,6 +366,11 @@ class HiddenStateCache:
             todo.append((uid, wav))
         if not todo:
             return
+        if read_audio is None:
+            from latent_rq_brain.data import read_audio_checked
+
+            sr = self.encoder.sample_rate
+            read_audio = lambda p: read_audio_checked(p, sr)  # noqa: E731
         audio = [(uid, wav, read_audio(wav)) for uid, wav in todo]
         audio.sort(key=lambda x: x[2].shape[0])
         limit = int(batch_seconds * self.encoder.sample_rate)
