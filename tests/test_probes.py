@@ -452,3 +452,20 @@ def test_prepare_shared_packs(tmp_path):
     assert len(digits["test"]) == 1 and len(digits["valid"]) == 1 and len(digits["train"]) == 4
     with pytest.raises(DataError, match=r"arabic-commands/manifest.csv, line \d+ \(ID up/4_0\): split 'bogus'"):
         prepare_shared_packs(fake_packs(str(tmp_path / "p2"), bad_split=True), str(tmp_path / "o2"), ["ks_arabic"])
+
+
+def test_load_encoder_from_a_checkpoint_folder(tmp_path):
+    """The probes load a run's save/ folder as the pre-training writes it."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder
+    from recipes.probes.probing import encoder_fingerprint
+
+    src = PretrainedEncoder.from_config(PretrainedEncoder.tiny_config(), seed=3)
+    spec = EncoderSpec.from_hparams(PretrainedEncoder.tiny_config())
+    Checkpointer(str(tmp_path / "save"), {"encoder": src.encoder, "encoder_spec": spec}).save_checkpoint()
+    enc = load_encoder(str(tmp_path))
+    assert encoder_fingerprint(enc) == encoder_fingerprint(src)
+    assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
+    with pytest.raises(ValueError, match=r"checkpoint '.*nope' does not exist"):
+        load_encoder(str(tmp_path / "nope"))
