@@ -126,6 +126,17 @@ def test_classification_probe_learns(tmp_path):
     assert ckpts and res["best_epoch"] in [h["epoch"] for h in hist if h["valid"]["acc"] == best]
 
 
+def test_probe_without_cache_runs_the_encoder_online(tmp_path):
+    data = tone_task(str(tmp_path / "data"), sizes=(6, 3, 3))
+    res = run_probe(
+        "classification.yaml", data, tmp_path / "online", "--task=TONE",
+        "--label_column=label", "--number_of_epochs=1", "--hidden_state_cache=none",
+    )
+    assert res["metric"] == "acc" and 0.0 <= res["value"] <= 100.0
+    # the frozen encoder stayed frozen
+    assert len(res["layer_weights"]) == 3
+
+
 def test_ctc_probe_gives_wer_and_cer(tmp_path):
     data = tone_task(str(tmp_path / "data"), sizes=(12, 6, 6))
     out = tmp_path / "asr"

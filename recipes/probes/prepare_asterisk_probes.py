@@ -33,7 +33,7 @@ import sys
 
 from latent_rq_brain.data import DataError, read_manifest
 from recipes.demo.prepare_asterisk import stable_hash
-from recipes.probes.manifests import write_task
+from recipes.probes.manifests import hash_split, write_task
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,7 @@ def prompt_split(prompt, valid_fraction, test_fraction, salt="probes"):
     >>> prompt_split("digits.1", 0.0, 0.999999)
     'test'
     """
-    h = stable_hash(f"{salt}|{prompt}")
-    if h < test_fraction:
-        return "test"
-    if h < test_fraction + valid_fraction:
-        return "valid"
-    return "train"
+    return hash_split(prompt, valid_fraction, test_fraction, salt)
 
 
 def prepare_asterisk_probes(
