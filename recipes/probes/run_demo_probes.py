@@ -34,12 +34,12 @@ LID_OVERRIDES = {
     "number_of_epochs": 15,
     "patience": 5,
     "batch_size": 32,
-    "lr": 0.005,
-    "layer_weights_lr": 0.05,
+    "lr": 0.02,  # 5e-3 left the linear head under-trained after 15 epochs
+    "layer_weights_lr": 0.2,
 }
 ASR_OVERRIDES = {
-    "number_of_epochs": 25,
-    "patience": 25,
+    "number_of_epochs": 40,
+    "patience": 10,
     "batch_size": 8,
     "lr": 0.003,
     "layer_weights_lr": 0.03,
