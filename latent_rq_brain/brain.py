@@ -27,10 +27,10 @@ import yaml
 
 import speechbrain as sb
 from latent_rq_brain.masking import sample_span_mask
+from latent_rq_brain.pretrained import EncoderSpec, find_checkpoint
 from latent_rq_brain.quantizer import layer_source
 from latent_rq_brain.target_cache import TargetCache, cache_key
 from latent_rq_brain.target_encoder import unwrap
-from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import is_distributed_initialized
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,13 @@ class LatentRQBrain(sb.Brain):
             self.hparams.n_codebooks, self.hparams.codebook_size
         )
         self._fresh_lr_state = copy.deepcopy(self.hparams.lr_annealing.__dict__)
+        if self.checkpointer is not None:
+            # Lets latent_rq_brain.pretrained rebuild the encoder without the YAML.
+            self.checkpointer.add_recoverable(
+                "encoder_spec",
+                EncoderSpec.from_hparams(vars(self.hparams)),
+                optional_load=True,
+            )
         self._compile()
         self._wrap_distributed()
         self.init_optimizers()
@@ -214,21 +221,10 @@ class LatentRQBrain(sb.Brain):
     def load_pretrained(self, ckpt_dir):
         """Branches from another run's checkpoint: encoder, mask embedding,
         quantizer (checked equal), step count and stage; not heads/optimizer."""
-        found = None
-        if os.path.isfile(os.path.join(ckpt_dir, "CKPT.yaml")):  # one CKPT+ folder
-            parent = Checkpointer(os.path.dirname(os.path.abspath(ckpt_dir)))
-            found = next(
-                (c for c in parent.list_checkpoints()
-                 if os.path.samefile(c.path, ckpt_dir)),
-                None,
-            )
-        elif os.path.isdir(ckpt_dir):  # a save folder: its latest checkpoint
-            found = Checkpointer(ckpt_dir).find_checkpoint()
-        if found is None:
-            raise ValueError(
-                f"--init_from={ckpt_dir}: no checkpoint found (expected a "
-                "save folder with CKPT+* sub-folders, or one CKPT+* folder)"
-            )
+        try:
+            found = find_checkpoint(ckpt_dir)
+        except ValueError as err:
+            raise ValueError(f"--init_from={ckpt_dir}: {err}") from err
         files = found.paramfiles
         for name in ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule"):
             if name not in files:

@@ -1,0 +1,336 @@
+"""Pre-trained encoders from checkpoints, without the training YAML.
+
+Every checkpoint written by ``train.py`` holds ``encoder_spec.ckpt`` (YAML)
+(:class:`EncoderSpec`): the few settings that fix the feature extractor and
+encoder architecture. :class:`PretrainedEncoder` rebuilds the model from it,
+loads ``encoder.ckpt`` and returns all hidden states (CNN front-end output
+plus every Conformer layer) for a batch of 16 kHz waveforms; it is what the
+probes, the analysis scripts and the s3prl upstream use::
+
+    enc = PretrainedEncoder.from_checkpoint("results/demo")
+    hidden_states, enc_lens = enc(wavs, wav_lens)
+
+:func:`load_quantizer` gives the run's frozen random-projection quantizer.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import os
+
+import torch
+import yaml
+
+from speechbrain.utils.checkpoints import (
+    Checkpointer,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+from latent_rq_brain.encoder import LatentRQEncoder
+from latent_rq_brain.features import MelFeatures
+from latent_rq_brain.quantizer import RandomProjectionQuantizer
+
+#: Settings (top-level YAML keys) that fix features and encoder architecture.
+ARCH_KEYS = (
+    "sample_rate",
+    "n_fft",
+    "n_mels",
+    "win_length",
+    "hop_length",
+    "downsampling",
+    "cnn_channels",
+    "d_model",
+    "nhead",
+    "num_encoder_layers",
+    "d_ffn",
+)
+#: Settings recorded for information (what the targets were made from).
+INFO_KEYS = ("target_layers", "target_norm", "seed")
+
+
+@register_checkpoint_hooks
+class EncoderSpec:
+    """What :class:`PretrainedEncoder` needs to rebuild a run's encoder.
+
+    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text); loading is a no-op
+    (the encoder's own state dict is the strict check when resuming).
+
+    Example
+    -------
+    >>> spec = EncoderSpec.from_hparams(dict(PretrainedEncoder.tiny_config(), lr=1))
+    >>> sorted(spec.config) == sorted(ARCH_KEYS + INFO_KEYS)
+    True
+    """
+
+    def __init__(self, config):
+        self.config = dict(config)
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        """Picks :data:`ARCH_KEYS` (required) and :data:`INFO_KEYS` from hparams."""
+        missing = [k for k in ARCH_KEYS if k not in hparams]
+        if missing:
+            raise ValueError(f"hparams lack the encoder settings {missing}")
+        config = {k: _plain(hparams[k]) for k in ARCH_KEYS + INFO_KEYS if k in hparams}
+        return cls(config)
+
+    @mark_as_saver
+    def _save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.config, f, sort_keys=True)
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=False):
+        del path, end_of_epoch
+
+
+def _plain(value):
+    """YAML-safe copy: tuples -> lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def build_encoder(config):
+    """Builds (features, encoder) as the training YAMLs do, randomly initialised.
+
+    Example
+    -------
+    >>> features, encoder = build_encoder(PretrainedEncoder.tiny_config())
+    >>> encoder.num_layers, encoder.d_model
+    (2, 32)
+    """
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+    from speechbrain.processing.features import InputNormalization
+
+    c = config
+    missing = [k for k in ARCH_KEYS if k not in c]
+    if missing:
+        raise ValueError(f"encoder config lacks {missing}")
+    channels = tuple(int(x) for x in c["cnn_channels"])
+    features = MelFeatures(
+        Fbank(
+            sample_rate=c["sample_rate"],
+            n_fft=c["n_fft"],
+            n_mels=c["n_mels"],
+            win_length=c["win_length"],
+            hop_length=c["hop_length"],
+        ),
+        InputNormalization(norm_type="sentence"),
+        sample_rate=c["sample_rate"],
+        hop_length=c["hop_length"],
+        downsampling=c["downsampling"],
+    )
+    cnn = ConvolutionFrontEnd(
+        input_shape=[8, 10, c["n_mels"]],
+        num_blocks=2,
+        num_layers_per_block=1,
+        out_channels=channels,
+        kernel_sizes=(3, 3),
+        strides=(2, 2),
+        residuals=(False, False),
+    )
+    transformer = TransformerASR(
+        input_size=channels[-1] * c["n_mels"] // c["downsampling"],
+        tgt_vocab=1,
+        d_model=c["d_model"],
+        nhead=c["nhead"],
+        num_encoder_layers=c["num_encoder_layers"],
+        num_decoder_layers=0,
+        d_ffn=c["d_ffn"],
+        dropout=0.0,
+        activation=torch.nn.GELU,
+        conformer_activation=torch.nn.GELU,
+        encoder_module="conformer",
+        attention_type="RelPosMHAXL",
+        normalize_before=True,
+        causal=False,
+        output_hidden_states=True,
+    )
+    return features, LatentRQEncoder(cnn, transformer)
+
+
+def find_checkpoint(path):
+    """The checkpoint a path names: one ``CKPT+*`` folder, a save folder (its
+    newest checkpoint) or a run's output folder (``<path>/save``).
+
+    Returns a :class:`speechbrain.utils.checkpoints.Checkpoint`.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "CKPT.yaml")):
+        parent = Checkpointer(os.path.dirname(os.path.abspath(path)))
+        for ckpt in parent.list_checkpoints():
+            if os.path.samefile(ckpt.path, path):
+                return ckpt
+    elif os.path.isdir(path):
+        for folder in (path, os.path.join(path, "save")):
+            if os.path.isdir(folder):
+                found = Checkpointer(folder).find_checkpoint()
+                if found is not None:
+                    return found
+    raise ValueError(
+        f"no checkpoint found at {path} (expected a run's output folder, its "
+        "save folder with CKPT+* sub-folders, or one CKPT+* folder)"
+    )
+
+
+def _read_yaml(path, key):
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)[key]
+
+
+class PretrainedEncoder(torch.nn.Module):
+    """A pre-trained (or random) encoder returning every hidden state.
+
+    Arguments
+    ---------
+    config : dict
+        :data:`ARCH_KEYS` (and optionally :data:`INFO_KEYS`).
+    info : dict, optional
+        Where the weights came from (checkpoint, stage, step).
+
+    Example
+    -------
+    >>> enc = PretrainedEncoder.from_config(PretrainedEncoder.tiny_config())
+    >>> wavs = torch.randn(2, 16001)
+    >>> states, enc_lens = enc(wavs, torch.tensor([1.0, 0.5]))
+    >>> len(states), states[0].shape, enc_lens.tolist()
+    (3, torch.Size([2, 26, 32]), [26, 13])
+    >>> enc.downsample_rate, enc.hidden_size, enc.num_hidden_states
+    (640, 32, 3)
+    """
+
+    def __init__(self, config, info=None):
+        super().__init__()
+        self.config = dict(config)
+        self.features, self.encoder = build_encoder(self.config)
+        self.info = dict(info or {})
+        self.sample_rate = int(self.config["sample_rate"])
+        hop = int(round(self.sample_rate * self.config["hop_length"] / 1000))
+        self.downsample_rate = hop * int(self.config["downsampling"])
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def tiny_config():
+        """A 2-layer, d=32 configuration for tests and examples."""
+        return {
+            "sample_rate": 16000,
+            "n_fft": 400,
+            "n_mels": 80,
+            "win_length": 25,
+            "hop_length": 10,
+            "downsampling": 4,
+            "cnn_channels": [8, 8],
+            "d_model": 32,
+            "nhead": 2,
+            "num_encoder_layers": 2,
+            "d_ffn": 64,
+            "target_layers": [0],
+            "target_norm": "utterance",
+            "seed": 1,
+        }
+
+    @classmethod
+    def from_config(cls, config, seed=None):
+        """A randomly initialised encoder (``seed`` makes it reproducible)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(config, info={"checkpoint": None, "stage": None, "step": 0})
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu"):
+        """Loads the encoder of a training checkpoint (see :func:`find_checkpoint`)."""
+        ckpt = find_checkpoint(path)
+        files = ckpt.paramfiles
+        spec = files.get("encoder_spec")
+        if spec is None:
+            raise ValueError(
+                f"checkpoint {ckpt.path} has no encoder_spec.ckpt (written by an "
+                "older latent-rq): resume that run for one step with the current "
+                "code to add it"
+            )
+        if "encoder" not in files:
+            raise ValueError(f"checkpoint {ckpt.path} lacks encoder.ckpt")
+        with open(spec, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        info = {"checkpoint": str(ckpt.path), "stage": None, "step": None}
+        if "stage_schedule" in files:
+            info["stage"] = int(_read_yaml(files["stage_schedule"], "stage"))
+        if "brain" in files:
+            info["step"] = int(_read_yaml(files["brain"], "optimizer_step"))
+        for key in INFO_KEYS:
+            if key in config:
+                info[key] = config[key]
+        model = cls(config, info)
+        state = torch.load(files["encoder"], map_location=map_location)
+        try:
+            model.encoder.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{files['encoder']} does not fit the architecture in {spec}: {err}"
+            ) from err
+        return model
+
+    @property
+    def hidden_size(self):
+        """Width of every hidden state."""
+        return self.encoder.d_model
+
+    @property
+    def num_hidden_states(self):
+        """CNN front-end output + one per Conformer layer."""
+        return self.encoder.num_layers + 1
+
+    def train(self, mode=True):
+        """Stays in eval mode: the encoder is frozen (no dropout)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, wavs, wav_lens=None):
+        """All hidden states of a batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (B, S) zero-padded 16 kHz waveforms.
+        wav_lens : torch.Tensor, optional
+            (B,) relative lengths in (0, 1] (SpeechBrain convention).
+
+        Returns
+        -------
+        hidden_states : list of torch.Tensor
+            ``num_hidden_states`` tensors (B, T, hidden_size): CNN front-end
+            output, then Conformer layers 0..L-1 (paper layers -1..L-1).
+            Frames past ``enc_lens`` are padding.
+        enc_lens : torch.Tensor
+            (B,) valid 40 ms frames: ceil((n_samples // 160 + 1) / 4).
+        """
+        if wavs.dim() != 2:
+            raise ValueError(f"wavs must be (batch, samples), got {tuple(wavs.shape)}")
+        S = wavs.shape[1]
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        n_samples = torch.round(wav_lens.float().cpu() * S).long()
+        feats, _, enc_lens = self.features(wavs, n_samples)
+        _, hidden_states = self.encoder(feats, enc_lens)
+        return list(hidden_states), enc_lens.cpu()
+
+
+def load_quantizer(path):
+    """The frozen random-projection quantizer of a training checkpoint."""
+    ckpt = find_checkpoint(path)
+    if "quantizer" not in ckpt.paramfiles:
+        raise ValueError(f"checkpoint {ckpt.path} lacks quantizer.ckpt")
+    saved = torch.load(ckpt.paramfiles["quantizer"], map_location="cpu")
+    c = saved["config"]
+    sources = {k: tuple(v) for k, v in c["sources"].items()}
+    quantizer = RandomProjectionQuantizer(
+        sources, c["codebook_size"], c["codebook_dim"], c["seed"]
+    )
+    quantizer.load_state_dict(saved["state"], strict=True)
+    return quantizer
