@@ -238,3 +238,15 @@ def test_layer_weight_heatmaps(tmp_path, capsys):
     _write_weights(root / "a" / "bad", "kws", "runs/x/save/CKPT+1", [1, 2])
     with pytest.raises(ValueError, match="2 weights, but other tasks"):
         layer_weights.main([str(root), "--out", str(png)])
+
+
+def test_pnmi_agrees_with_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 12, 3000)
+    z = (y * 7 + rng.integers(0, 5, 3000)) % 40  # codes partly determined by labels
+    r = code_label_quality(z, y)
+    mi = metrics.mutual_info_score(y, z)  # nats
+    p = np.bincount(y) / y.size
+    assert r["mutual_info"] == pytest.approx(mi, rel=1e-9)
+    assert r["pnmi"] == pytest.approx(mi / -(p * np.log(p)).sum(), rel=1e-9)
