@@ -188,13 +188,14 @@ def run(args):
     for r in range(args.warmup + args.iters):
         for label, stage, apply in variants:
             apply()
-            if r == args.warmup and str(brain.device).startswith("cuda"):
+            if str(brain.device).startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             t = time_steps(brain, batch, 0, 1)
             if r >= args.warmup:
                 times[label].append(t)
                 if str(brain.device).startswith("cuda"):
-                    peaks[label] = torch.cuda.max_memory_allocated() / 2**30
+                    peak = torch.cuda.max_memory_allocated() / 2**30
+                    peaks[label] = max(peaks.get(label, 0.0), peak)
     for label, stage, apply in variants:
         apply()
         s = statistics.median(times[label])
@@ -214,8 +215,17 @@ def run(args):
                              ("Latent-RQ online, torch.compile(encoder)", 1)):
             setup(stage)()
             s = time_steps(brain, batch, args.warmup, args.iters)
-            rows.append({"variant": label, "stage": stage, "step_s": s,
-                         "audio_s_per_s": audio_s / s})
+            row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s}
+            if str(brain.device).startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+                time_steps(brain, batch, 0, 1)
+                row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                with torch.no_grad():
+                    out = brain.compute_forward(batch, sb.Stage.TRAIN)
+                f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
+                row["mfu"] = f / s / (args.peak_tflops * 1e12)
+            rows.append(row)
+            print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
     step = {r["variant"]: r["step_s"] for r in rows}
     t0 = step["BEST-RQ, all fast paths"]
     t1 = step["Latent-RQ online, all fast paths"]
@@ -243,6 +253,14 @@ def run(args):
         "latent_rq_online_step_s": t1,
         "latent_rq_cached_step_s": t_cached,
     }
+    compiled = {r["stage"]: r for r in rows if "torch.compile" in r["variant"]}
+    if compiled:
+        summary["step_time_ratio_online_compiled"] = compiled[1]["step_s"] / compiled[0]["step_s"]
+        summary["compile_speedup_best_rq"] = t0 / compiled[0]["step_s"]
+    mfu = {r["variant"]: r["mfu"] for r in rows if "mfu" in r}
+    if mfu:
+        summary["mfu_best_rq"] = mfu["BEST-RQ, all fast paths"]
+        summary["mfu_best_rq_compiled"] = compiled[0].get("mfu") if compiled else None
     enc = unwrap(brain.modules.encoder)
     params = sum(p.numel() for m in brain.modules.values() for p in m.parameters())
     dev = (
