@@ -474,9 +474,14 @@ def test_load_encoder_from_a_checkpoint_folder(tmp_path):
 
     src = PretrainedEncoder.from_config(PretrainedEncoder.tiny_config(), seed=3)
     spec = EncoderSpec.from_hparams(PretrainedEncoder.tiny_config())
-    Checkpointer(str(tmp_path / "save"), {"encoder": src.encoder, "encoder_spec": spec}).save_checkpoint()
+    ckpter = Checkpointer(str(tmp_path / "save"), {"encoder": src.encoder, "encoder_spec": spec})
+    ckpter.save_checkpoint(meta={"transition_to_stage": 1})
     enc = load_encoder(str(tmp_path))
     assert encoder_fingerprint(enc) == encoder_fingerprint(src)
+    # <run>@stage<k>: the checkpoint written at the transition to stage k
+    assert encoder_fingerprint(load_encoder(f"{tmp_path}@stage1")) == encoder_fingerprint(src)
+    with pytest.raises(ValueError, match=r"transition to stage 2 \(found: \[1\]\)"):
+        load_encoder(f"{tmp_path}@stage2")
     assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
     with pytest.raises(ValueError, match=r"checkpoint '.*nope' does not exist"):
         load_encoder(str(tmp_path / "nope"))

@@ -37,15 +37,51 @@ RANDOM_ENCODERS = {
 }
 
 
+def transition_checkpoint(run_folder, stage):
+    """The checkpoint a run wrote when it entered ``stage`` (the last weights of stage - 1).
+
+    Pre-training keeps these checkpoints forever (``transition_to_stage: k`` in
+    their ``CKPT.yaml``), so ``results/demo@stage1`` names the BEST-RQ encoder
+    at the end of stage 0 of the demo run.
+
+    Example
+    -------
+    >>> transition_checkpoint("/nonexistent", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: no checkpoint of /nonexistent was written at the transition to stage 1 (found: [])
+    """
+    import glob
+
+    import yaml
+
+    save = os.path.join(run_folder, "save")
+    folder = save if os.path.isdir(save) else run_folder
+    found = {}
+    for meta in sorted(glob.glob(os.path.join(folder, "CKPT+*", "CKPT.yaml"))):
+        with open(meta, encoding="utf-8") as f:
+            k = (yaml.safe_load(f) or {}).get("transition_to_stage")
+        if k is not None:
+            found[int(k)] = os.path.dirname(meta)
+    if int(stage) not in found:
+        raise ValueError(
+            f"no checkpoint of {run_folder} was written at the transition to stage "
+            f"{stage} (found: {sorted(found)})"
+        )
+    return found[int(stage)]
+
+
 def load_encoder(checkpoint, seed=0):
     """A frozen encoder: ``random:<name>`` or a checkpoint path.
 
     Arguments
     ---------
     checkpoint : str
-        A run's output folder, its ``save`` folder, one ``CKPT+*`` folder, or
-        ``random:tiny`` / ``random:small`` (seeded random initialisation; the
-        usual "no pre-training" baseline of probing tables).
+        A run's output folder, its ``save`` folder, one ``CKPT+*`` folder,
+        ``<run folder>@stage<k>`` (the checkpoint written at the transition to
+        stage k, see :func:`transition_checkpoint`), or ``random:tiny`` /
+        ``random:small`` (seeded random initialisation; the usual "no
+        pre-training" baseline of probing tables).
     seed : int
         Seed of a random encoder.
 
@@ -79,6 +115,9 @@ def load_encoder(checkpoint, seed=0):
         enc = PretrainedEncoder.from_config(config, seed=seed)
         enc.info["checkpoint"] = checkpoint
     else:
+        if "@stage" in checkpoint:
+            run, _, stage = checkpoint.rpartition("@stage")
+            checkpoint = transition_checkpoint(run, int(stage))
         if not os.path.exists(checkpoint):
             raise ValueError(f"checkpoint {checkpoint!r} does not exist")
         enc = PretrainedEncoder.from_checkpoint(checkpoint)

@@ -13,9 +13,11 @@ The hidden states of every prompt are computed once, in fp16, into
 ``<out_dir>/{LID,ASR}/results.json`` and ``layer_weights.json`` and prints the
 table row. Several checkpoints::
 
-    python -m recipes.probes.run_demo_probes results/demo/save/CKPT+stage0 results/probes/stage0 --label BEST-RQ
+    # BEST-RQ at the end of stage 0 (the checkpoint written at the transition to stage 1)
+    python -m recipes.probes.run_demo_probes results/demo@stage1 results/probes/best_rq --label BEST-RQ
+    # Latent-RQ: the run's latest checkpoint
     python -m recipes.probes.run_demo_probes results/demo results/probes/latent_rq --label Latent-RQ
-    python -m recipes.probes.table results/probes/stage0 results/probes/latent_rq
+    python -m recipes.probes.table results/probes/best_rq results/probes/latent_rq
 
 Authors
  * latent-rq developers 2026
