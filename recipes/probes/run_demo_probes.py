@@ -112,7 +112,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
-    results = run(args.checkpoint, args.out_dir, args.data, args.label, args.device)
+    from latent_rq_brain.data import DataError
+
+    try:
+        results = run(args.checkpoint, args.out_dir, args.data, args.label, args.device)
+    except (DataError, ValueError) as err:
+        sys.exit(f"error: {err}")
     from recipes.probes.table import collect, make_table
 
     print(make_table(collect([(None, os.path.join(args.out_dir, t)) for t in results])))
