@@ -54,8 +54,8 @@ INFO_KEYS = ("target_layers", "target_norm", "seed")
 class EncoderSpec:
     """What :class:`PretrainedEncoder` needs to rebuild a run's encoder.
 
-    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text); loading is a no-op
-    (the encoder's own state dict is the strict check when resuming).
+    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text); loading only
+    checks the file is whole (the encoder's state dict is the strict check).
 
     Example
     -------
@@ -83,7 +83,13 @@ class EncoderSpec:
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
-        del path, end_of_epoch
+        """Checks the file is whole (a truncated one raises KeyError)."""
+        del end_of_epoch
+        with open(path, encoding="utf-8") as f:
+            saved = yaml.safe_load(f) or {}
+        missing = [k for k in ARCH_KEYS if k not in saved]
+        if missing:
+            raise KeyError(f"{path} lacks {missing}")
 
 
 def _plain(value):

@@ -268,6 +268,18 @@ def test_interrupted_checkpoint_is_skipped(tmp_path, corpus):
     assert brain.optimizer_step == 2 and brain.schedule.stage == 1
 
 
+@pytest.mark.parametrize("victim", ["encoder", "brain", "encoder_spec"])
+def test_truncated_checkpoint_file_is_skipped(tmp_path, corpus, victim):
+    """A save killed while writing one file: present but truncated."""
+    train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3"))
+    newest = latest_ckpt(tmp_path / "save")
+    path = newest.paramfiles[victim]
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+    brain, _ = built(tmp_path, corpus, "--stage_transitions=[2]")
+    assert brain.optimizer_step == 2 and brain.schedule.stage == 1
+
+
 DDP_DRIVER = r'''
 import os, sys, torch
 sys.path.insert(0, os.environ["REPO"])
