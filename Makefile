@@ -1,12 +1,17 @@
 # Two commands do everything on a fresh machine:
 #   make demo   - venv + install, build the Asterisk demo corpus, pre-train
-#                 stage 0 (BEST-RQ), transition to Latent-RQ, print a summary
+#                 stage 0 (BEST-RQ), branch a Latent-RQ stage from it, continue
+#                 BEST-RQ to the same step, probe both checkpoints (language ID,
+#                 English ASR) and print a side-by-side table
 #   make test   - venv + install (if needed), run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= results/demo
+DEMO_BRANCH_STEP ?= 300
+DEMO_STEPS ?= 550
+SMALL := hparams/small/latent_rq.yaml
 
 .PHONY: demo test install clean-demo
 
@@ -18,8 +23,26 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python train.py hparams/small/latent_rq.yaml --output_folder=$(DEMO_OUT)
-	$(BIN)/python -m latent_rq_brain.report $(DEMO_OUT)
+	@echo "== 1/5 BEST-RQ (stage 0) to step $(DEMO_BRANCH_STEP)"
+	$(BIN)/python train.py $(SMALL) --stage_transitions=[] \
+	    --optimizer_step_limit=$(DEMO_BRANCH_STEP) --output_folder=$(DEMO_OUT)/best_rq
+	@echo "== 2/5 Latent-RQ stage 1 branched from it, to step $(DEMO_STEPS)"
+	$(BIN)/python train.py $(SMALL) --stage_transitions=[] --initial_stage=1 \
+	    --init_from=$(DEMO_OUT)/best_rq/save --optimizer_step_limit=$(DEMO_STEPS) \
+	    --output_folder=$(DEMO_OUT)/latent_rq
+	@echo "== 3/5 BEST-RQ continued to step $(DEMO_STEPS) (the baseline)"
+	$(BIN)/python train.py $(SMALL) --stage_transitions=[] \
+	    --optimizer_step_limit=$(DEMO_STEPS) --output_folder=$(DEMO_OUT)/best_rq
+	@echo "== 4/5 Probes: language ID and English ASR on frozen encoders"
+	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/best_rq $(DEMO_OUT)/probes/best_rq --label BEST-RQ
+	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/latent_rq $(DEMO_OUT)/probes/latent_rq --label Latent-RQ
+	$(BIN)/python -m recipes.probes.run_demo_probes random:small $(DEMO_OUT)/probes/random --label random-init
+	@echo "== 5/5 Summary"
+	@echo "-- BEST-RQ run"; $(BIN)/python -m latent_rq_brain.report $(DEMO_OUT)/best_rq
+	@echo "-- Latent-RQ run (branched at step $(DEMO_BRANCH_STEP))"; $(BIN)/python -m latent_rq_brain.report $(DEMO_OUT)/latent_rq
+	@echo "-- Probes (frozen encoders, same step count)"
+	$(BIN)/python -m recipes.probes.table BEST-RQ=$(DEMO_OUT)/probes/best_rq \
+	    Latent-RQ=$(DEMO_OUT)/probes/latent_rq random-init=$(DEMO_OUT)/probes/random
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -196,18 +196,21 @@ def run(args):
                 if str(brain.device).startswith("cuda"):
                     peak = torch.cuda.max_memory_allocated() / 2**30
                     peaks[label] = max(peaks.get(label, 0.0), peak)
-    for label, stage, apply in variants:
-        apply()
-        s = statistics.median(times[label])
+
+    def add_row(label, stage, s, peak_gib=None):
         row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s}
         if str(brain.device).startswith("cuda"):
-            row["peak_gib"] = peaks[label]
+            row["peak_gib"] = peak_gib
             with torch.no_grad():
                 out = brain.compute_forward(batch, sb.Stage.TRAIN)
             f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
             row["mfu"] = f / s / (args.peak_tflops * 1e12)
         rows.append(row)
         print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
+
+    for label, stage, apply in variants:
+        apply()
+        add_row(label, stage, statistics.median(times[label]), peaks.get(label))
     setup(1)()
     if args.compile:  # compiled separately: compilation changes every variant
         brain.modules.encoder = torch.compile(brain.modules.encoder)
@@ -215,17 +218,12 @@ def run(args):
                              ("Latent-RQ online, torch.compile(encoder)", 1)):
             setup(stage)()
             s = time_steps(brain, batch, args.warmup, args.iters)
-            row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s}
+            peak = None
             if str(brain.device).startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
                 time_steps(brain, batch, 0, 1)
-                row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                with torch.no_grad():
-                    out = brain.compute_forward(batch, sb.Stage.TRAIN)
-                f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
-                row["mfu"] = f / s / (args.peak_tflops * 1e12)
-            rows.append(row)
-            print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+            add_row(label, stage, s, peak)
     step = {r["variant"]: r["step_s"] for r in rows}
     t0 = step["BEST-RQ, all fast paths"]
     t1 = step["Latent-RQ online, all fast paths"]

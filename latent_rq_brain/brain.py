@@ -203,26 +203,17 @@ class LatentRQBrain(sb.Brain):
                 continue
             try:
                 self.checkpointer.load_checkpoint(ckpt)
-            except (EOFError, KeyError, pickle.UnpicklingError, yaml.YAMLError) as err:
-                logger.warning(
-                    f"skipping checkpoint {ckpt.path}: a file of it is truncated "
-                    f"or corrupt ({type(err).__name__}: {err}; a save killed half-way?)"
+            except (EOFError, KeyError, RuntimeError, ValueError,
+                    pickle.UnpicklingError, yaml.YAMLError) as err:
+                truncated = not isinstance(err, (RuntimeError, ValueError)) or (
+                    "PytorchStreamReader" in str(err) or "zip archive" in str(err)
                 )
-                continue
-            except RuntimeError as err:
-                if "PytorchStreamReader" in str(err) or "zip archive" in str(err):
+                if truncated:
                     logger.warning(
                         f"skipping checkpoint {ckpt.path}: a file of it is truncated "
-                        f"or corrupt ({err})"
+                        f"or corrupt ({type(err).__name__}: {err}; a save killed half-way?)"
                     )
                     continue
-                raise ValueError(
-                    f"cannot resume from checkpoint {ckpt.path}: it does not fit "
-                    f"the current configuration ({err}). Restore the settings it "
-                    "was written with, or use a new output_folder (with "
-                    "--init_from to start from its weights)."
-                ) from err
-            except ValueError as err:
                 raise ValueError(
                     f"cannot resume from checkpoint {ckpt.path}: it does not fit "
                     f"the current configuration ({err}). Restore the settings it "

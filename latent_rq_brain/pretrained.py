@@ -265,6 +265,9 @@ class PretrainedEncoder(torch.nn.Module):
         with open(spec, encoding="utf-8") as f:
             config = yaml.safe_load(f)
         info = {"checkpoint": str(ckpt.path), "stage": None, "step": None}
+        if "transition_to_stage" in ckpt.meta:
+            # written at a transition: the encoder is the end of the previous stage
+            info["transition_to_stage"] = int(ckpt.meta["transition_to_stage"])
         if "stage_schedule" in files:
             info["stage"] = int(_read_yaml(files["stage_schedule"], "stage"))
         if "brain" in files:

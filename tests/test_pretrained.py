@@ -74,8 +74,9 @@ def test_every_checkpoint_form_is_accepted(trained):
         enc = PretrainedEncoder.from_checkpoint(path)
         assert enc.info["checkpoint"].startswith(str(save))
     # the transition checkpoint (end of stage 0) is still there, stage 0 weights
-    stages = {PretrainedEncoder.from_checkpoint(p).info["stage"] for p in ckpts}
-    assert 1 in stages
+    infos = [PretrainedEncoder.from_checkpoint(p).info for p in ckpts]
+    assert {i["stage"] for i in infos} == {0, 1}
+    assert [i.get("transition_to_stage") for i in infos].count(1) == 1
 
 
 def test_missing_checkpoint_and_spec_fail_clearly(trained, tmp_path):

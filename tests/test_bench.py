@@ -1,0 +1,27 @@
+"""The step benchmark runs end to end on CPU and reports every required key."""
+
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from latent_rq_brain import bench  # noqa: E402
+
+TINY = ["--d_model=32", "--nhead=2", "--num_encoder_layers=3", "--d_ffn=64",
+        "--n_codebooks=4", "--codebook_size=64", "--target_layers=[0, 2]"]
+
+
+def test_bench_reports_ratios_and_writes_markdown(tmp_path, capsys):
+    out = tmp_path / "perf.md"
+    summary = bench.main(["--device", "cpu", "--batch-seconds", "4", "--utt-seconds", "2",
+                          "--warmup", "1", "--iters", "1", "--quantizer-frames",
+                          "--out", str(out), *TINY])
+    for key in ("step_time_ratio_online", "step_time_ratio_cached", "sb_way_vs_ours_stage0",
+                "best_rq_step_s", "latent_rq_online_step_s", "latent_rq_cached_step_s"):
+        assert summary[key] > 0, key
+    assert summary["quantizer_speedup"] is None  # no quantizer frames asked
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("{") and '"step_time_ratio_online"' in printed[-1]
+    text = out.read_text()
+    assert "| BEST-RQ, all fast paths | 0 |" in text
+    assert "| Latent-RQ, target cache (all fast paths) | 1 |" in text
