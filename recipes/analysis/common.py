@@ -117,6 +117,26 @@ def choose_sources(info, quantizer, spec="auto"):
     return names
 
 
+LABEL_KINDS = ("phone", "speaker")
+
+
+def prepare(args):
+    """What every command starts with: threads, model, sources, label kinds and
+    the selected utterances (from the shared command-line options)."""
+    torch.set_num_threads(max(1, args.threads))
+    enc, q = load_model(args.checkpoint)
+    sources = choose_sources(enc.info, q, args.sources)
+    kinds = [k.strip() for k in args.labels.split(",") if k.strip()]
+    for k in kinds:
+        if k not in LABEL_KINDS:
+            raise ValueError(f"--labels must be among {LABEL_KINDS}, got {k!r}")
+    items = select_utterances(
+        args.manifest, parse_filters(args.filter), args.max_utts, args.max_seconds,
+        args.seed,
+    )
+    return enc, q, sources, kinds, items
+
+
 def parse_filters(filters):
     """``["split=test-other"]`` -> ``{"split": "test-other"}``.
 

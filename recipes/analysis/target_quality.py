@@ -30,7 +30,6 @@ import torch
 from latent_rq_brain.target_quality import codebook_quality
 from recipes.analysis import common
 
-LABEL_KINDS = ("phone", "speaker")
 
 
 def plot_usage(results, codebook_size, png):
@@ -92,17 +91,7 @@ def markdown_table(results, kinds):
 def run(args):
     """Computes everything; returns the JSON-able report."""
     t0 = time.time()
-    torch.set_num_threads(max(1, args.threads))
-    enc, q = common.load_model(args.checkpoint)
-    sources = common.choose_sources(enc.info, q, args.sources)
-    kinds = [k.strip() for k in args.labels.split(",") if k.strip()]
-    for k in kinds:
-        if k not in LABEL_KINDS:
-            raise ValueError(f"--labels must be among {LABEL_KINDS}, got {k!r}")
-    items = common.select_utterances(
-        args.manifest, common.parse_filters(args.filter), args.max_utts, args.max_seconds,
-        args.seed,
-    )
+    enc, q, sources, kinds, items = common.prepare(args)
     wavs = common.read_wavs(items)
     print(common.describe(enc, q))
     print(f"{len(items)} utterances, {sum(len(w) for w in wavs) / 16000:.1f} s of audio "

@@ -77,17 +77,7 @@ def run(args):
     import matplotlib.pyplot as plt
 
     t0 = time.time()
-    torch.set_num_threads(max(1, args.threads))
-    enc, q = common.load_model(args.checkpoint)
-    sources = common.choose_sources(enc.info, q, args.sources)
-    kinds = [k.strip() for k in args.labels.split(",") if k.strip()]
-    for k in kinds:
-        if k not in ("phone", "speaker"):
-            raise ValueError(f"--labels must be among ('phone', 'speaker'), got {k!r}")
-    items = common.select_utterances(
-        args.manifest, common.parse_filters(args.filter), args.max_utts,
-        args.max_seconds, args.seed,
-    )
+    enc, q, sources, kinds, items = common.prepare(args)
     wavs = common.read_wavs(items)
     print(common.describe(enc, q))
     lens, out = common.extract(enc, q, sources, wavs, args.batch_size, project=True)
