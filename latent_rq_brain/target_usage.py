@@ -9,7 +9,8 @@ Few codes / low perplexity mean near-constant targets, an easy but useless task.
 Usage (same arguments as train.py, pointing at an existing output folder)::
 
     python -m latent_rq_brain.target_usage hparams/small/latent_rq.yaml \\
-        --output_folder=results/demo
+        --output_folder=results/demo/latent_rq --stage_transitions=[] --initial_stage=1 \\
+        --init_from=results/demo/best_rq/save
 
 Authors
  * latent-rq developers 2026
