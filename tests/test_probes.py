@@ -126,6 +126,21 @@ def test_classification_probe_learns(tmp_path):
     assert ckpts and res["best_epoch"] in [h["epoch"] for h in hist if h["valid"]["acc"] == best]
 
 
+def test_rerun_after_early_stop_keeps_the_stop_and_the_result(tmp_path):
+    """Re-running a finished probe resumes its early-stopping state: no more epochs."""
+    data = tone_task(str(tmp_path / "data"), sizes=(12, 6, 6))
+    args = ("classification.yaml", data, tmp_path / "es", "--task=TONE", "--label_column=label",
+            "--number_of_epochs=30", "--patience=1", "--lr=0.0",
+            "--layer_weights_lr=0.0")  # nothing learns: no improvement after epoch 1
+    first = run_probe(*args)
+    epochs = len(json.loads((tmp_path / "es" / "layer_weights_history.json").read_text()))
+    assert epochs < 30  # stopped early
+    again = run_probe(*args)
+    history = json.loads((tmp_path / "es" / "layer_weights_history.json").read_text())
+    assert len(history) == epochs
+    assert again["value"] == first["value"] and again["best_epoch"] == first["best_epoch"]
+
+
 def test_probe_without_cache_runs_the_encoder_online(tmp_path):
     data = tone_task(str(tmp_path / "data"), sizes=(6, 3, 3))
     res = run_probe(

@@ -16,10 +16,18 @@ Authors
 """
 
 import hashlib
+import json
 import logging
 import os
 
 import torch
+
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.epoch_loop import EpochCounterWithStopper
 
 logger = logging.getLogger(__name__)
 
@@ -440,3 +448,78 @@ class HiddenStateCache:
                 if not self.keep_in_memory:
                     item = path
             self.items[uid] = item
+
+
+@register_checkpoint_hooks
+class EarlyStopper(EpochCounterWithStopper):
+    """SpeechBrain's ``EpochCounterWithStopper`` whose checkpoint also holds the
+    early-stopping state (best score, its epoch, whether to stop).
+
+    SpeechBrain's saves only the epoch, so a resumed (or re-run) probe forgot
+    its patience and trained on past the point where it had stopped. Also, with
+    ``direction="max"`` SpeechBrain's relative tolerance counts an *equal*
+    score as an improvement (``-x < -(1 - 1e-6) * x``), so a plateau in
+    accuracy never stopped; here an improvement must beat the best by the
+    tolerance in the metric's own direction.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> a = EarlyStopper(limit=10, limit_to_stop=2, limit_warmup=0, direction="min")
+    >>> for epoch in a:
+    ...     a.update_metric([3.0, 2.0, 2.5, 2.6][epoch - 1])
+    >>> a.current, a.should_stop
+    (4, True)
+    >>> path = tempfile.mktemp()
+    >>> a._save(path)
+    >>> b = EarlyStopper(limit=10, limit_to_stop=2, limit_warmup=0, direction="min")
+    >>> b._recover(path)
+    >>> b.current, b.should_stop, b.best_score, list(b)
+    (4, True, 2.0, [])
+    >>> c = EarlyStopper(limit=10, limit_to_stop=2, limit_warmup=0, direction="max")
+    >>> for epoch in c:  # a plateau stops too
+    ...     c.update_metric(50.0)
+    >>> c.current, c.best_limit
+    (3, 1)
+    """
+
+    def update_metric(self, current_metric):
+        """Records one validation score; sets ``should_stop`` after
+        ``limit_to_stop`` epochs without improvement."""
+        if self.current <= self.limit_warmup:
+            return
+        margin = self.min_delta * abs(self.best_score) if abs(self.best_score) < float("inf") else 0.0
+        if self.sign * current_metric < self.sign * self.best_score - margin:
+            self.best_limit = self.current
+            self.best_score = current_metric
+        waited = self.current - self.best_limit
+        self.should_stop = waited >= self.limit_to_stop
+        if self.should_stop:
+            logger.info(f"{waited} epochs without improvement: patience of "
+                        f"{self.limit_to_stop} exhausted, stopping")
+
+    @mark_as_saver
+    def _save(self, path):
+        state = {
+            "current": self.current,
+            "best_score": self.best_score,
+            "best_limit": self.best_limit,
+            "should_stop": self.should_stop,
+        }
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not an early-stopper state: {err}") from err
+        if not isinstance(state, dict):  # written by SpeechBrain's counter: the epoch
+            state = {"current": int(state)}
+        self.current = int(state["current"]) - (0 if end_of_epoch else 1)
+        self.best_score = state.get("best_score", self.best_score)
+        self.best_limit = state.get("best_limit", self.best_limit)
+        self.should_stop = bool(state.get("should_stop", False))

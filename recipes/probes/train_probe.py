@@ -168,10 +168,10 @@ class ProbeBrain(sb.Brain):
             self.record_weights(epoch, weights, stats)
             meta = {key: stats[key], "epoch": epoch}
             keys = {"min_keys" if key in ("WER", "CER") else "max_keys": [key]}
-            self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=1, **keys)
             counter = self.hparams.epoch_counter
-            if hasattr(counter, "update_metric"):
+            if hasattr(counter, "update_metric"):  # before saving: its state is saved too
                 counter.update_metric(stats[key])
+            self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=1, **keys)
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch loaded": self.hparams.epoch_counter.current},
