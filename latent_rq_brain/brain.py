@@ -180,6 +180,7 @@ class LatentRQBrain(sb.Brain):
         half-way) is skipped with a warning; one that does not fit the
         configuration raises a clear error. Returns whether one was loaded.
         """
+        self.resumed_from = None
         if self.checkpointer is None:
             return False
         ckpts = sorted(
@@ -221,6 +222,7 @@ class LatentRQBrain(sb.Brain):
                     "--init_from to start from its weights)."
                 ) from err
             logger.info(f"resumed from {ckpt.path}")
+            self.resumed_from = ckpt
             return True
         if ckpts:
             raise ValueError(

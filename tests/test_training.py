@@ -233,13 +233,12 @@ def test_killed_run_resumes_with_identical_state(tmp_path, corpus):
         proc.wait()
 
     brain, _ = built(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=100000")
-    resumed = brain.checkpointer.find_checkpoint(
-        ckpt_predicate=lambda c: all(k in c.paramfiles for k in ("brain", "target_encoder"))
-    )
+    # the newest checkpoint, or an older one if the kill truncated the newest
+    resumed = brain.resumed_from
     saved_brain = yaml.safe_load(open(resumed.paramfiles["brain"]))
     saved_te = torch.load(resumed.paramfiles["target_encoder"])
     saved_q = torch.load(resumed.paramfiles["quantizer"])
-    assert brain.optimizer_step == saved_brain["optimizer_step"] >= 5
+    assert brain.optimizer_step == saved_brain["optimizer_step"] >= 3  # in stage 1
     assert brain.schedule.stage == 1
     assert brain.target_encoder.snapshot_step == 2 == saved_te["snapshot_step"]
     live = brain.target_encoder.module.state_dict()
