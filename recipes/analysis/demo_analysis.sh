@@ -9,3 +9,4 @@ for run in best_rq latent_rq; do
 done
 $P -m recipes.analysis.layer_weights results/demo/probes --out results/analysis/demo_layer_weights.png
 $P -m recipes.analysis.tsne results/demo/best_rq --manifest $M --filter spk_id=asterisk-en --labels phone --transcript-column wrd --ignore-labels SIL --sources all --max-utts 100 --out results/analysis/demo_tsne
+$P -m recipes.analysis.tsne results/demo/best_rq --manifest $M --labels speaker --sources all --max-utts 150 --out results/analysis/demo_tsne_speaker
