@@ -13,10 +13,12 @@ The hidden states of every prompt are computed once, in fp16, into
 ``<out_dir>/{LID,ASR}/results.json`` and ``layer_weights.json`` and prints the
 table row. Several checkpoints::
 
-    # BEST-RQ at the end of stage 0 (the checkpoint written at the transition to stage 1)
-    python -m recipes.probes.run_demo_probes results/demo@stage1 results/probes/best_rq --label BEST-RQ
-    # Latent-RQ: the run's latest checkpoint
-    python -m recipes.probes.run_demo_probes results/demo results/probes/latent_rq --label Latent-RQ
+    # what make demo runs: the two runs' latest checkpoints
+    python -m recipes.probes.run_demo_probes results/demo/best_rq results/probes/best_rq --label BEST-RQ
+    python -m recipes.probes.run_demo_probes results/demo/latent_rq results/probes/latent_rq --label Latent-RQ
+    # a single scheduled run: RUN@stage1 is its checkpoint written at the transition to
+    # stage 1, i.e. the end of stage 0
+    python -m recipes.probes.run_demo_probes RUN@stage1 results/probes/stage0 --label stage-0
     python -m recipes.probes.table results/probes/best_rq results/probes/latent_rq
 
 Authors
