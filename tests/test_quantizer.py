@@ -350,3 +350,20 @@ def test_autocast_bf16_keeps_fp32():
         assert torch.equal(auto_z, plain_z)
         assert torch.equal(auto, plain)
         assert_matches_reference(q, x, name)
+
+
+def test_quantizer_runs_full_fp32_and_restores_matmul_precision():
+    """SpeechBrain leaves TF32 on for CUDA; the quantizer must not use it, nor
+    change the setting for the rest of the step."""
+    from latent_rq_brain.quantizer import RandomProjectionQuantizer, full_fp32_matmul
+
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        with full_fp32_matmul():
+            assert torch.get_float32_matmul_precision() == "highest"
+        q = RandomProjectionQuantizer({"mel": (8, 2)}, 16, 4, seed=0)
+        q(torch.randn(5, 8), "mel")
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)

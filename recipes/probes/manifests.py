@@ -16,8 +16,10 @@ Authors
  * latent-rq developers 2026
 """
 
+import contextlib
 import csv
 import os
+import sys
 from pathlib import Path
 
 from latent_rq_brain.data import DataError, read_manifest
@@ -258,3 +260,13 @@ def write_task(folder, splits, columns, **check):
         write_manifest(sorted(rows, key=lambda r: r["ID"]), paths[split], columns)
     check_task(paths, **check)
     return {split: len(rows) for split, rows in splits.items()}
+
+
+@contextlib.contextmanager
+def exit_on_data_error():
+    """For command-line entry points: a :class:`DataError` ends the program
+    with its message (``error: ...``) instead of a traceback."""
+    try:
+        yield
+    except DataError as err:
+        sys.exit(f"error: {err}")

@@ -33,7 +33,7 @@ import sys
 
 from latent_rq_brain.data import DataError, read_manifest
 from recipes.demo.prepare_asterisk import stable_hash
-from recipes.probes.manifests import hash_split, write_task
+from recipes.probes.manifests import hash_split, write_task, exit_on_data_error
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def main(argv=None):
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--max-per-language", type=int, default=None)
     args = parser.parse_args(argv)
-    try:
+    with exit_on_data_error():
         stats = prepare_asterisk_probes(
             args.asterisk_folder,
             args.save_folder,
@@ -202,8 +202,6 @@ def main(argv=None):
             test_fraction=args.test_fraction,
             max_per_language=args.max_per_language,
         )
-    except DataError as err:
-        sys.exit(f"error: {err}")
     print(stats)
     return 0
 

@@ -18,10 +18,9 @@ Authors
 import argparse
 import csv
 import os
-import sys
 
 from latent_rq_brain.data import DataError
-from recipes.probes.manifests import audio_duration, write_task
+from recipes.probes.manifests import audio_duration, write_task, exit_on_data_error
 
 COLUMNS = ["ID", "duration", "wav", "spk_id", "intent"]
 NEEDED = ("path", "speakerId", "action", "object", "location")
@@ -74,10 +73,8 @@ def main(argv=None):
     parser.add_argument("fsc_folder")
     parser.add_argument("save_folder")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_data_error():
         print(prepare_fsc_ic(args.fsc_folder, args.save_folder))
-    except DataError as err:
-        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ Authors
 import argparse
 import os
 import re
-import sys
 
 from latent_rq_brain.data import DataError
-from recipes.probes.manifests import audio_duration, hash_split, write_task
+from recipes.probes.manifests import audio_duration, hash_split, write_task, exit_on_data_error
 
 COLUMNS = ["ID", "duration", "wav", "spk_id", "emotion"]
 EMOTIONS = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
@@ -104,10 +103,8 @@ def main(argv=None):
     parser.add_argument("save_folder")
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     args = parser.parse_args(argv)
-    try:
+    with exit_on_data_error():
         print(prepare_iemocap_er(args.iemocap_folder, args.save_folder, args.folds))
-    except DataError as err:
-        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

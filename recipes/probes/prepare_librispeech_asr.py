@@ -17,11 +17,10 @@ Authors
 
 import argparse
 import os
-import sys
 
 from latent_rq_brain.data import DataError
 from recipes.LibriSpeech.librispeech_prepare import CSV_HEADER, collect_split
-from recipes.probes.manifests import write_task
+from recipes.probes.manifests import write_task, exit_on_data_error
 
 SPLITS = {"train": "train-clean-100", "valid": "dev-clean", "test": "test-clean"}
 
@@ -71,10 +70,8 @@ def main(argv=None):
     parser.add_argument("save_folder")
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args(argv)
-    try:
+    with exit_on_data_error():
         print(prepare_librispeech_asr(args.data_folder, args.save_folder, num_workers=args.num_workers))
-    except DataError as err:
-        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

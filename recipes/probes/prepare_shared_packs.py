@@ -29,11 +29,10 @@ Authors
 
 import argparse
 import os
-import sys
 
 from latent_rq_brain.data import DataError, read_manifest
 from recipes.demo.prepare_asterisk import stable_hash
-from recipes.probes.manifests import write_task
+from recipes.probes.manifests import write_task, exit_on_data_error
 
 ALL_PAIRS = [("train", "valid"), ("train", "test"), ("valid", "test")]
 #: task -> (pack, label column, how to split)
@@ -137,11 +136,9 @@ def main(argv=None):
     parser.add_argument("save_folder")
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
     args = parser.parse_args(argv)
-    try:
+    with exit_on_data_error():
         for task, n in prepare_shared_packs(args.data_folder, args.save_folder, args.tasks).items():
             print(task, n)
-    except DataError as err:
-        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

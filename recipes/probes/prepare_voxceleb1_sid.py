@@ -17,10 +17,9 @@ Authors
 
 import argparse
 import os
-import sys
 
 from latent_rq_brain.data import DataError
-from recipes.probes.manifests import audio_duration, write_task
+from recipes.probes.manifests import audio_duration, write_task, exit_on_data_error
 
 COLUMNS = ["ID", "duration", "wav", "spk_id"]
 SPLIT_CODES = {"1": "train", "2": "valid", "3": "test"}
@@ -82,10 +81,8 @@ def main(argv=None):
     parser.add_argument("split_file")
     parser.add_argument("save_folder")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_data_error():
         print(prepare_voxceleb1_sid(args.wav_folder, args.split_file, args.save_folder))
-    except DataError as err:
-        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
-from latent_rq_brain.data import DataError, read_audio_checked
-from recipes.probes.manifests import check_task
+from latent_rq_brain.data import read_audio_checked
+from recipes.probes.manifests import check_task, exit_on_data_error
 from recipes.probes.probing import (
     HiddenStateCache,
     encoder_fingerprint,
@@ -439,7 +439,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
+    with exit_on_data_error():
         main(sys.argv[1:])
-    except DataError as err:
-        sys.exit(f"error: {err}")
