@@ -5,8 +5,12 @@ In ONE run, on the same model, batch and data, times full training steps
 
 * stage 0 (BEST-RQ) and stage 1 (Latent-RQ) with every fast path on;
 * each fast path switched off in turn (``truncate_target_encoder``,
-  ``masked_only``, ``target_cache``), so each one's share is visible;
-* stage 0 done SpeechBrain's way (one ``speechbrain.nnet.quantisers.
+  ``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``), so each
+  one's share is visible;
+* the compute floor of the online ratio: counted FLOPs of a stage-1 online
+  step over those of a stage-0 step (``FlopCounterMode``);
+* stage 0 done SpeechBrain's way (its front-end and feed-forward modules as
+  they are, one ``speechbrain.nnet.quantisers.
   RandomProjectionQuantizer`` per codebook, heads on all frames);
 
 then compares our quantizer with SpeechBrain's on 18 x 4096 x 16
@@ -44,6 +48,7 @@ import torch
 
 import speechbrain as sb
 from latent_rq_brain import synthetic
+from latent_rq_brain.encoder import set_fast_kernels
 from latent_rq_brain.target_encoder import unwrap
 
 
@@ -76,6 +81,9 @@ class SpeechBrainQuantizers:
     def checksum(self):
         """Not used for identity here; present for the Brain's interface."""
         return "speechbrain"
+
+
+SB_WAY = "BEST-RQ, SpeechBrain's way (its quantizer and modules, heads on all frames)"
 
 
 def _sync(device):
@@ -114,6 +122,40 @@ def flops_per_step(brain, enc_lens, n_masked, stage):
         te = brain.target_encoder.module
         flops += 2 * matmul_params(te) * frames + 4 * te.num_layers * d * sq
     return flops
+
+
+def counted_flops(brain, batch):
+    """FLOPs of one training forward + backward, counted op by op.
+
+    Uses :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls,
+    convolutions, attention), so the target encoder's forward is included
+    whenever the current stage runs it. Same seeded masks for every call.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        with FlopCounterMode(display=False) as counter:
+            out = brain.compute_forward(batch, sb.Stage.TRAIN)
+            loss = brain.compute_objectives(out, batch, sb.Stage.TRAIN)
+            loss.backward()
+    for p in brain.modules.parameters():
+        p.grad = None
+    return counter.get_total_flops()
+
+
+def paired_ratio(times, label, base):
+    """Median over rounds of ``times[label][r] / times[base][r]``.
+
+    Each round times every variant once, back to back, so the ratio of one
+    round cancels the load drift that both variants of that round saw.
+
+    Example
+    -------
+    >>> paired_ratio({"a": [2.0, 4.0, 3.0], "b": [1.0, 2.0, 2.0]}, "a", "b")
+    2.0
+    """
+    return statistics.median(t / b for t, b in zip(times[label], times[base]))
 
 
 def run(args):
@@ -162,24 +204,33 @@ def run(args):
     full = type(truncated)(truncated.target_layers, truncated.norm, truncate=False)
     full.snapshot(brain.modules.encoder, brain.optimizer_step)
 
-    def setup(stage, masked_only=True, quantizer=ours, target=truncated, cached=False):
+    def setup(stage, masked_only=True, quantizer=ours, target=truncated, cached=False,
+              frontend=True, ffn=True):
         def apply():
             brain.schedule.stage = stage
             hp.masked_only = masked_only
             brain.quantizer = quantizer
             brain.target_encoder = target
             brain.target_cache = cache if cached else None
+            for module in (unwrap(brain.modules.encoder), truncated.module, full.module):
+                set_fast_kernels(module, frontend=frontend, ffn=ffn)
         return apply
 
     variants = [
         ("BEST-RQ, all fast paths", 0, setup(0)),
         ("BEST-RQ, masked_only off (heads and quantizer on all frames)", 0,
          setup(0, masked_only=False)),
-        ("BEST-RQ, SpeechBrain's way (its quantizer, heads on all frames)", 0,
-         setup(0, masked_only=False, quantizer=sb_quantizer)),
+        (SB_WAY, 0,
+         setup(0, masked_only=False, quantizer=sb_quantizer, frontend=False, ffn=False)),
+        ("BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout)", 0,
+         setup(0, frontend=False)),
+        ("BEST-RQ, fast_ffn off (SpeechBrain's feed-forward permutation)", 0,
+         setup(0, ffn=False)),
         ("Latent-RQ online, all fast paths", 1, setup(1)),
         ("Latent-RQ online, masked_only off", 1, setup(1, masked_only=False)),
         ("Latent-RQ online, truncate_target_encoder off", 1, setup(1, target=full)),
+        ("Latent-RQ online, fast_frontend and fast_ffn off", 1,
+         setup(1, frontend=False, ffn=False)),
     ]
     if cache is not None:
         variants.append(("Latent-RQ, target cache (all fast paths)", 1, setup(1, cached=True)))
@@ -197,8 +248,11 @@ def run(args):
                     peak = torch.cuda.max_memory_allocated() / 2**30
                     peaks[label] = max(peaks.get(label, 0.0), peak)
 
-    def add_row(label, stage, s, peak_gib=None):
-        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s}
+    base = "BEST-RQ, all fast paths"
+
+    def add_row(label, stage, s, peak_gib=None, ratio=None):
+        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s,
+               "ratio": ratio}
         if str(brain.device).startswith("cuda"):
             row["peak_gib"] = peak_gib
             with torch.no_grad():
@@ -210,7 +264,14 @@ def run(args):
 
     for label, stage, apply in variants:
         apply()
-        add_row(label, stage, statistics.median(times[label]), peaks.get(label))
+        add_row(label, stage, statistics.median(times[label]), peaks.get(label),
+                paired_ratio(times, label, base))
+    # The compute floor of the online ratio: what any implementation that runs
+    # the target encoder's forward every step must add, in counted FLOPs.
+    flops = {}
+    for stage in (0, 1):
+        setup(stage)()
+        flops[stage] = counted_flops(brain, batch)
     setup(1)()
     if args.compile:  # compiled separately: compilation changes every variant
         brain.modules.encoder = torch.compile(brain.modules.encoder)
@@ -225,9 +286,9 @@ def run(args):
                 peak = torch.cuda.max_memory_allocated() / 2**30
             add_row(label, stage, s, peak)
     step = {r["variant"]: r["step_s"] for r in rows}
-    t0 = step["BEST-RQ, all fast paths"]
+    ratio = {r["variant"]: r["ratio"] for r in rows if r["ratio"] is not None}
+    t0 = step[base]
     t1 = step["Latent-RQ online, all fast paths"]
-    t_sb = step["BEST-RQ, SpeechBrain's way (its quantizer, heads on all frames)"]
     t_cached = step.get("Latent-RQ, target cache (all fast paths)")
 
     qrows = []
@@ -241,9 +302,14 @@ def run(args):
     qbest = max(both, key=lambda r: r["frames"]) if both else {}
 
     summary = {
-        "step_time_ratio_online": t1 / t0,
-        "step_time_ratio_cached": (t_cached / t0) if t_cached else None,
-        "sb_way_vs_ours_stage0": t_sb / t0,
+        "step_time_ratio_online": ratio["Latent-RQ online, all fast paths"],
+        "step_time_ratio_cached": ratio.get("Latent-RQ, target cache (all fast paths)"),
+        "step_time_ratio_online_flop_floor": flops[1] / flops[0],
+        "sb_way_vs_ours_stage0": ratio[SB_WAY],
+        "fast_frontend_speedup": ratio[
+            "BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout)"],
+        "fast_ffn_speedup": ratio[
+            "BEST-RQ, fast_ffn off (SpeechBrain's feed-forward permutation)"],
         "quantizer_speedup": qbest.get("speedup"),
         "quantizer_memory_ratio": qbest.get("memory_ratio"),
         "target_cache_build_s": cache_s if cache is not None else None,
@@ -285,11 +351,25 @@ def run(args):
     for r in rows:
         line = (
             f"| {r['variant']} | {r['stage']} | {r['step_s'] * 1000:.1f} "
-            f"| {r['step_s'] / t0:.3f} | {r['audio_s_per_s']:.1f} |"
+            f"| {r['ratio'] if r['ratio'] is not None else r['step_s'] / t0:.3f} "
+            f"| {r['audio_s_per_s']:.1f} |"
         )
         if "mfu" in r:
             line += f" {r['peak_gib']:.1f} | {100 * r['mfu']:.1f}% |"
         md.append(line)
+    md += [
+        "",
+        "'vs BEST-RQ' is the median over rounds of the ratio to the BEST-RQ step timed in "
+        "the same round (every variant runs once per round, back to back).",
+        "",
+        f"Compute floor of the online ratio: a training step counts {flops[0] / 1e9:.1f} "
+        f"GFLOP in stage 0 and {flops[1] / 1e9:.1f} GFLOP in stage 1 online "
+        "(`torch.utils.flop_counter.FlopCounterMode`: matmuls, convolutions, attention; "
+        "forward + backward), a ratio of "
+        f"**{flops[1] / flops[0]:.3f}**: the target encoder's forward alone, before any "
+        "overhead. An online step cannot be cheaper than that at equal efficiency; the "
+        "target cache removes it.",
+    ]
     if cache is not None:
         md += ["", f"Target cache: built for {n} utterances in {cache_s:.2f} s "
                "(transition included), then read every step."]

@@ -19,9 +19,15 @@ def test_bench_reports_ratios_and_writes_markdown(tmp_path, capsys):
     for key in ("step_time_ratio_online", "step_time_ratio_cached", "sb_way_vs_ours_stage0",
                 "best_rq_step_s", "latent_rq_online_step_s", "latent_rq_cached_step_s"):
         assert summary[key] > 0, key
+    # the target encoder's forward adds counted FLOPs, but less than a training step
+    assert 1.0 < summary["step_time_ratio_online_flop_floor"] < 2.0
+    for key in ("fast_frontend_speedup", "fast_ffn_speedup"):
+        assert summary[key] > 0, key
     assert summary["quantizer_speedup"] is None  # no quantizer frames asked
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1].startswith("{") and '"step_time_ratio_online"' in printed[-1]
     text = out.read_text()
     assert "| BEST-RQ, all fast paths | 0 |" in text
     assert "| Latent-RQ, target cache (all fast paths) | 1 |" in text
+    assert "| BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout) | 0 |" in text
+    assert "Compute floor of the online ratio" in text

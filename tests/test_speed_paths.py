@@ -1,7 +1,7 @@
 """Every fast path equals its plain path: same targets, same loss.
 
 Fast paths (YAML switches, on by default): ``truncate_target_encoder``,
-``masked_only``, ``target_cache``.
+``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``.
 """
 
 import os
@@ -11,7 +11,12 @@ import torch
 
 import speechbrain as sb
 from test_training import built, fit_batches, write_corpus
-from latent_rq_brain.target_encoder import TargetEncoder
+from latent_rq_brain.encoder import (
+    BatchMajorFeedForward,
+    ChannelsLastConv2d,
+    set_fast_kernels,
+)
+from latent_rq_brain.target_encoder import TargetEncoder, unwrap
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +136,42 @@ def test_target_cache_off_runs_online(tmp_path, corpus):
     brain, _ = stage1_brain(tmp_path, corpus, "--target_cache=False")
     assert brain.target_cache is None
     assert not os.path.exists(os.path.join(brain.hparams.output_folder, "target_cache"))
+
+
+def _grads(brain, batch):
+    """Loss and parameter gradients of one forward (seeded masks, no dropout:
+    the feed-forward's dropout mask is laid out (T, B) by SpeechBrain, (B, T) by
+    the fast path, so its draws differ although their distribution does not)."""
+    brain.modules.eval()
+    for p in brain.modules.parameters():
+        p.grad = None
+    out = brain.compute_forward(batch, sb.Stage.VALID)
+    loss = brain.compute_objectives(out, batch, sb.Stage.VALID)
+    loss.backward()
+    return out, loss, {n: p.grad.clone() for n, p in brain.modules.named_parameters()}
+
+
+@pytest.mark.parametrize("switch", ["fast_frontend", "fast_ffn"])
+def test_fast_kernels_equal_speechbrain_modules(tmp_path, corpus, switch):
+    brain, loader = stage1_brain(tmp_path, corpus)
+    brain.valid_stats = brain.train_stats
+    batch = next(iter(loader)).to(brain.device)
+    encoders = [unwrap(brain.modules.encoder), brain.target_encoder.module]
+    fast_types = (ChannelsLastConv2d,) if switch == "fast_frontend" else (BatchMajorFeedForward,)
+    assert all(any(type(m) in fast_types for m in e.modules()) for e in encoders)
+    keys = list(encoders[0].state_dict())
+    results = {}
+    for on in (True, False):
+        for e in encoders:
+            set_fast_kernels(e, **{"frontend": True, "ffn": True, switch[5:]: on})
+        assert any(type(m) in fast_types for m in encoders[0].modules()) == on
+        results[on] = _grads(brain, batch)
+    assert list(encoders[0].state_dict()) == keys  # same parameters and checkpoints
+    (fast, loss_fast, g_fast), (plain, loss_plain, g_plain) = results[True], results[False]
+    assert torch.equal(fast["mask"], plain["mask"])
+    assert torch.equal(fast["targets"], plain["targets"])  # target encoder: same codes
+    assert torch.allclose(fast["logits"], plain["logits"], atol=1e-4)
+    assert abs(float(loss_fast) - float(loss_plain)) < 1e-5
+    for name, g in g_plain.items():
+        scale = float(g.abs().max()) + 1e-12
+        assert float((g_fast[name] - g).abs().max()) / scale < 1e-3, name
