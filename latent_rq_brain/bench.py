@@ -5,7 +5,8 @@ In ONE run, on the same model, batch and data, times full training steps
 
 * stage 0 (BEST-RQ) and stage 1 (Latent-RQ) with every fast path on;
 * each fast path switched off in turn (``truncate_target_encoder``,
-  ``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``), so each
+  ``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``,
+  ``fast_attention``), so each
   one's share is visible;
 * the compute floor of the online ratio: counted FLOPs of a stage-1 online
   step over those of a stage-0 step (``FlopCounterMode``);
@@ -205,7 +206,7 @@ def run(args):
     full.snapshot(brain.modules.encoder, brain.optimizer_step)
 
     def setup(stage, masked_only=True, quantizer=ours, target=truncated, cached=False,
-              frontend=True, ffn=True):
+              frontend=True, ffn=True, attention=True):
         def apply():
             brain.schedule.stage = stage
             hp.masked_only = masked_only
@@ -213,7 +214,7 @@ def run(args):
             brain.target_encoder = target
             brain.target_cache = cache if cached else None
             for module in (unwrap(brain.modules.encoder), truncated.module, full.module):
-                set_fast_kernels(module, frontend=frontend, ffn=ffn)
+                set_fast_kernels(module, frontend=frontend, ffn=ffn, attention=attention)
         return apply
 
     variants = [
@@ -221,16 +222,19 @@ def run(args):
         ("BEST-RQ, masked_only off (heads and quantizer on all frames)", 0,
          setup(0, masked_only=False)),
         (SB_WAY, 0,
-         setup(0, masked_only=False, quantizer=sb_quantizer, frontend=False, ffn=False)),
+         setup(0, masked_only=False, quantizer=sb_quantizer, frontend=False, ffn=False,
+               attention=False)),
         ("BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout)", 0,
          setup(0, frontend=False)),
         ("BEST-RQ, fast_ffn off (SpeechBrain's feed-forward permutation)", 0,
          setup(0, ffn=False)),
+        ("BEST-RQ, fast_attention off (SpeechBrain's unfused attention)", 0,
+         setup(0, attention=False)),
         ("Latent-RQ online, all fast paths", 1, setup(1)),
         ("Latent-RQ online, masked_only off", 1, setup(1, masked_only=False)),
         ("Latent-RQ online, truncate_target_encoder off", 1, setup(1, target=full)),
-        ("Latent-RQ online, fast_frontend and fast_ffn off", 1,
-         setup(1, frontend=False, ffn=False)),
+        ("Latent-RQ online, fast_frontend, fast_ffn and fast_attention off", 1,
+         setup(1, frontend=False, ffn=False, attention=False)),
     ]
     if cache is not None:
         variants.append(("Latent-RQ, target cache (all fast paths)", 1, setup(1, cached=True)))
@@ -310,6 +314,8 @@ def run(args):
             "BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout)"],
         "fast_ffn_speedup": ratio[
             "BEST-RQ, fast_ffn off (SpeechBrain's feed-forward permutation)"],
+        "fast_attention_speedup": ratio[
+            "BEST-RQ, fast_attention off (SpeechBrain's unfused attention)"],
         "quantizer_speedup": qbest.get("speedup"),
         "quantizer_memory_ratio": qbest.get("memory_ratio"),
         "target_cache_build_s": cache_s if cache is not None else None,

@@ -29,17 +29,22 @@ Measurement
 * CUDA: in this process; peak memory is ``torch.cuda.max_memory_allocated``
   after ``reset_peak_memory_stats`` minus the memory allocated before the call.
 * CPU: each (implementation, frame count) runs in a fresh ``multiprocessing``
-  *spawn* child, which builds its quantizer and input and makes a tiny warm-up
-  call (so the kernels' code pages, which count in the RSS, are resident), then
-  measures the peak resident set size of the first full call above the resident
-  size before it. The peak is read from ``VmHWM`` of ``/proc/self/status`` after
+  *spawn* child, which builds its quantizer and input and makes one full
+  warm-up call (so code pages and the math libraries' one-time buffers, which
+  count in the RSS, are resident: with a tiny warm-up they made the peak of a
+  1000-frame call vary from 32 to 220 MiB between identical runs), then
+  measures the peak resident set size of the next full call above the resident
+  size before it. That child runs with ``MALLOC_MMAP_THRESHOLD_=1 MiB`` so that
+  freed blocks return to the system and that call's blocks count anew; the
+  times come from another child with the default allocator, as in training. The
+  peak is read from ``VmHWM`` of ``/proc/self/status`` after
   resetting it with ``/proc/self/clear_refs`` (Linux): ``getrusage``'s
   ``ru_maxrss`` is NOT used when that works, because in a spawn child it starts
   at the *parent's* resident size at spawn time (Linux keeps the pre-exec
   high-water mark), so a large parent would hide the whole measurement. Where
   ``/proc`` cannot be used, it falls back to ``ru_maxrss`` differences
-  (reported as ``mem_method``). The first full call is also the warm-up; the
-  time is the median of ``repeats`` later calls, measured in the child.
+  (reported as ``mem_method``). The time is the median of ``repeats`` calls
+  after the warm-up, measured in the child.
 * SpeechBrain's point is skipped (``sb_skipped`` holds the reason) when its
   broadcast alone, ``B*V*T*D*4`` bytes, would exceed ``sb_cap_gib`` (default
   8 GiB on CPU, 80% of the free memory on CUDA).
@@ -63,6 +68,7 @@ import argparse
 import concurrent.futures
 import json
 import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -165,14 +171,18 @@ def _reset_hwm():
     return _status_kib("VmHWM")
 
 
-def _measure_cpu(impl, spec):
-    """Runs in a spawn child: build, cold call (peak RSS), timed warm calls."""
+def _measure_cpu(impl, spec, timed=True):
+    """Runs in a spawn child: build, warm-up call, peak RSS of one call, and
+    (``timed``) the median time of ``repeats`` calls."""
     import gc
 
     call, x = _callable(impl, spec, "cpu")
-    # A tiny call first, so that the code pages of the kernels (which count in
-    # the RSS) are already resident: the peak below is then the data's.
-    call(x[:16])
+    # A full warm-up call first, so that code pages and the one-time buffers of
+    # the math libraries (which count in the RSS, and whose size varied from run
+    # to run when the warm-up was smaller) are resident: the peak below is the
+    # data's. The parent sets MALLOC_MMAP_THRESHOLD_, so freed blocks go back to
+    # the system and every call's blocks count anew.
+    call(x)
     gc.collect()
     try:
         before = _reset_hwm()
@@ -187,12 +197,12 @@ def _measure_cpu(impl, spec):
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_mib = max(after - before, 0) / 1024.0
     times = []
-    for _ in range(spec["repeats"]):
+    for _ in range(spec["repeats"] if timed else 0):
         t0 = time.perf_counter()
         call(x)
         times.append(time.perf_counter() - t0)
     return {
-        "seconds": statistics.median(times),
+        "seconds": statistics.median(times) if times else None,
         "peak_mib": peak_mib,
         "codes": codes.to(torch.int32).numpy(),
         "mem_method": method,
@@ -233,8 +243,23 @@ def _measure(impl, spec, device):
     if torch.device(device).type == "cuda":
         return _measure_cuda(impl, spec, device)
     ctx = multiprocessing.get_context("spawn")
+    # Times in a child with the default allocator (as in training)...
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        return pool.submit(_measure_cpu, impl, spec).result()
+        timed = pool.submit(_measure_cpu, impl, spec).result()
+    # ... and memory in one whose freed blocks go back to the system: glibc's
+    # default threshold adapts upwards after frees, after which freed blocks up
+    # to 32 MiB stay resident and a later call's peak would not be seen.
+    saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            memory = pool.submit(_measure_cpu, impl, spec, False).result()
+    finally:
+        if saved is None:
+            os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
+    return dict(memory, seconds=timed["seconds"])
 
 
 def _max_tie_gap(spec, ours_codes, sb_codes):

@@ -14,9 +14,9 @@ Latent-RQ targets) would depend on batch composition. :class:`LatentRQEncoder`
 swaps in :class:`PaddingExactConvolutionModule`, the same module and parameters
 with padded frames zeroed before the depthwise convolution.
 
-Two exact speed-ups (same parameters, same state dict, same outputs to float
-rounding; YAML switches ``fast_frontend`` and ``fast_ffn``, see
-:func:`set_fast_kernels`):
+Three exact speed-ups (same parameters, same state dict, same outputs to
+float rounding; YAML switches ``fast_frontend``, ``fast_ffn`` and
+``fast_attention``, see :func:`set_fast_kernels`):
 
 * :class:`ChannelsLastConv2d`: SpeechBrain's ``Conv2d`` transposes the
   front-end's (B, T, F, C) activations to (B, C, F, T), which makes the
@@ -26,7 +26,15 @@ rounding; YAML switches ``fast_frontend`` and ``fast_ffn``, see
   12% of a CPU training step of the small config (``latent_rq_brain.bench``);
 * :class:`BatchMajorFeedForward`: SpeechBrain's position-wise feed-forward
   permutes to (T, B, d) first, so each linear layer runs as a batched matmul
-  over T; position-wise, it needs no permutation at all.
+  over T; position-wise, it needs no permutation at all;
+* :class:`FusedRelPosMHAXL`: SpeechBrain's relative-position attention
+  materialises the content scores, adds the shifted position scores, masks,
+  soft-maxes, masks again and multiplies, each a pass over a (B, H, T, T)
+  tensor. Here the shifted position scores (with the padding mask folded in)
+  are the additive mask of ``torch.nn.functional.scaled_dot_product_attention``,
+  which does the rest in one fused kernel. Same scale (SpeechBrain's
+  ``1 / sqrt(d_model)``), same parameters; attention weights are not returned
+  (SpeechBrain's encoder discards them).
 
 Authors
  * latent-rq developers 2026
@@ -36,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
-from speechbrain.nnet.attention import PositionalwiseFeedForward
+from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
 from speechbrain.nnet.CNN import Conv2d, get_padding_elem
 
 
@@ -204,7 +212,79 @@ class BatchMajorFeedForward(PositionalwiseFeedForward):
         return self.ffn(x)
 
 
-def set_fast_kernels(encoder, frontend=True, ffn=True):
+class FusedRelPosMHAXL(RelPosMHAXL):
+    """SpeechBrain's ``RelPosMHAXL`` self-attention on a fused SDPA kernel.
+
+    Falls back to SpeechBrain's forward for cross-attention, an ``attn_mask``
+    or ``mask_pos_future``. Returns ``(output, None)``.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.attention import RelPosEncXL
+    >>> mha = RelPosMHAXL(8, 2, dropout=0.0)
+    >>> x = torch.randn(2, 5, 8)
+    >>> pos = RelPosEncXL(8)(x)
+    >>> pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    >>> plain, _ = mha(x, x, x, pos, key_padding_mask=pad)
+    >>> mha.__class__ = FusedRelPosMHAXL
+    >>> fused, weights = mha(x, x, x, pos, key_padding_mask=pad)
+    >>> bool(torch.allclose(fused, plain, atol=1e-6)), weights
+    (True, None)
+    """
+
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        pos_embs,
+        key_padding_mask=None,
+        attn_mask=None,
+        return_attn_weights=True,
+    ):
+        """See :meth:`speechbrain.nnet.attention.RelPosMHAXL.forward`."""
+        if (
+            attn_mask is not None
+            or self.mask_pos_future
+            or not self._qkv_same_embed_dim
+            or not (query is key and key is value)
+        ):
+            return super().forward(
+                query, key, value, pos_embs, key_padding_mask, attn_mask,
+                return_attn_weights,
+            )
+        bsz, qlen = query.shape[:2]
+        heads, dim = self.num_heads, self.head_dim
+        q, k, v = (
+            F.linear(query, self.in_proj_weight)
+            .view(bsz, -1, heads, dim * 3)
+            .chunk(3, dim=-1)
+        )
+        if self.vbias is not None:
+            v = v + self.value_bias_weight.view(1, 1, heads, self.vhead_dim)
+        p_k = self.linear_pos(pos_embs).view(1, -1, heads, dim)
+        q_u = (q + self.pos_bias_u.view(1, 1, heads, dim)).transpose(1, 2)
+        q_v = (q + self.pos_bias_v.view(1, 1, heads, dim)).transpose(1, 2)
+        # position scores, shifted to (B, H, T, T) exactly as SpeechBrain does
+        bias = self.rel_shift(torch.matmul(q_v * self.scale, p_k.permute(0, 2, 3, 1)))
+        if key_padding_mask is not None:
+            bias = bias.masked_fill(
+                key_padding_mask.view(bsz, 1, 1, -1), self.attn_fill_value
+            )
+        dtype = v.dtype  # the autocast dtype, if any
+        out = F.scaled_dot_product_attention(
+            q_u.to(dtype),
+            k.transpose(1, 2).to(dtype),
+            v.transpose(1, 2),
+            attn_mask=bias.to(dtype),
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        out = out.transpose(1, 2).reshape(bsz, qlen, heads * self.vhead_dim)
+        return self.out_proj(out), None
+
+
+def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
     """Switches the exact speed-ups of the module docstring on or off.
 
     Swaps classes in place (parameters and state dict are untouched), so it
@@ -215,9 +295,9 @@ def set_fast_kernels(encoder, frontend=True, ffn=True):
     >>> from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
     >>> cnn = ConvolutionFrontEnd((8, 16, 80), num_blocks=2, num_layers_per_block=1,
     ...     out_channels=(8, 8), kernel_sizes=(3, 3), strides=(2, 2), residuals=(False, False))
-    >>> set_fast_kernels(cnn, frontend=True, ffn=True)
+    >>> set_fast_kernels(cnn, frontend=True, ffn=True, attention=True)
     2
-    >>> set_fast_kernels(cnn, frontend=False, ffn=False)
+    >>> set_fast_kernels(cnn, frontend=False, ffn=False, attention=False)
     2
     """
     swapped = 0
@@ -227,6 +307,9 @@ def set_fast_kernels(encoder, frontend=True, ffn=True):
             swapped += 1
         elif type(module) in (PositionalwiseFeedForward, BatchMajorFeedForward):
             module.__class__ = BatchMajorFeedForward if ffn else PositionalwiseFeedForward
+            swapped += 1
+        elif type(module) in (RelPosMHAXL, FusedRelPosMHAXL):
+            module.__class__ = FusedRelPosMHAXL if attention else RelPosMHAXL
             swapped += 1
     return swapped
 
@@ -245,6 +328,8 @@ class LatentRQEncoder(torch.nn.Module):
         Channels-last front-end convolutions (:class:`ChannelsLastConv2d`).
     fast_ffn : bool
         Feed-forward modules without permutation (:class:`BatchMajorFeedForward`).
+    fast_attention : bool
+        Relative-position attention on a fused kernel (:class:`FusedRelPosMHAXL`).
 
     Example
     -------
@@ -262,7 +347,9 @@ class LatentRQEncoder(torch.nn.Module):
     (torch.Size([2, 4, 32]), 3, 2, 32)
     """
 
-    def __init__(self, frontend, transformer, fast_frontend=True, fast_ffn=True):
+    def __init__(
+        self, frontend, transformer, fast_frontend=True, fast_ffn=True, fast_attention=True
+    ):
         super().__init__()
         if not getattr(transformer, "output_hidden_states", False):
             raise ValueError("TransformerASR must be built with output_hidden_states: True")
@@ -274,7 +361,9 @@ class LatentRQEncoder(torch.nn.Module):
             conv = getattr(layer, "convolution_module", None)
             if type(conv) is ConvolutionModule:
                 conv.__class__ = PaddingExactConvolutionModule
-        set_fast_kernels(self, frontend=fast_frontend, ffn=fast_ffn)
+        set_fast_kernels(
+            self, frontend=fast_frontend, ffn=fast_ffn, attention=fast_attention
+        )
 
     @property
     def num_layers(self):

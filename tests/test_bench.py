@@ -21,7 +21,7 @@ def test_bench_reports_ratios_and_writes_markdown(tmp_path, capsys):
         assert summary[key] > 0, key
     # the target encoder's forward adds counted FLOPs, but less than a training step
     assert 1.0 < summary["step_time_ratio_online_flop_floor"] < 2.0
-    for key in ("fast_frontend_speedup", "fast_ffn_speedup"):
+    for key in ("fast_frontend_speedup", "fast_ffn_speedup", "fast_attention_speedup"):
         assert summary[key] > 0, key
     assert summary["quantizer_speedup"] is None  # no quantizer frames asked
     printed = capsys.readouterr().out.strip().splitlines()

@@ -1,7 +1,8 @@
 """Every fast path equals its plain path: same targets, same loss.
 
 Fast paths (YAML switches, on by default): ``truncate_target_encoder``,
-``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``.
+``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``,
+``fast_attention``.
 """
 
 import os
@@ -14,6 +15,7 @@ from test_training import built, fit_batches, write_corpus
 from latent_rq_brain.encoder import (
     BatchMajorFeedForward,
     ChannelsLastConv2d,
+    FusedRelPosMHAXL,
     set_fast_kernels,
 )
 from latent_rq_brain.target_encoder import TargetEncoder, unwrap
@@ -151,19 +153,27 @@ def _grads(brain, batch):
     return out, loss, {n: p.grad.clone() for n, p in brain.modules.named_parameters()}
 
 
-@pytest.mark.parametrize("switch", ["fast_frontend", "fast_ffn"])
+FAST_TYPES = {
+    "fast_frontend": ChannelsLastConv2d,
+    "fast_ffn": BatchMajorFeedForward,
+    "fast_attention": FusedRelPosMHAXL,
+}
+
+
+@pytest.mark.parametrize("switch", sorted(FAST_TYPES))
 def test_fast_kernels_equal_speechbrain_modules(tmp_path, corpus, switch):
     brain, loader = stage1_brain(tmp_path, corpus)
     brain.valid_stats = brain.train_stats
     batch = next(iter(loader)).to(brain.device)
     encoders = [unwrap(brain.modules.encoder), brain.target_encoder.module]
-    fast_types = (ChannelsLastConv2d,) if switch == "fast_frontend" else (BatchMajorFeedForward,)
+    fast_types = (FAST_TYPES[switch],)
     assert all(any(type(m) in fast_types for m in e.modules()) for e in encoders)
     keys = list(encoders[0].state_dict())
     results = {}
     for on in (True, False):
         for e in encoders:
-            set_fast_kernels(e, **{"frontend": True, "ffn": True, switch[5:]: on})
+            set_fast_kernels(e, **{"frontend": True, "ffn": True, "attention": True,
+                                   switch[5:]: on})
         assert any(type(m) in fast_types for m in encoders[0].modules()) == on
         results[on] = _grads(brain, batch)
     assert list(encoders[0].state_dict()) == keys  # same parameters and checkpoints
@@ -175,3 +185,26 @@ def test_fast_kernels_equal_speechbrain_modules(tmp_path, corpus, switch):
     for name, g in g_plain.items():
         scale = float(g.abs().max()) + 1e-12
         assert float((g_fast[name] - g).abs().max()) / scale < 1e-3, name
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_attention_with_padding_and_autocast(autocast):
+    from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL
+
+    torch.manual_seed(0)
+    mha = RelPosMHAXL(32, 4, dropout=0.0)
+    torch.nn.init.normal_(mha.pos_bias_u)
+    torch.nn.init.normal_(mha.pos_bias_v)
+    x = torch.randn(3, 40, 32)
+    pos = RelPosEncXL(32)(x)
+    lens = torch.tensor([40, 31, 7])
+    pad = torch.arange(40)[None] >= lens[:, None]
+    outs = {}
+    for cls in (RelPosMHAXL, FusedRelPosMHAXL):
+        mha.__class__ = cls
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outs[cls] = mha(x, x, x, pos, key_padding_mask=pad)[0].float()
+    valid = ~pad
+    a, b = outs[RelPosMHAXL][valid], outs[FusedRelPosMHAXL][valid]
+    tol = 3e-2 if autocast else 1e-5  # bf16 rounding of two different kernels
+    assert float((a - b).abs().max()) < tol * float(a.abs().max())
