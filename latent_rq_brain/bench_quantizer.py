@@ -34,7 +34,7 @@ Measurement
   count in the RSS, are resident: with a tiny warm-up they made the peak of a
   1000-frame call vary from 32 to 220 MiB between identical runs), then
   measures the peak resident set size of the next full call above the resident
-  size before it. That child runs with ``MALLOC_MMAP_THRESHOLD_=1 MiB`` so that
+  size before it. That child runs with ``MALLOC_MMAP_THRESHOLD_=64 KiB`` so that
   freed blocks return to the system and that call's blocks count anew; the
   times come from another child with the default allocator, as in training. The
   peak is read from ``VmHWM`` of ``/proc/self/status`` after
@@ -172,8 +172,8 @@ def _reset_hwm():
 
 
 def _measure_cpu(impl, spec, timed=True):
-    """Runs in a spawn child: build, warm-up call, peak RSS of one call, and
-    (``timed``) the median time of ``repeats`` calls."""
+    """Runs in a spawn child: build, warm-up call, then either (``timed``) the
+    median time of ``repeats`` calls or the peak RSS of one call."""
     import gc
 
     call, x = _callable(impl, spec, "cpu")
@@ -183,6 +183,13 @@ def _measure_cpu(impl, spec, timed=True):
     # data's. The parent sets MALLOC_MMAP_THRESHOLD_, so freed blocks go back to
     # the system and every call's blocks count anew.
     call(x)
+    if timed:
+        times = []
+        for _ in range(spec["repeats"]):
+            t0 = time.perf_counter()
+            call(x)
+            times.append(time.perf_counter() - t0)
+        return {"seconds": statistics.median(times), "threads": torch.get_num_threads()}
     gc.collect()
     try:
         before = _reset_hwm()
@@ -196,13 +203,7 @@ def _measure_cpu(impl, spec, timed=True):
     else:
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_mib = max(after - before, 0) / 1024.0
-    times = []
-    for _ in range(spec["repeats"] if timed else 0):
-        t0 = time.perf_counter()
-        call(x)
-        times.append(time.perf_counter() - t0)
     return {
-        "seconds": statistics.median(times) if times else None,
         "peak_mib": peak_mib,
         "codes": codes.to(torch.int32).numpy(),
         "mem_method": method,
@@ -250,7 +251,7 @@ def _measure(impl, spec, device):
     # default threshold adapts upwards after frees, after which freed blocks up
     # to 32 MiB stay resident and a later call's peak would not be seen.
     saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 16)
     try:
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
             memory = pool.submit(_measure_cpu, impl, spec, False).result()
