@@ -6,12 +6,11 @@ In ONE run, on the same model, batch and data, times full training steps
 * stage 0 (BEST-RQ) and stage 1 (Latent-RQ) with every fast path on;
 * each fast path switched off in turn (``truncate_target_encoder``,
   ``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``,
-  ``fast_attention``), so each
-  one's share is visible;
+  ``fast_attention``), so each one's share is visible;
 * the compute floor of the online ratio: counted FLOPs of a stage-1 online
   step over those of a stage-0 step (``FlopCounterMode``);
-* stage 0 done SpeechBrain's way (its front-end and feed-forward modules as
-  they are, one ``speechbrain.nnet.quantisers.
+* stage 0 done SpeechBrain's way (its front-end, feed-forward and attention
+  modules as they are, one ``speechbrain.nnet.quantisers.
   RandomProjectionQuantizer`` per codebook, heads on all frames);
 
 then compares our quantizer with SpeechBrain's on 18 x 4096 x 16
