@@ -180,8 +180,8 @@ def _measure_cpu(impl, spec, timed=True):
     # A full warm-up call first, so that code pages and the one-time buffers of
     # the math libraries (which count in the RSS, and whose size varied from run
     # to run when the warm-up was smaller) are resident: the peak below is the
-    # data's. The parent sets MALLOC_MMAP_THRESHOLD_, so freed blocks go back to
-    # the system and every call's blocks count anew.
+    # data's. For the memory child the parent sets MALLOC_MMAP_THRESHOLD_, so
+    # freed blocks go back to the system and every call's blocks count anew.
     call(x)
     if timed:
         times = []
