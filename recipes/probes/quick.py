@@ -1,0 +1,359 @@
+"""Quick probes: a fast, low-noise instrument for pre-training curves.
+
+A frozen encoder gives every hidden state (CNN front-end output + each Conformer
+layer) of the items of :mod:`recipes.reproduce.probe_sets`; then
+
+* utterance tasks (keywords, digits, intents, speaker ID, language ID): mean+std
+  pooling over valid frames, standardised logistic regression (scikit-learn),
+  k-fold cross-validation with speaker-disjoint (or prompt-disjoint) folds where
+  groups are known;
+* a frame-level linear phone probe: PocketSphinx phones (forced-aligned where a
+  transcript exists, recognised otherwise; cached), speaker-disjoint folds.
+
+Each task is scored per layer and on all layers concatenated ("all"); the
+report gives the best layer, the all-layer accuracy, the fold std, and ``Avg``
+(mean over tasks of the all-layer accuracy; ``Avg_best`` of the best-layer
+one). The same CLI also measures the phone PNMI and code usage of the
+checkpoint's targets (Mel and every layer), the leading indicator of
+:mod:`recipes.reproduce.reproduce`.
+
+Usage::
+
+    python -m recipes.probes.quick results/demo/best_rq --shared ../shared/data \\
+        --corpus data/pretrain --out results/quick/best_rq.json
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+#: folds per task (fewer where a group count limits them)
+N_FOLDS = 5
+#: frames per fold used to fit the phone probe (subsampled, seeded)
+MAX_PHONE_TRAIN_FRAMES = 12000
+
+
+def pooled(states, enc_lens):
+    """Mean and std over valid frames of every hidden state.
+
+    Arguments
+    ---------
+    states : list of torch.Tensor
+        (B, T, d) per layer.
+    enc_lens : torch.Tensor
+        (B,) valid frames.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, n_layers, 2 d) float32.
+
+    Example
+    -------
+    >>> s = [torch.arange(6.).reshape(1, 3, 2)]
+    >>> pooled(s, torch.tensor([2]))[0, 0].tolist()
+    [1.0, 2.0, 1.0, 1.0]
+    """
+    out = []
+    for h in states:
+        mask = (torch.arange(h.shape[1])[None, :] < enc_lens[:, None]).float()[..., None]
+        n = mask.sum(1).clamp(min=1)
+        mean = (h * mask).sum(1) / n
+        std = (((h - mean[:, None]) ** 2 * mask).sum(1) / n).sqrt()
+        out.append(torch.cat([mean, std], -1))
+    return torch.stack(out, 1).numpy().astype(np.float32)
+
+
+def make_folds(labels, groups=None, n_folds=N_FOLDS, seed=0):
+    """``[(train_idx, test_idx)]``: group-disjoint when ``groups`` is given.
+
+    Example
+    -------
+    >>> y = np.array([0, 1] * 10); g = np.repeat(np.arange(5), 4)
+    >>> folds = make_folds(y, g)
+    >>> all(set(g[tr]).isdisjoint(g[te]) for tr, te in folds)
+    True
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    labels = np.asarray(labels)
+    if groups is not None:
+        n = min(n_folds, len(set(groups)))
+        split = StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(
+            labels, labels, groups)
+    else:
+        n = min(n_folds, int(np.bincount(np.unique(labels, return_inverse=True)[1]).min()))
+        split = StratifiedKFold(max(2, n), shuffle=True, random_state=seed).split(labels, labels)
+    return [(tr, te) for tr, te in split]
+
+
+def cv_accuracy(x, y, folds, max_train=None, seed=0):
+    """Mean and std over folds of a standardised logistic regression's accuracy.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 40); x = rng.normal(size=(120, 4)) + 5 * y[:, None]
+    >>> cv_accuracy(x, y, make_folds(y))[0]
+    1.0
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    accs = []
+    for tr, te in folds:
+        if max_train is not None and len(tr) > max_train:
+            tr = rng.choice(tr, max_train, replace=False)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=1.0))
+        clf.fit(x[tr], y[tr])
+        accs.append(float((clf.predict(x[te]) == y[te]).mean()))
+    return float(np.mean(accs)), float(np.std(accs))
+
+
+# ------------------------------------------------------------------ data
+def probe_items(shared, corpus):
+    """``{task: [(ID, wav, label, group)]}`` of every quick-probe task."""
+    from recipes.reproduce.probe_sets import PACK_TASKS, PHONE_PACK, read_pack, task_rows
+
+    items = {}
+    for task, (pack, label, group, _) in PACK_TASKS.items():
+        items[task] = [(f"{pack}/{r['ID']}", r["wav"], str(r[label]),
+                        str(r[group]) if group else None) for r in task_rows(shared, task)]
+    import csv
+
+    with open(os.path.join(corpus, "lid_holdout.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    # prompt-disjoint folds: the same prompt name (any language) in one fold
+    items["language"] = [(r["ID"], r["wav"], r["lang"], r["ID"].split("/", 2)[-1]) for r in rows]
+    pack, keep = PHONE_PACK
+    phones = [(f"{pack}/{r['ID']}", r["wav"], None, r["speaker"])
+              for r in read_pack(shared, pack) if keep(r)]
+    phones += [(r["ID"], r["wav"], r["wrd"], r["spk_id"]) for r in rows
+               if r["lang"] == "en" and r.get("wrd")]
+    items["phones"] = phones
+    return items
+
+
+def load_audio(items, cache_file):
+    """Waveforms of all items, decoded once and cached as int16 (checked by IDs)."""
+    from latent_rq_brain.data import read_audio_checked
+
+    ids = [i[0] for i in items]
+    if os.path.isfile(cache_file):
+        with np.load(cache_file, allow_pickle=False) as z:
+            if list(z["ids"]) == ids:
+                offs = z["offsets"]
+                audio = z["audio"]
+                return [torch.from_numpy(audio[offs[k]:offs[k + 1]].astype(np.float32) / 32768)
+                        for k in range(len(ids))]
+    wavs = [read_audio_checked(i[1], 16000) for i in items]
+    offs = np.cumsum([0] + [len(w) for w in wavs])
+    audio = np.concatenate([np.clip(w.numpy() * 32768, -32768, 32767).astype(np.int16)
+                            for w in wavs])
+    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+    tmp = cache_file + ".tmp.npz"
+    np.savez(tmp, ids=np.array(ids), offsets=offs, audio=audio)
+    os.replace(tmp, cache_file)
+    return wavs
+
+
+@torch.no_grad()
+def encode(enc, wavs, batch_seconds=120):
+    """``(states, enc_lens)``: per utterance a list of (T_i, d) arrays, one per layer."""
+    order = np.argsort([len(w) for w in wavs])
+    out = [None] * len(wavs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and (j - i + 1) * len(wavs[order[j]]) <= batch_seconds * 16000:
+            j += 1
+        j = max(j, i + 1)
+        chunk = [wavs[k] for k in order[i:j]]
+        n = max(len(w) for w in chunk)
+        batch = torch.zeros(len(chunk), n)
+        for b, w in enumerate(chunk):
+            batch[b, : len(w)] = w
+        states, lens = enc(batch, torch.tensor([len(w) / n for w in chunk]))
+        for b, k in enumerate(order[i:j]):
+            out[k] = [s[b, : int(lens[b])].float().numpy() for s in states]
+        i = j
+    return out
+
+
+def build_encoder(spec, seed=1):
+    """A :class:`PretrainedEncoder` from a checkpoint or ``random:<json overrides>``."""
+    from latent_rq_brain.pretrained import PretrainedEncoder
+
+    if spec.startswith("random:"):
+        import yaml
+
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "hparams", "small",
+                               "latent_rq.yaml"), encoding="utf-8") as f:
+            text = f.read()
+        from hyperpyyaml import load_hyperpyyaml
+
+        overrides = json.loads(spec[len("random:"):] or "{}")
+        hp = load_hyperpyyaml(text, overrides={**overrides, "data_prep": None})
+        from latent_rq_brain.pretrained import EncoderSpec
+
+        config = EncoderSpec.from_hparams(hp).config
+        del yaml
+        return PretrainedEncoder.from_config(config, seed=seed)
+    return PretrainedEncoder.from_checkpoint(spec)
+
+
+# ------------------------------------------------------------------ evaluation
+def run_probes(states, items, phone_frames=None):
+    """All tasks' per-layer and all-layer accuracies (see module docstring)."""
+    results = {}
+    for task, its in items.items():
+        if task == "phones":
+            continue
+        y = np.array([i[2] for i in its])
+        groups = None if its[0][3] is None else np.array([i[3] for i in its])
+        feats = np.stack([pooled([torch.from_numpy(h)[None] for h in s],
+                                 torch.tensor([len(s[0])]))[0] for s in states[task]])
+        folds = make_folds(y, groups)
+        layers = [cv_accuracy(feats[:, l], y, folds) for l in range(feats.shape[1])]
+        allm, alls = cv_accuracy(feats.reshape(len(y), -1), y, folds)
+        results[task] = _summary(layers, allm, alls, len(folds), len(y))
+    if phone_frames is not None:
+        its = items["phones"]
+        keep_utts = [k for k in range(len(its)) if phone_frames[k] is not None]
+        lab = np.concatenate([np.array(phone_frames[k], dtype=object) for k in keep_utts])
+        grp = np.concatenate([[its[k][3]] * len(phone_frames[k]) for k in keep_utts])
+        valid = np.array([l not in (None, "SIL", "+NSN+", "+SPN+") for l in lab])
+        y = lab[valid].astype(str)
+        folds = make_folds(y, grp[valid])
+        layers = []
+        n_layers = len(states["phones"][0])
+        per_layer = []
+        for l in range(n_layers):
+            x = np.concatenate([states["phones"][k][l] for k in keep_utts])[valid]
+            per_layer.append(x)
+            layers.append(cv_accuracy(x, y, folds, MAX_PHONE_TRAIN_FRAMES))
+        allm, alls = cv_accuracy(np.concatenate(per_layer, 1), y, folds, MAX_PHONE_TRAIN_FRAMES)
+        results["phones"] = _summary(layers, allm, alls, len(folds), int(valid.sum()))
+    return results
+
+
+def _summary(layers, allm, alls, n_folds, n):
+    best = int(np.argmax([m for m, _ in layers]))
+    return {
+        "layers": [{"acc": m, "std": s} for m, s in layers],
+        "best_layer": best - 1,  # paper index: -1 = CNN front-end output
+        "best": layers[best][0], "best_std": layers[best][1],
+        "all": allm, "all_std": alls, "folds": n_folds, "n": n,
+    }
+
+
+def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, codebook_dim=16,
+                   seed=1):
+    """Phone PNMI and code usage of Mel targets and of every layer's targets.
+
+    The quantizers are the ones a Latent-RQ stage would use (seeded per source with
+    ``seed``, :func:`latent_rq_brain.quantizer.latent_rq_quantizer`), so a stage-0
+    checkpoint shows what its layers would give as targets.
+    """
+    from latent_rq_brain.quantizer import latent_rq_quantizer
+    from latent_rq_brain.target_quality import codebook_quality
+    from recipes.analysis.common import extract, layer_source
+
+    L = enc.encoder.num_layers
+    layers = list(range(-1, L))
+    q = latent_rq_quantizer(n_codebooks * (len(layers)), codebook_size, codebook_dim,
+                            4 * int(enc.config["n_mels"]), enc.hidden_size, layers, L, seed)
+    sources = ["mel"] + [layer_source(l) for l in layers]
+    lens, out = extract(enc, q, sources, wavs)
+    keep = [k for k in range(len(wavs)) if frames[k] is not None]
+    lab = np.concatenate([np.array(frames[k], dtype=object) for k in keep])
+    valid = np.array([l not in (None, "SIL", "+NSN+", "+SPN+") for l in lab])
+    result = {}
+    for name in sources:
+        codes = np.concatenate([out[name]["codes"][k] for k in keep])[valid]
+        qual = codebook_quality(codes, lab[valid].astype(str), codebook_size)
+        m = qual["mean"]
+        result[name] = {"pnmi": float(m["pnmi"]), "purity": float(m["purity"]),
+                        "perplexity": float(m["perplexity"]), "distinct": float(m["distinct"])}
+    return result
+
+
+def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=print):
+    """Quick probes and target quality of one encoder; returns a JSON-able dict."""
+    from recipes.analysis.common import phone_frames as label_phones
+
+    torch.set_num_threads(max(1, threads))
+    t0 = time.time()
+    items = probe_items(shared, corpus)
+    enc = build_encoder(spec, seed)
+    wavs = {t: load_audio(its, os.path.join(cache, f"audio_{t}.npz")) for t, its in items.items()}
+    t1 = time.time()
+    states = {t: encode(enc, w) for t, w in wavs.items()}
+    t2 = time.time()
+    pitems = items["phones"]
+    rows = [(i[0], {"wav": i[1], "wrd": i[2] or ""}) for i in pitems]
+    enc_lens = [len(s[0]) for s in states["phones"]]
+    with_words = [k for k, i in enumerate(pitems) if i[2]]
+    without = [k for k, i in enumerate(pitems) if not i[2]]
+    frames = [None] * len(pitems)
+    for idx, col in ((with_words, "wrd"), (without, None)):
+        f, _ = label_phones([rows[k] for k in idx], [wavs["phones"][k] for k in idx],
+                            [enc_lens[k] for k in idx], col,
+                            cache=os.path.join(cache, f"phones_{'aligned' if col else 'rec'}.json"),
+                            log=log)
+        for k, fr in zip(idx, f):
+            frames[k] = fr
+    probes = run_probes(states, items, frames)
+    t3 = time.time()
+    targets = target_quality(enc, spec, wavs["phones"], frames, seed=seed)
+    t4 = time.time()
+    avg = float(np.mean([r["all"] for r in probes.values()]))
+    avg_best = float(np.mean([r["best"] for r in probes.values()]))
+    return {
+        "encoder": enc.info, "probes": probes, "Avg": avg, "Avg_best": avg_best,
+        "targets": targets,
+        "seconds": {"audio": t1 - t0, "encode": t2 - t1, "probes": t3 - t2,
+                    "targets": t4 - t3, "total": t4 - t0},
+    }
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="run, save/ or CKPT+ folder, or random:<json overrides>")
+    p.add_argument("--shared", default="../shared/data")
+    p.add_argument("--corpus", default="data/pretrain")
+    p.add_argument("--cache", default="results/quick_probe_cache")
+    p.add_argument("--out", default=None, help="JSON file")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    r = evaluate_checkpoint(args.checkpoint, args.shared, args.corpus, args.cache, args.threads,
+                            args.seed)
+    print("| task | best layer | best acc | all-layer acc (fold std) | n |")
+    print("|---|---:|---:|---:|---:|")
+    for task, s in r["probes"].items():
+        print(f"| {task} | {s['best_layer']} | {100 * s['best']:.1f} | "
+              f"{100 * s['all']:.1f} ({100 * s['all_std']:.1f}) | {s['n']} |")
+    print(f"| **Avg** | | {100 * r['Avg_best']:.1f} | {100 * r['Avg']:.1f} | |")
+    print("target phone PNMI: " + ", ".join(f"{k} {v['pnmi']:.3f}" for k, v in r["targets"].items()))
+    print(f"seconds: {r['seconds']}")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(r, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

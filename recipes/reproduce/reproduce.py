@@ -1,0 +1,294 @@
+"""Mini-scale reproduction of the paper's Table 1 / Fig. 3: one resumable command.
+
+For every seed it runs, each in its own output folder under ``OUT/seed<k>/``:
+
+* ``best_rq``: BEST-RQ (stage 0) to S steps;
+* ``schedule``: the paper's schedule scaled to S (transitions at 0.2S, 0.5S and
+  0.8S), branched from ``best_rq``'s 0.2S checkpoint (the same transition code
+  as a one-run schedule);
+* ``branch``: one Latent-RQ stage branched where the layer targets' phone PNMI
+  first beats Mel's (``--branch-step``, or found from ``best_rq``'s evaluations),
+  when that is not 0.2S;
+* for the first seed only, the layer-set comparison (Table 2): ``schedule`` with
+  the shallow and deep layer sets of :data:`SCALES`.
+
+Training goes in segments of S/10 steps (``--optimizer_step_limit``); after
+each segment its checkpoint is evaluated once (:mod:`recipes.probes.quick` and
+the phone PNMI / code usage of Mel and of every layer's targets) into
+``eval/step<k>.json``. Rerunning the command skips what is done and resumes a
+killed training segment from its last checkpoint (at most one segment is lost).
+``--report`` writes ``results/reproduction.md`` and its figures
+(:mod:`recipes.reproduce.report`).
+
+Usage::
+
+    python -m recipes.reproduce.reproduce --out results/reproduce --seeds 1 2 3
+    python -m recipes.reproduce.reproduce --scale gpu --out results/reproduce_gpu --seeds 1
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BASE_YAML = os.path.join(ROOT, "hparams", "small", "latent_rq.yaml")
+
+#: scale -> steps S, model/data overrides of hparams/small/latent_rq.yaml, layer sets
+SCALES = {
+    "cpu": {
+        "steps": 3000,
+        "overrides": {
+            "num_encoder_layers": 6,
+            "d_model": 96,
+            "d_ffn": 384,
+            "warmup_steps": 300,
+            "max_batch_len": 60,
+        },
+        "layer_sets": {"middle": [2, 3], "shallow": [0, 1], "deep": [4, 5]},
+    },
+    "gpu": {
+        "steps": 20000,
+        "overrides": {
+            "num_encoder_layers": 8,
+            "d_model": 256,
+            "d_ffn": 1024,
+            "nhead": 4,
+            "n_codebooks": 8,
+            "codebook_size": 1024,
+            "warmup_steps": 2000,
+            "max_batch_len": 300,
+            "precision": "bf16",
+        },
+        "layer_sets": {"middle": [3, 4], "shallow": [0, 1], "deep": [6, 7]},
+    },
+}
+
+
+def scaled_steps(scale):
+    """Checkpoint steps (every S/10) and the schedule's transitions (0.2/0.5/0.8 S).
+
+    Example
+    -------
+    >>> scaled_steps("cpu")["transitions"]
+    [600, 1500, 2400]
+    """
+    S = SCALES[scale]["steps"]
+    return {
+        "S": S,
+        "checkpoints": [S * k // 10 for k in range(1, 11)],
+        "transitions": [S * 2 // 10, S * 5 // 10, S * 8 // 10],
+    }
+
+
+def _override_args(values):
+    out = []
+    for k, v in values.items():
+        if isinstance(v, (list, tuple)):
+            v = "[" + ",".join(str(x) for x in v) + "]"
+        out.append(f"--{k}={v}")
+    return out
+
+
+def checkpoint_at(run_folder, step):
+    """The ``CKPT+`` folder of ``run_folder/save`` written at optimizer step ``step``.
+
+    The end-of-segment checkpoint (not a transition checkpoint of the same step);
+    ``None`` if there is none.
+    """
+    found = None
+    for ckpt in sorted(glob.glob(os.path.join(run_folder, "save", "CKPT+*"))):
+        brain = os.path.join(ckpt, "brain.ckpt")
+        meta = os.path.join(ckpt, "CKPT.yaml")
+        if not (os.path.isfile(brain) and os.path.isfile(meta)):
+            continue
+        with open(meta, encoding="utf-8") as f:
+            m = yaml.safe_load(f) or {}
+        if "transition_to_stage" in m or "INTRA_EPOCH_CKPT_FLAG" in m:
+            continue
+        with open(brain, encoding="utf-8") as f:
+            b = yaml.safe_load(f) or {}
+        if int(b.get("optimizer_step", -1)) == step:
+            found = ckpt
+    return found
+
+
+class Reproduction:
+    """Plans and runs the arms of one scale; every step is skipped when done."""
+
+    def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
+                 python=sys.executable, threads=2, evaluate=True):
+        self.out = os.path.abspath(out)
+        self.scale = scale
+        self.corpus = os.path.abspath(corpus)
+        self.shared = os.path.abspath(shared)
+        self.python = python
+        self.threads = threads
+        self.evaluate = evaluate
+        self.steps = scaled_steps(scale)
+        os.makedirs(self.out, exist_ok=True)
+
+    # ------------------------------------------------------------ commands
+    def train_args(self, seed, folder, limit, layers, extra=()):
+        cfg = SCALES[self.scale]
+        args = [
+            self.python, os.path.join(ROOT, "train.py"), BASE_YAML,
+            "--data_prep=null", f"--data_folder={self.corpus}",
+            f"--train_csv={self.corpus}/train.csv", f"--valid_csv={self.corpus}/valid.csv",
+            f"--seed={seed}", f"--output_folder={folder}", "--ckpt_to_keep=1000",
+            f"--optimizer_step_limit={limit}",
+        ]
+        args += _override_args(dict(cfg["overrides"], target_layers=layers))
+        return args + list(extra)
+
+    def arms(self, seed, first_seed, branch_step):
+        """``[(name, layers, extra_args_fn or None, start_step)]`` in run order."""
+        st = self.steps
+        sets = SCALES[self.scale]["layer_sets"]
+        best = os.path.join(self.out, f"seed{seed}", "best_rq")
+
+        def branch(at, transitions):
+            def extra():
+                ckpt = checkpoint_at(best, at)
+                if ckpt is None:
+                    raise RuntimeError(f"{best} has no checkpoint at step {at}")
+                return [f"--init_from={ckpt}", "--initial_stage=1",
+                        "--stage_transitions=[" + ",".join(map(str, transitions)) + "]"]
+            return extra
+
+        arms = [("best_rq", sets["middle"], lambda: ["--stage_transitions=[]"], 0)]
+        t0 = st["transitions"][0]
+        arms.append(("schedule", sets["middle"], branch(t0, st["transitions"]), t0))
+        if branch_step is not None and branch_step != t0:
+            arms.append((f"branch{branch_step}", sets["middle"], branch(branch_step, [branch_step]),
+                         branch_step))
+        if seed == first_seed:
+            for name in ("shallow", "deep"):
+                arms.append((f"schedule_{name}", sets[name], branch(t0, st["transitions"]), t0))
+        return arms
+
+    # ------------------------------------------------------------ running
+    def run_arm(self, seed, name, layers, extra, start):
+        folder = os.path.join(self.out, f"seed{seed}", name)
+        os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
+        timing_file = os.path.join(folder, "segments.json")
+        timing = json.load(open(timing_file)) if os.path.isfile(timing_file) else {}
+        for step in self.steps["checkpoints"]:
+            if step <= start:
+                continue
+            if checkpoint_at(folder, step) is None:
+                cmd = self.train_args(seed, folder, step, layers, extra())
+                print(f"[reproduce] seed {seed} {name}: training to step {step}", flush=True)
+                t = time.time()
+                env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
+                with open(os.path.join(folder, "stdout.log"), "a") as log:
+                    rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env)
+                if rc != 0:
+                    raise RuntimeError(f"training {folder} to step {step} failed (rc {rc}); "
+                                       f"see {folder}/stdout.log")
+                timing[str(step)] = time.time() - t
+                with open(timing_file, "w") as f:
+                    json.dump(timing, f, indent=1)
+                if checkpoint_at(folder, step) is None:
+                    raise RuntimeError(f"{folder}: no checkpoint at step {step} after training")
+            if self.evaluate:
+                self.evaluate_step(folder, step, checkpoint_at(folder, step), layers)
+
+    def evaluate_step(self, folder, step, ckpt, layers):
+        out = os.path.join(folder, "eval", f"step{step}.json")
+        if os.path.isfile(out):
+            return
+        from recipes.probes import quick
+
+        print(f"[reproduce] evaluating {ckpt}", flush=True)
+        result = quick.evaluate_checkpoint(
+            ckpt, shared=self.shared, corpus=self.corpus,
+            cache=os.path.join(self.out, "probe_cache"), threads=self.threads,
+        )
+        result["step"] = step
+        result["checkpoint"] = ckpt
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, out)
+
+    def evaluate_random(self, seed):
+        """The random-init encoder of the scale's architecture (the step-0 point)."""
+        out = os.path.join(self.out, f"seed{seed}", "random_init.json")
+        if os.path.isfile(out) or not self.evaluate:
+            return
+        from recipes.probes import quick
+
+        cfg = dict(SCALES[self.scale]["overrides"])
+        result = quick.evaluate_checkpoint(
+            f"random:{json.dumps(cfg)}", shared=self.shared, corpus=self.corpus,
+            cache=os.path.join(self.out, "probe_cache"), threads=self.threads, seed=seed,
+        )
+        result["step"] = 0
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+
+    def find_branch_step(self, seed):
+        """First checkpoint of ``best_rq`` whose best layer target beats Mel in phone PNMI."""
+        folder = os.path.join(self.out, f"seed{seed}", "best_rq", "eval")
+        for step in self.steps["checkpoints"]:
+            path = os.path.join(folder, f"step{step}.json")
+            if not os.path.isfile(path):
+                return None
+            tq = json.load(open(path)).get("targets", {})
+            mel = tq.get("mel", {}).get("pnmi")
+            layers = [v["pnmi"] for k, v in tq.items() if k != "mel"]
+            if mel is not None and layers and max(layers) > mel:
+                return step
+        return None
+
+    def run(self, seeds, branch_step=None, arms=None):
+        for seed in seeds:
+            self.evaluate_random(seed)
+            best = self.arms(seed, seeds[0], None)[0]
+            if arms is None or "best_rq" in arms:
+                self.run_arm(seed, *best)
+            step = branch_step or self.find_branch_step(seed)
+            for name, layers, extra, start in self.arms(seed, seeds[0], step)[1:]:
+                if arms is None or name in arms or name.split("2")[0] in arms:
+                    self.run_arm(seed, name, layers, extra, start)
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="results/reproduce")
+    p.add_argument("--scale", default="cpu", choices=sorted(SCALES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--corpus", default="data/pretrain")
+    p.add_argument("--shared", default="../shared/data")
+    p.add_argument("--branch-step", type=int, default=None,
+                   help="branch point of the extra arm (default: where layer targets first beat Mel)")
+    p.add_argument("--arms", nargs="+", default=None,
+                   help="only these arms (best_rq schedule branch schedule_shallow schedule_deep)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-eval", action="store_true", help="train only")
+    p.add_argument("--report", default=None, help="write the report (markdown path) and stop")
+    args = p.parse_args(argv)
+    if args.report:
+        from recipes.reproduce.report import write_report
+
+        write_report(args.out, args.report, args.scale)
+        return 0
+    Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
+                 evaluate=not args.no_eval).run(args.seeds, args.branch_step, args.arms)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The mini reproduction: corpus builder (fake .deb files), quick probes (known answers),
+the resumable driver's plan and checkpoint lookup."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from recipes.probes import quick
+from recipes.reproduce import prepare_corpus as pc
+from recipes.reproduce import reproduce as rp
+
+
+def _fake_deb(tmp_path, package, files):
+    """A .deb named ``package`` holding ``{relative path: (samples, rate, format)}``."""
+    root = tmp_path / f"{package}_root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: test <t@t>\nDescription: fake\n"
+    )
+    for rel, (samples, rate, fmt) in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), samples, rate, format=fmt)
+    deb = tmp_path / f"{package}_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)],
+                   check=True, capture_output=True)
+    return str(deb)
+
+
+def _tone(seconds, rate, freq=220.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_corpus_from_fake_debs_resamples_splits_and_resumes(tmp_path):
+    base = "usr/share/games/fillets-ng/sound"
+    files = {f"{base}/level{i}/cs/fish{i}-line{j}.ogg": (_tone(1.5 + 0.1 * j, 22050), 22050, "OGG")
+             for i in range(3) for j in range(8)}
+    files[f"{base}/level0/cs/too-short.ogg"] = (_tone(0.2, 22050), 22050, "OGG")
+    files[f"{base}/level0/cs/silent.ogg"] = (np.zeros(44100, np.float32), 22050, "OGG")
+    deb = _fake_deb(tmp_path, "fillets-ng-data-cs", files)
+    out = tmp_path / "corpus"
+    summary = pc.prepare_corpus(str(out), sources=["fillets-cs"], deb_files=[deb], num_workers=1)
+    s = summary["fillets-cs"]
+    assert s["utterances"] + s["holdout_utterances"] == 24  # short and silent dropped
+    assert s["holdout_utterances"] >= 1 and s["utterances"] >= 1
+    with open(out / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["lang"] for r in rows} == {"cs"} and {r["source"] for r in rows} == {"fillets-cs"}
+    info = sf.info(rows[0]["wav"])
+    assert info.samplerate == 16000 and info.channels == 1
+    assert abs(info.frames / 16000 - float(rows[0]["duration"])) < 1e-3
+    with open(out / "lid_holdout.csv", newline="") as f:
+        held = {r["ID"] for r in csv.DictReader(f)}
+    assert held.isdisjoint(r["ID"] for r in rows)
+    # resumable: a second call reads the marker and decodes nothing
+    os.remove(rows[0]["wav"])
+    again = pc.prepare_corpus(str(out), sources=["fillets-cs"], deb_files=[deb], num_workers=1)
+    assert again["fillets-cs"] == s and not os.path.exists(rows[0]["wav"])
+    assert json.load(open(out / "sources.json"))["total"]["utterances"] == s["utterances"]
+
+
+def test_holdout_is_stable_and_about_ten_percent():
+    keys = [f"prompt{i}" for i in range(4000)]
+    share = np.mean([pc.is_holdout(k) for k in keys])
+    assert 0.08 < share < 0.12
+    assert [pc.is_holdout(k) for k in keys[:50]] == [pc.is_holdout(k) for k in keys[:50]]
+
+
+def test_probe_held_ids_cover_superb_eval_splits(tmp_path):
+    from recipes.probes.prepare_shared_packs import TASKS
+    from recipes.reproduce.probe_sets import PACK_TASKS, probe_held_ids
+
+    # a miniature of every pack the probes read, with the packs' columns
+    rng = np.random.default_rng(0)
+    specs = {
+        "arabic-commands": ("keyword,speaker,split", lambda i: f"k{i % 3},s{i % 6},"
+                            + ["train", "val", "test"][(i % 6) // 2]),
+        "fsdd": ("digit,speaker,split", lambda i: f"{i % 3},s{i % 6},train"),
+        "coffee-intents": ("coffeeDrink", lambda i: f"c{i % 3}"),
+        "librispeech-mini": ("speaker,gender,split", lambda i: f"s{i % 6},{'MF'[i % 2]},"
+                             + ("test-other" if i < 30 else "train-clean-100")),
+    }
+    for pack, (cols, make) in specs.items():
+        (tmp_path / pack).mkdir()
+        lines = [f"id,wav,duration,{cols}"] + [f"u{i},a{i}.ogg,1.0,{make(i)}" for i in range(60)]
+        (tmp_path / pack / "manifest.csv").write_text("\n".join(lines) + "\n")
+    del rng
+    held = probe_held_ids(str(tmp_path))
+    assert len(held["fsdd"]) == 60  # the digits probe evaluates on all of fsdd
+    ac = held["arabic-commands"]
+    assert {f"u{i}" for i in range(60) if (i % 6) // 2 > 0} <= ac  # val + test speakers
+    assert "intents" in PACK_TASKS and len(TASKS) >= 1
+    assert {f"u{i}" for i in range(30)} <= held["librispeech-mini"]
+
+
+def test_quick_probe_separable_features_score_near_100():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    groups = np.tile(np.arange(6), 20)
+    x = rng.normal(size=(120, 8)) + 4.0 * np.eye(8)[y]
+    acc, std = quick.cv_accuracy(x, y, quick.make_folds(y, groups))
+    assert acc > 0.97 and std < 0.05
+
+
+def test_quick_probe_shuffled_labels_score_chance():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(4), 60)
+    x = rng.normal(size=(240, 8)) + 4.0 * np.eye(8)[y]
+    shuffled = rng.permutation(y)
+    acc, _ = quick.cv_accuracy(x, shuffled, quick.make_folds(shuffled))
+    assert abs(acc - 0.25) < 0.1
+
+
+def test_speaker_disjoint_folds_share_no_speaker():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 5, 300)
+    spk = rng.integers(0, 12, 300).astype(str)
+    folds = quick.make_folds(y, spk)
+    assert len(folds) == 5
+    covered = np.concatenate([te for _, te in folds])
+    assert sorted(covered.tolist()) == list(range(300))
+    for tr, te in folds:
+        assert set(spk[tr]).isdisjoint(spk[te])
+
+
+def test_pooled_ignores_padding():
+    import torch
+
+    h = torch.randn(2, 7, 3)
+    lens = torch.tensor([7, 4])
+    padded = h.clone()
+    padded[1, 4:] = 1e6
+    a = quick.pooled([h], lens)
+    b = quick.pooled([padded], lens)
+    assert np.allclose(a, b)
+    assert np.allclose(a[1, 0, :3], h[1, :4].mean(0).numpy(), atol=1e-6)
+
+
+def test_schedule_scaled_to_s_and_arms():
+    st = rp.scaled_steps("cpu")
+    S = st["S"]
+    assert st["checkpoints"][-1] == S and len(st["checkpoints"]) == 10
+    assert st["transitions"] == [S // 5, S // 2, 4 * S // 5]
+    r = rp.Reproduction("/tmp/unused_repro", evaluate=False)
+    names = [a[0] for a in r.arms(1, 1, branch_step=st["checkpoints"][3])]
+    assert names == ["best_rq", "schedule", f"branch{st['checkpoints'][3]}",
+                     "schedule_shallow", "schedule_deep"]
+    names2 = [a[0] for a in r.arms(2, 1, branch_step=st["transitions"][0])]
+    assert names2 == ["best_rq", "schedule"]  # no duplicate branch, layer sets on seed 1 only
+
+
+def test_checkpoint_at_skips_transition_and_intra_epoch(tmp_path):
+    save = tmp_path / "run" / "save"
+    for name, step, meta in [("CKPT+a", 300, "stage: 0\n"),
+                             ("CKPT+b", 600, "transition_to_stage: 1\n"),
+                             ("CKPT+c", 600, "INTRA_EPOCH_CKPT_FLAG: true\n"),
+                             ("CKPT+d", 600, "stage: 1\n")]:
+        (save / name).mkdir(parents=True)
+        (save / name / "CKPT.yaml").write_text(meta)
+        (save / name / "brain.ckpt").write_text(f"optimizer_step: {step}\n")
+    assert rp.checkpoint_at(str(tmp_path / "run"), 300).endswith("CKPT+a")
+    assert rp.checkpoint_at(str(tmp_path / "run"), 600).endswith("CKPT+d")
+    assert rp.checkpoint_at(str(tmp_path / "run"), 900) is None
