@@ -12,8 +12,12 @@ DEMO_OUT ?= results/demo
 DEMO_BRANCH_STEP ?= 300
 DEMO_STEPS ?= 550
 SMALL := hparams/small/latent_rq.yaml
+REPRO_OUT ?= results/reproduce
+REPRO_SCALE ?= cpu
+SEEDS ?= 1 2 3
+SHARED ?= ../shared/data
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo reproduce
 
 install: $(STAMP)
 
@@ -49,3 +53,13 @@ test: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
+
+# Mini-scale reproduction of Table 1 / Fig. 3 (hours on 2 CPU cores; rerun to resume):
+# corpus (~7.5 h of real speech), then for each seed BEST-RQ, the scaled schedule and a
+# branch, each checkpoint probed; then results/reproduction.md and its figures.
+reproduce: $(STAMP)
+	$(BIN)/python -m recipes.reproduce.prepare_corpus data/pretrain --shared $(SHARED)
+	$(BIN)/python -m recipes.reproduce.reproduce --out $(REPRO_OUT) --scale $(REPRO_SCALE) \
+	    --corpus data/pretrain --shared $(SHARED) --seeds $(SEEDS)
+	$(BIN)/python -m recipes.reproduce.reproduce --out $(REPRO_OUT) --scale $(REPRO_SCALE) \
+	    --report results/reproduction.md

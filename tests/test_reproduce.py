@@ -170,3 +170,25 @@ def test_checkpoint_at_skips_transition_and_intra_epoch(tmp_path):
     assert rp.checkpoint_at(str(tmp_path / "run"), 300).endswith("CKPT+a")
     assert rp.checkpoint_at(str(tmp_path / "run"), 600).endswith("CKPT+d")
     assert rp.checkpoint_at(str(tmp_path / "run"), 900) is None
+
+
+def test_pack_corpus_opus_relative_paths_and_size_limit(tmp_path):
+    from latent_rq_brain.data import read_manifest
+    from recipes.reproduce.pack_corpus import pack
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for split in ("train", "valid"):
+        rows = []
+        for k in range(2):
+            wav = corpus / f"{split}{k}.wav"
+            sf.write(str(wav), _tone(2.0, 16000, 200 + 50 * k), 16000)
+            rows.append(f"{split}{k},2.0,{wav},spk")
+        (corpus / f"{split}.csv").write_text("ID,duration,wav,spk_id\n" + "\n".join(rows) + "\n")
+    mib = pack(str(corpus), str(tmp_path / "p"))
+    assert 0 < mib < 0.1
+    rows = read_manifest(str(tmp_path / "p" / "train.csv"))
+    x, sr = sf.read(rows["train0"]["wav"])
+    assert sr == 16000 and abs(len(x) / sr - 2.0) < 0.05
+    with pytest.raises(SystemExit, match="MiB"):
+        pack(str(corpus), str(tmp_path / "p2"), max_mib=1e-6)

@@ -39,6 +39,10 @@ import torch
 N_FOLDS = 5
 #: frames per fold used to fit the phone probe (subsampled, seeded)
 MAX_PHONE_TRAIN_FRAMES = 12000
+#: items per task (a seeded, label-stratified subset) and seconds kept of each
+#: utterance, so that one checkpoint takes about 2 minutes on 2 cores
+MAX_ITEMS = {"keywords": 800, "digits": 1200, "intents": 240, "speaker": 100, "language": 420}
+CROP_SECONDS = {"speaker": 6.0, "intents": 6.0, "language": 3.0}
 
 
 def pooled(states, enc_lens):
@@ -141,11 +145,33 @@ def probe_items(shared, corpus):
     phones += [(r["ID"], r["wav"], r["wrd"], r["spk_id"]) for r in rows
                if r["lang"] == "en" and r.get("wrd")]
     items["phones"] = phones
-    return items
+    return {task: subset(its, MAX_ITEMS.get(task)) for task, its in items.items()}
 
 
-def load_audio(items, cache_file):
-    """Waveforms of all items, decoded once and cached as int16 (checked by IDs)."""
+def subset(items, n, seed=0):
+    """At most ``n`` items, the same share of each label (seeded), in input order.
+
+    Example
+    -------
+    >>> its = [(f"u{i}", "w", "ab"[i % 2], None) for i in range(10)]
+    >>> [i[2] for i in subset(its, 4)]
+    ['a', 'b', 'a', 'b']
+    """
+    if n is None or len(items) <= n:
+        return items
+    rng = np.random.default_rng(seed)
+    labels = sorted({i[2] for i in items})
+    keep = set()
+    for lab in labels:
+        idx = [k for k, i in enumerate(items) if i[2] == lab]
+        take = max(1, round(n * len(idx) / len(items)))
+        keep.update(rng.choice(idx, min(take, len(idx)), replace=False).tolist())
+    return [items[k] for k in sorted(keep)]
+
+
+def load_audio(items, cache_file, crop_seconds=None):
+    """Waveforms of all items (the first ``crop_seconds`` of each), decoded once and
+    cached as int16 (the cache is used only when its IDs match)."""
     from latent_rq_brain.data import read_audio_checked
 
     ids = [i[0] for i in items]
@@ -157,6 +183,8 @@ def load_audio(items, cache_file):
                 return [torch.from_numpy(audio[offs[k]:offs[k + 1]].astype(np.float32) / 32768)
                         for k in range(len(ids))]
     wavs = [read_audio_checked(i[1], 16000) for i in items]
+    if crop_seconds:
+        wavs = [w[: int(crop_seconds * 16000)] for w in wavs]
     offs = np.cumsum([0] + [len(w) for w in wavs])
     audio = np.concatenate([np.clip(w.numpy() * 32768, -32768, 32767).astype(np.int16)
                             for w in wavs])
@@ -296,7 +324,9 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
     t0 = time.time()
     items = probe_items(shared, corpus)
     enc = build_encoder(spec, seed)
-    wavs = {t: load_audio(its, os.path.join(cache, f"audio_{t}.npz")) for t, its in items.items()}
+    wavs = {t: load_audio(its, os.path.join(cache, f"audio_{t}_crop{CROP_SECONDS.get(t, 0)}.npz"),
+                         CROP_SECONDS.get(t))
+            for t, its in items.items()}
     t1 = time.time()
     states = {t: encode(enc, w) for t, w in wavs.items()}
     t2 = time.time()

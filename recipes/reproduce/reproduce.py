@@ -126,7 +126,7 @@ class Reproduction:
     """Plans and runs the arms of one scale; every step is skipped when done."""
 
     def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
-                 python=sys.executable, threads=2, evaluate=True):
+                 python=sys.executable, threads=2, evaluate=True, train=True):
         self.out = os.path.abspath(out)
         self.scale = scale
         self.corpus = os.path.abspath(corpus)
@@ -134,6 +134,7 @@ class Reproduction:
         self.python = python
         self.threads = threads
         self.evaluate = evaluate
+        self.train = train
         self.steps = scaled_steps(scale)
         os.makedirs(self.out, exist_ok=True)
 
@@ -186,6 +187,8 @@ class Reproduction:
             if step <= start:
                 continue
             if checkpoint_at(folder, step) is None:
+                if not self.train:
+                    continue
                 cmd = self.train_args(seed, folder, step, layers, extra())
                 print(f"[reproduce] seed {seed} {name}: training to step {step}", flush=True)
                 t = time.time()
@@ -260,8 +263,9 @@ class Reproduction:
                 self.run_arm(seed, *best)
             step = branch_step or self.find_branch_step(seed)
             for name, layers, extra, start in self.arms(seed, seeds[0], step)[1:]:
-                if arms is None or name in arms or name.split("2")[0] in arms:
-                    self.run_arm(seed, name, layers, extra, start)
+                if arms is None or name in arms or name.rstrip("0123456789") in arms:
+                    if self.train or os.path.isdir(os.path.join(self.out, f"seed{seed}", name)):
+                        self.run_arm(seed, name, layers, extra, start)
 
 
 def main(argv=None):
@@ -278,6 +282,8 @@ def main(argv=None):
                    help="only these arms (best_rq schedule branch schedule_shallow schedule_deep)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-eval", action="store_true", help="train only")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate the checkpoints that exist, train nothing (beside a training run)")
     p.add_argument("--report", default=None, help="write the report (markdown path) and stop")
     args = p.parse_args(argv)
     if args.report:
@@ -286,7 +292,7 @@ def main(argv=None):
         write_report(args.out, args.report, args.scale)
         return 0
     Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
-                 evaluate=not args.no_eval).run(args.seeds, args.branch_step, args.arms)
+                 evaluate=not args.no_eval, train=not args.eval_only).run(args.seeds, args.branch_step, args.arms)
     return 0
 
 
