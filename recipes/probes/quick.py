@@ -7,7 +7,8 @@ layer) of the items of :mod:`recipes.reproduce.probe_sets`; then
   pooling over valid frames, standardised logistic regression (scikit-learn),
   k-fold cross-validation with speaker-disjoint (or prompt-disjoint) folds where
   groups are known;
-* a frame-level linear phone probe: PocketSphinx phones (forced-aligned where a
+* a frame-level linear phone probe (standardised ridge classifier, closed form):
+  PocketSphinx phones (forced-aligned where a
   transcript exists, recognised otherwise; cached), speaker-disjoint folds.
 
 Each task is scored per layer and on all layers concatenated ("all"); the
@@ -38,7 +39,7 @@ import torch
 #: folds per task (fewer where a group count limits them)
 N_FOLDS = 5
 #: frames per fold used to fit the phone probe (subsampled, seeded)
-MAX_PHONE_TRAIN_FRAMES = 12000
+MAX_PHONE_TRAIN_FRAMES = 20000
 #: items per task (a seeded, label-stratified subset) and seconds kept of each
 #: utterance, so that one checkpoint takes about 2 minutes on 2 cores
 MAX_ITEMS = {"keywords": 800, "digits": 1200, "intents": 240, "speaker": 100, "language": 420}
@@ -99,8 +100,11 @@ def make_folds(labels, groups=None, n_folds=N_FOLDS, seed=0):
     return [(tr, te) for tr, te in split]
 
 
-def cv_accuracy(x, y, folds, max_train=None, seed=0):
-    """Mean and std over folds of a standardised logistic regression's accuracy.
+def cv_accuracy(x, y, folds, max_train=None, seed=0, classifier="logistic"):
+    """Mean and std over folds of a standardised linear classifier's accuracy.
+
+    ``classifier``: ``logistic`` (scikit-learn's LogisticRegression) or ``ridge``
+    (RidgeClassifier: closed form, for the many frames of the phone probe).
 
     Example
     -------
@@ -109,7 +113,7 @@ def cv_accuracy(x, y, folds, max_train=None, seed=0):
     >>> cv_accuracy(x, y, make_folds(y))[0]
     1.0
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -118,7 +122,9 @@ def cv_accuracy(x, y, folds, max_train=None, seed=0):
     for tr, te in folds:
         if max_train is not None and len(tr) > max_train:
             tr = rng.choice(tr, max_train, replace=False)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=1.0))
+        model = (RidgeClassifier(alpha=1.0) if classifier == "ridge"
+                 else LogisticRegression(max_iter=100, tol=1e-3, C=1.0))
+        clf = make_pipeline(StandardScaler(), model)
         clf.fit(x[tr], y[tr])
         accs.append(float((clf.predict(x[te]) == y[te]).mean()))
     return float(np.mean(accs)), float(np.std(accs))
@@ -241,12 +247,13 @@ def build_encoder(spec, seed=1):
 
 
 # ------------------------------------------------------------------ evaluation
-def run_probes(states, items, phone_frames=None):
+def run_probes(states, items, phone_frames=None, log=print):
     """All tasks' per-layer and all-layer accuracies (see module docstring)."""
     results = {}
     for task, its in items.items():
         if task == "phones":
             continue
+        t0 = time.time()
         y = np.array([i[2] for i in its])
         groups = None if its[0][3] is None else np.array([i[3] for i in its])
         feats = np.stack([pooled([torch.from_numpy(h)[None] for h in s],
@@ -255,6 +262,7 @@ def run_probes(states, items, phone_frames=None):
         layers = [cv_accuracy(feats[:, l], y, folds) for l in range(feats.shape[1])]
         allm, alls = cv_accuracy(feats.reshape(len(y), -1), y, folds)
         results[task] = _summary(layers, allm, alls, len(folds), len(y))
+        log(f"quick probe {task}: all-layer {100 * allm:.1f} ({time.time() - t0:.1f} s)")
     if phone_frames is not None:
         its = items["phones"]
         keep_utts = [k for k in range(len(its)) if phone_frames[k] is not None]
@@ -269,8 +277,9 @@ def run_probes(states, items, phone_frames=None):
         for l in range(n_layers):
             x = np.concatenate([states["phones"][k][l] for k in keep_utts])[valid]
             per_layer.append(x)
-            layers.append(cv_accuracy(x, y, folds, MAX_PHONE_TRAIN_FRAMES))
-        allm, alls = cv_accuracy(np.concatenate(per_layer, 1), y, folds, MAX_PHONE_TRAIN_FRAMES)
+            layers.append(cv_accuracy(x, y, folds, MAX_PHONE_TRAIN_FRAMES, classifier="ridge"))
+        allm, alls = cv_accuracy(np.concatenate(per_layer, 1), y, folds, MAX_PHONE_TRAIN_FRAMES,
+                                 classifier="ridge")
         results["phones"] = _summary(layers, allm, alls, len(folds), int(valid.sum()))
     return results
 
@@ -309,9 +318,10 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     result = {}
     for name in sources:
         codes = np.concatenate([out[name]["codes"][k] for k in keep])[valid]
-        qual = codebook_quality(codes, lab[valid].astype(str), codebook_size)
+        qual = codebook_quality(codes, {"phone": lab[valid].astype(str)}, codebook_size)
         m = qual["mean"]
-        result[name] = {"pnmi": float(m["pnmi"]), "purity": float(m["purity"]),
+        result[name] = {"pnmi": float(m["phone"]["pnmi"]),
+                        "purity": float(m["phone"]["cluster_purity"]),
                         "perplexity": float(m["perplexity"]), "distinct": float(m["distinct"])}
     return result
 
