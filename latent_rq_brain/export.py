@@ -50,22 +50,8 @@ class EncoderInterface(Pretrained):
     MODULES_NEEDED = ["encoder"]
 
     def encode_batch(self, wavs, wav_lens=None):
-        """All hidden states of a batch, as :meth:`PretrainedEncoder.forward`.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            (B, S) zero-padded 16 kHz waveforms.
-        wav_lens : torch.Tensor, optional
-            (B,) relative lengths.
-
-        Returns
-        -------
-        hidden_states : list of torch.Tensor
-            CNN front-end output then every Conformer layer, each (B, T, d).
-        enc_lens : torch.Tensor
-            (B,) valid 40 ms frames.
-        """
+        """``(hidden_states, enc_lens)`` of (B, S) 16 kHz waveforms and (B,)
+        relative lengths: the output of :meth:`PretrainedEncoder.forward`."""
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0])
         return self.mods.encoder(wavs.float().to(self.device), wav_lens.to(self.device))

@@ -35,12 +35,12 @@ import sys
 import time
 
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 from latent_rq_brain.data import read_audio_checked
 from recipes.probes.manifests import check_task, exit_on_data_error
 from recipes.probes.probing import stack_states
+from recipes.probes.train_probe import setup_experiment
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.metric_stats import ErrorRateStats
 
@@ -286,14 +286,7 @@ def main(argv):
     """Parses arguments, prepares data and tokenizer, fine-tunes, tests the best
     checkpoint; returns the content of ``results.json``."""
     t0 = time.perf_counter()
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = setup_experiment(argv)
     datasets, tokenizer = dataio_prepare(hparams)
     modules = build_modules(hparams, tokenizer.sp.get_piece_size())
     brain = FinetuneBrain(
@@ -303,13 +296,9 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.valid_history = []
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["test_dataloader_opts"],
-    )
+    loaders = {"train_loader_kwargs": hparams["train_dataloader_opts"],
+               "valid_loader_kwargs": hparams["test_dataloader_opts"]}
+    brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"], **loaders)
     steps = brain.optimizer_step  # evaluate() recovers the best checkpoint's counters
     brain.evaluate(
         datasets["test"], min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"]
