@@ -11,7 +11,9 @@ encoder's with its own, lower learning rate, which only steps after
 ``freeze_encoder_steps`` optimizer steps (before that the encoder runs
 without autograd). ``finetune_layers`` picks the layers that train.
 SpecAugment-style masks are applied to the log-Mel features in training.
-Valid: greedy decoding, WER selects the best checkpoint; test: greedy and
+Valid: greedy decoding; ``select_metric`` (WER, or CER for tiny corpora
+where every WER is near 100 %) drives the annealing and picks the
+checkpoint evaluated on test; test: greedy and
 beam search (SpeechBrain's ``CTCBeamSearcher``), WER and CER.
 
 Outputs in ``output_folder``: ``train_log.txt``, ``wer_test.txt``,
@@ -153,7 +155,8 @@ class FinetuneBrain(sb.Brain):
             return
         stats = self.stage_stats(stage_loss)
         if stage == sb.Stage.VALID:
-            lrs = self.anneal(stats["WER"])
+            key = self.hparams.select_metric
+            lrs = self.anneal(stats[key])
             self.hparams.train_logger.log_stats(
                 stats_meta={
                     "epoch": epoch,
@@ -167,8 +170,7 @@ class FinetuneBrain(sb.Brain):
             )
             self.valid_history.append(dict(stats, epoch=epoch, step=self.optimizer_step))
             self.checkpointer.save_and_keep_only(
-                meta={"WER": stats["WER"], "step": self.optimizer_step},
-                min_keys=["WER"],
+                meta={key: stats[key], "step": self.optimizer_step}, min_keys=[key]
             )
         else:
             self.hparams.train_logger.log_stats(
@@ -179,14 +181,14 @@ class FinetuneBrain(sb.Brain):
                 self.metrics["WER"].write_stats(f)
             self.test_stats = stats
 
-    def anneal(self, wer):
-        """NewBob on the valid WER for the head and (once training) the encoder."""
+    def anneal(self, error_rate):
+        """NewBob on the valid ``select_metric`` for the head and (once training) the encoder."""
         lrs = {}
         pairs = [("model_optimizer", self.hparams.lr_annealing_model, "lr")]
         if not self.encoder_frozen():
             pairs.append(("encoder_optimizer", self.hparams.lr_annealing_encoder, "lr_encoder"))
         for name, scheduler, key in pairs:
-            old, new = scheduler(wer)
+            old, new = scheduler(error_rate)
             sb.nnet.schedulers.update_learning_rate(self.optimizers_dict[name], new)
             lrs[key] = old
         return lrs
@@ -301,7 +303,7 @@ def main(argv):
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"], **loaders)
     steps = brain.optimizer_step  # evaluate() recovers the best checkpoint's counters
     brain.evaluate(
-        datasets["test"], min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"]
+        datasets["test"], min_key=hparams["select_metric"], test_loader_kwargs=hparams["test_dataloader_opts"]
     )
     info = hparams["pretrained"].info
     results = dict(
@@ -316,6 +318,7 @@ def main(argv):
         optimizer_steps=steps,
         best_step=brain.optimizer_step,
         units=tokenizer.sp.get_piece_size(),
+        select_metric=hparams["select_metric"],
         elapsed_s=round(time.perf_counter() - t0, 1),
     )
     with open(os.path.join(hparams["output_folder"], "results.json"), "w", encoding="utf-8") as f:
