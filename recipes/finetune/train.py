@@ -53,6 +53,11 @@ class FinetuneBrain(sb.Brain):
     """Encoder (``modules.encoder``, a :class:`~latent_rq_brain.finetune.TrainableEncoder`)
     -> ``modules.layer_sum`` -> ``modules.head`` -> CTC over ``hparams.tokenizer``'s units."""
 
+    def on_fit_start(self):
+        """Starts the per-epoch valid history (``results.json``)."""
+        self.valid_history = []
+        super().on_fit_start()
+
     def encoder_frozen(self):
         """True while the encoder must not train (warm-up steps, or no trainable layer)."""
         return (
@@ -297,7 +302,6 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.valid_history = []
     loaders = {"train_loader_kwargs": hparams["train_dataloader_opts"],
                "valid_loader_kwargs": hparams["test_dataloader_opts"]}
     brain.fit(hparams["epoch_counter"], datasets["train"], datasets["valid"], **loaders)
