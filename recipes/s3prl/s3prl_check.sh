@@ -84,6 +84,21 @@ for mode in frozen finetune; do
         -d fluent_commands -c "$ROOT/recipes/s3prl/fluent_commands.yaml" \
         -o "config.downstream_expert.datarc.file_path=$OUT/task" -p "$OUT/ic_$mode" --device cpu
     "$VENV/bin/python" run_downstream.py -m evaluate -t test -e "$OUT/ic_$mode/dev-best.ckpt" --device cpu
-    echo "-- $mode: $(grep -h "test" "$OUT/ic_$mode/log.log" | tail -1)"
+    echo "-- $mode: dev $(grep -h "dev" "$OUT/ic_$mode/log.log" | tail -1), $(grep -h "test" "$OUT/ic_$mode/log.log" | tail -1)"
 done
+# -f must have trained the upstream, and the frozen run must not have saved one
+"$VENV/bin/python" - "$CKPT" "$OUT" <<'PY'
+import sys, torch
+from latent_rq_brain.pretrained import find_checkpoint
+start = torch.load(find_checkpoint(sys.argv[1]).paramfiles["encoder"])
+for mode in ("frozen", "finetune"):
+    up = torch.load(f"{sys.argv[2]}/ic_{mode}/states-20.ckpt", weights_only=False).get("Upstream")
+    if mode == "frozen":
+        assert up is None, "the frozen run saved upstream weights"
+        print("-- frozen: upstream not trained (no Upstream state saved)")
+        continue
+    change = max((up["model.pretrained.encoder." + k] - v).abs().max().item() for k, v in start.items())
+    assert change > 0, "-f left the upstream unchanged"
+    print(f"-- finetune (-f): upstream weights moved, max |change| {change:.4f}")
+PY
 echo "s3prl-check passed"
