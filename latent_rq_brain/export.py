@@ -172,9 +172,8 @@ def model_card(encoder, data, results, name):
 
 def hyperparams_text(encoder):
     """``hyperparams.yaml`` of an exported folder."""
-    spec = yaml.safe_dump(
-        {"config": encoder.config, "info": encoder.info}, sort_keys=True
-    )
+    plain = json.loads(json.dumps({"config": encoder.config, "info": encoder.info}))
+    spec = yaml.safe_dump(plain, sort_keys=True)  # no anchors: shared lists are copies
     body = "".join("    " + line + "\n" for line in spec.splitlines())
     return (
         "# latent-rq encoder, written by python -m latent_rq_brain.export\n"
