@@ -84,7 +84,7 @@ for mode in frozen finetune; do
         -d fluent_commands -c "$ROOT/recipes/s3prl/fluent_commands.yaml" \
         -o "config.downstream_expert.datarc.file_path=$OUT/task" -p "$OUT/ic_$mode" --device cpu
     "$VENV/bin/python" run_downstream.py -m evaluate -t test -e "$OUT/ic_$mode/dev-best.ckpt" --device cpu
-    echo "-- $mode: dev $(grep -h "dev" "$OUT/ic_$mode/log.log" | tail -1), $(grep -h "test" "$OUT/ic_$mode/log.log" | tail -1)"
+    echo "-- $mode: $(grep -h "^dev at" "$OUT/ic_$mode/log.log" | tail -1), $(grep -h "^test at" "$OUT/ic_$mode/log.log" | tail -1)"
 done
 # -f must have trained the upstream, and the frozen run must not have saved one
 "$VENV/bin/python" - "$CKPT" "$OUT" <<'PY'
