@@ -113,6 +113,8 @@ def collect_results(folders):
             with open(path, encoding="utf-8") as f:
                 res = json.load(f)
             name = os.path.relpath(os.path.dirname(path), folder)
+            if name == ".":
+                name = os.path.basename(os.path.abspath(folder))
             if "task" in res and "metric" in res:
                 rows.append((f"probe {res['task']} ({name})", res["metric"], res["value"]))
             elif "WER" in res:
