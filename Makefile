@@ -17,7 +17,7 @@ REPRO_SCALE ?= cpu
 SEEDS ?= 1 2 3
 SHARED ?= ../shared/data
 
-.PHONY: demo test install clean-demo reproduce
+.PHONY: demo test install clean-demo reproduce s3prl-check
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ demo: $(STAMP)
 	@echo "-- Probes (frozen encoders, same step count)"
 	$(BIN)/python -m recipes.probes.table BEST-RQ=$(DEMO_OUT)/probes/best_rq \
 	    Latent-RQ=$(DEMO_OUT)/probes/latent_rq random-init=$(DEMO_OUT)/probes/random
+
+# s3prl 0.4.18 in its own venv (.venv-s3prl, torch 2.8; a large download), our
+# upstream registered, upstream + Featurizer test, run_downstream.py train/evaluate
+# on a small task from ../shared/data. Not part of make test.
+s3prl-check:
+	bash recipes/s3prl/s3prl_check.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -4,6 +4,12 @@ List of 16 kHz waveforms in, ``{"hidden_states": [...]}`` out: the CNN
 front-end output and every Conformer layer, 40 ms frames (downsample rate 640),
 as SUPERB's weighted-sum featurizer expects.
 
+Frozen or fine-tuned as s3prl asks: without ``-f`` s3prl calls ``eval()`` and
+runs the upstream under ``torch.no_grad()``; with ``-f`` (``--upstream_trainable``)
+it calls ``train()``, gives ``parameters()`` to its optimizer and runs it with
+autograd, and the hidden states then carry gradients to every encoder layer
+(:class:`~latent_rq_brain.finetune.TrainableEncoder`).
+
 Example
 -------
 >>> import torch
@@ -14,6 +20,11 @@ Example
 (3, torch.Size([2, 26, 32]))
 >>> expert.get_downsample_rates("hidden_states")
 640
+>>> with torch.no_grad():  # s3prl without -f
+...     expert.eval()([torch.randn(8000)])["hidden_states"][-1].requires_grad
+False
+>>> expert.train()([torch.randn(8000)])["hidden_states"][-1].requires_grad  # -f
+True
 
 Authors
  * latent-rq developers 2026
@@ -27,6 +38,7 @@ try:  # inside s3prl: its base class adds the hook machinery
 except ImportError:  # standalone use and tests
     _Base = torch.nn.Module
 
+from latent_rq_brain.finetune import TrainableEncoder
 from latent_rq_brain.pretrained import PretrainedEncoder
 
 
@@ -48,10 +60,10 @@ class UpstreamExpert(_Base):
         else:
             super().__init__(**kwargs)
         del model_config
-        if isinstance(ckpt, PretrainedEncoder):
-            self.model = ckpt
-        else:
-            self.model = PretrainedEncoder.from_checkpoint(ckpt)
+        if not isinstance(ckpt, PretrainedEncoder):
+            ckpt = PretrainedEncoder.from_checkpoint(ckpt)
+        # every parameter trainable: s3prl decides (no_grad + eval unless -f)
+        self.model = TrainableEncoder(ckpt, trainable_layers="all")
 
     def get_downsample_rates(self, key: str = None) -> int:
         """Samples per output frame (640 = 40 ms at 16 kHz) for every key."""

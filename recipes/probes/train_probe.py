@@ -382,6 +382,21 @@ def write_results(brain, hparams, elapsed):
     return results
 
 
+def setup_experiment(argv):
+    """SpeechBrain's recipe start: command line -> (hparams, run_opts), output
+    folder created with the YAML and overrides saved (also used by
+    ``recipes/finetune/train.py``)."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    return hparams, run_opts
+
+
 def main(argv):
     """Parses arguments, prepares data, trains, evaluates the best checkpoint.
 
@@ -391,14 +406,7 @@ def main(argv):
         The content of ``results.json``.
     """
     t0 = time.perf_counter()
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = setup_experiment(argv)
     device = run_opts.get("device", "cpu") if isinstance(run_opts, dict) else getattr(
         run_opts, "device", "cpu"
     )

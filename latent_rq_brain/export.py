@@ -1,0 +1,251 @@
+"""Export a checkpoint as a shareable SpeechBrain model folder.
+
+``python -m latent_rq_brain.export RUN --out DIR`` (``RUN``: a run's output
+folder, its ``save`` folder or one ``CKPT+`` folder) writes what SpeechBrain
+users publish on a model hub:
+
+* ``hyperparams.yaml``: the encoder (:class:`~latent_rq_brain.pretrained.PretrainedEncoder`
+  with its architecture), ``modules`` and a ``pretrainer``;
+* ``encoder.ckpt``: its weights;
+* ``README.md``: a model card (method, stage, step, data, layers, downsample
+  rate, how to load, probe / fine-tuning numbers given with ``--results``).
+
+The folder loads back offline with SpeechBrain's own interface and returns
+the hidden states of :class:`PretrainedEncoder` (latent-rq must be
+importable, e.g. ``PYTHONPATH=/path/to/latent-rq``)::
+
+    from latent_rq_brain.export import EncoderInterface
+    enc = EncoderInterface.from_hparams(source="DIR", savedir="/tmp/DIR")
+    hidden_states, enc_lens = enc.encode_batch(wavs, wav_lens)
+    # or SpeechBrain's class: same (hidden_states, enc_lens)
+    from speechbrain.inference.encoders import WaveformEncoder
+    hidden_states, enc_lens = WaveformEncoder.from_hparams(source="DIR", savedir="/tmp/DIR").encode_batch(wavs, wav_lens)
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import torch
+import yaml
+
+from speechbrain.inference.interfaces import Pretrained
+
+from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
+
+
+class EncoderInterface(Pretrained):
+    """SpeechBrain inference interface of an exported encoder.
+
+    ``from_hparams(source=DIR, savedir=...)`` on a folder written by
+    :func:`export`; the hyperparams must define ``encoder`` (a
+    :class:`PretrainedEncoder`).
+    """
+
+    MODULES_NEEDED = ["encoder"]
+
+    def encode_batch(self, wavs, wav_lens=None):
+        """``(hidden_states, enc_lens)`` of (B, S) 16 kHz waveforms and (B,)
+        relative lengths: the output of :meth:`PretrainedEncoder.forward`."""
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        return self.mods.encoder(wavs.float().to(self.device), wav_lens.to(self.device))
+
+    def encode_file(self, path, **kwargs):
+        """Hidden states (list of (1, T, d)) of one audio file (resampled to 16 kHz)."""
+        wav = self.load_audio(path, **kwargs)
+        states, _ = self.encode_batch(wav.unsqueeze(0), torch.tensor([1.0]))
+        return states
+
+    def forward(self, wavs, wav_lens=None):
+        """Same as :meth:`encode_batch`."""
+        return self.encode_batch(wavs, wav_lens)
+
+
+def method_name(info):
+    """``BEST-RQ`` for stage 0 (or unknown), ``Latent-RQ stage k`` after.
+
+    Example
+    -------
+    >>> method_name({"stage": 0}), method_name({"stage": 2})
+    ('BEST-RQ (stage 0)', 'Latent-RQ stage 2')
+    >>> method_name({"stage": 1, "transition_to_stage": 1})
+    'BEST-RQ (stage 0, written at the transition to stage 1)'
+    """
+    stage = info.get("stage")
+    if "transition_to_stage" in info:  # the encoder is the end of the previous stage
+        prev = int(info["transition_to_stage"]) - 1
+        name = "BEST-RQ (stage 0" if prev == 0 else f"Latent-RQ stage {prev} ("
+        sep = ", " if prev == 0 else ""
+        return f"{name}{sep}written at the transition to stage {info['transition_to_stage']})"
+    if not stage:
+        return "BEST-RQ (stage 0)"
+    return f"Latent-RQ stage {stage}"
+
+
+def run_data(checkpoint_path):
+    """What the run trained on, from the ``hyperparams.yaml`` next to its
+    ``save`` folder (``{}`` when there is none)."""
+    run = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint_path)))
+    path = os.path.join(run, "hyperparams.yaml")
+    if not os.path.isfile(path):
+        return {}
+    found = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:  # plain top-level keys only: the file holds YAML tags
+            key, sep, value = line.partition(":")
+            if sep and key in ("data_folder", "train_csv", "languages", "optimizer_step_limit"):
+                found[key] = value.strip()
+    return found
+
+
+def collect_results(folders):
+    """Rows (name, metric, value) from ``results.json`` files of probes
+    (``{"task", "metric", "value"}``) and fine-tuning runs (``{"WER", ...}``)."""
+    rows = []
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "**", "results.json"), recursive=True)):
+            with open(path, encoding="utf-8") as f:
+                res = json.load(f)
+            name = os.path.relpath(os.path.dirname(path), folder)
+            if name == ".":
+                name = os.path.basename(os.path.abspath(folder))
+            if "task" in res and "metric" in res:
+                rows.append((f"probe {res['task']} ({name})", res["metric"], res["value"]))
+            elif "WER" in res:
+                for key in ("WER", "WER_beam", "CER"):
+                    if key in res:
+                        rows.append((f"CTC fine-tuning ({name})", key, res[key]))
+    return rows
+
+
+def model_card(encoder, data, results, name):
+    """The ``README.md`` text of an exported folder."""
+    info, c = encoder.info, encoder.config
+    lines = [
+        "---",
+        "library_name: speechbrain",
+        "tags: [self-supervised-learning, speech, latent-rq, best-rq]",
+        "---",
+        f"# {name}",
+        "",
+        f"Speech encoder pre-trained with **{method_name(info)}** "
+        "(latent-rq, SpeechBrain 1.1 recipe).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | {method_name(info)} |",
+        f"| stage | {info.get('stage')} |",
+        f"| optimizer step | {info.get('step')} |",
+        f"| data | {data.get('train_csv') or data.get('data_folder') or 'unknown'}"
+        + (f" (languages {data['languages']})" if data.get("languages") else "") + " |",
+        f"| encoder | CNN front-end (4x) + {c['num_encoder_layers']} Conformer layers, "
+        f"d={c['d_model']}, {c['nhead']} heads, FFN {c['d_ffn']} |",
+        f"| hidden states | {encoder.num_hidden_states}: CNN front-end output (paper layer -1), "
+        f"then Conformer layers 0..{c['num_encoder_layers'] - 1} |",
+        f"| downsample rate | {encoder.downsample_rate} samples ({encoder.downsample_rate * 1000 // encoder.sample_rate} ms frames at {encoder.sample_rate} Hz) |",
+        f"| target layers | {c.get('target_layers')} (normalisation {c.get('target_norm')}) |",
+        f"| parameters | {sum(p.numel() for p in encoder.parameters()):,} |",
+        f"| exported from | `{info.get('checkpoint')}` |",
+        "",
+        "## Load it (offline; latent-rq importable)",
+        "",
+        "```python",
+        "from latent_rq_brain.export import EncoderInterface",
+        'enc = EncoderInterface.from_hparams(source="<this folder>", savedir="/tmp/latent_rq_model")',
+        "hidden_states, enc_lens = enc.encode_batch(wavs, wav_lens)  # (B, S) 16 kHz, relative lengths",
+        "# or SpeechBrain's own class, same output:",
+        "from speechbrain.inference.encoders import WaveformEncoder",
+        'enc = WaveformEncoder.from_hparams(source="<this folder>", savedir="/tmp/latent_rq_model")',
+        "```",
+        "",
+    ]
+    if results:
+        lines += ["## Results", "", "| task | metric | value |", "|---|---|---|"]
+        lines += [f"| {n} | {m} | {v} |" for n, m, v in results]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def hyperparams_text(encoder):
+    """``hyperparams.yaml`` of an exported folder."""
+    plain = json.loads(json.dumps({"config": encoder.config, "info": encoder.info}))
+    spec = yaml.safe_dump(plain, sort_keys=True)  # no anchors: shared lists are copies
+    body = "".join("    " + line + "\n" for line in spec.splitlines())
+    return (
+        "# latent-rq encoder, written by python -m latent_rq_brain.export\n"
+        "# Load: EncoderInterface.from_hparams(source=<folder>, savedir=...)\n"
+        "# (latent_rq_brain.export) or speechbrain.inference.encoders.WaveformEncoder.\n"
+        f"sample_rate: {encoder.sample_rate}\n"
+        f"downsample_rate: {encoder.downsample_rate}\n"
+        "encoder: !new:latent_rq_brain.pretrained.PretrainedEncoder\n"
+        f"{body}"
+        "modules:\n"
+        "    encoder: !ref <encoder>\n"
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+        "    loadables:\n"
+        "        encoder: !ref <encoder>\n"
+    )
+
+
+def export(checkpoint, out, name=None, results=()):
+    """Writes the model folder (see the module docstring); returns its files.
+
+    Arguments
+    ---------
+    checkpoint : str
+        Run folder, save folder or ``CKPT+`` folder (resolved once, here).
+    out : str
+        Output folder (created; existing files are overwritten).
+    name : str, optional
+        Title of the model card.
+    results : sequence of str
+        Folders searched for probe / fine-tuning ``results.json``.
+    """
+    ckpt = find_checkpoint(checkpoint)
+    encoder = PretrainedEncoder.from_checkpoint(ckpt.path)
+    os.makedirs(out, exist_ok=True)
+    files = {
+        "encoder.ckpt": os.path.join(out, "encoder.ckpt"),
+        "hyperparams.yaml": os.path.join(out, "hyperparams.yaml"),
+        "README.md": os.path.join(out, "README.md"),
+    }
+    torch.save(encoder.state_dict(), files["encoder.ckpt"])
+    with open(files["hyperparams.yaml"], "w", encoding="utf-8") as f:
+        f.write(hyperparams_text(encoder))
+    card = model_card(
+        encoder, run_data(ckpt.path), collect_results(results),
+        name or f"latent-rq {method_name(encoder.info)}, step {encoder.info.get('step')}",
+    )
+    with open(files["README.md"], "w", encoding="utf-8") as f:
+        f.write(card)
+    return files
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="run folder, save/ folder or CKPT+ folder")
+    parser.add_argument("--out", required=True, help="model folder to write")
+    parser.add_argument("--name", default=None, help="model card title")
+    parser.add_argument(
+        "--results", nargs="*", default=[],
+        help="folders with probe or fine-tuning results.json files for the model card",
+    )
+    args = parser.parse_args(argv)
+    try:
+        files = export(args.checkpoint, args.out, args.name, args.results)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    for path in files.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
