@@ -115,7 +115,7 @@ def cv_accuracy(x, y, folds, max_train=None, seed=0, classifier="ridge"):
     Example
     -------
     >>> rng = np.random.default_rng(0)
-    >>> y = np.repeat([0, 1, 2], 40); x = rng.normal(size=(120, 4)) + 5 * y[:, None]
+    >>> y = np.repeat([0, 1, 2], 40); x = rng.normal(size=(120, 4)) + 5 * np.eye(4)[y]
     >>> cv_accuracy(x, y, make_folds(y))[0]
     1.0
     """
@@ -166,8 +166,8 @@ def subset(items, n, seed=0):
     Example
     -------
     >>> its = [(f"u{i}", "w", "ab"[i % 2], None) for i in range(10)]
-    >>> [i[2] for i in subset(its, 4)]
-    ['a', 'b', 'a', 'b']
+    >>> sorted(i[2] for i in subset(its, 4))
+    ['a', 'a', 'b', 'b']
     """
     if n is None or len(items) <= n:
         return items
