@@ -48,7 +48,7 @@ import torch
 
 import speechbrain as sb
 from latent_rq_brain import synthetic
-from latent_rq_brain.encoder import set_fast_kernels
+from latent_rq_brain.sb_patches import set_fast_kernels
 from latent_rq_brain.target_encoder import unwrap
 
 

@@ -5,7 +5,7 @@ mode, ``requires_grad_(False)``) and kept *outside* ``Brain.modules`` so that
 SpeechBrain neither trains it, nor wraps it in DDP, nor switches it back to
 train mode. Its forward stops after the deepest target layer. It returns the
 hidden states of ``target_layers`` (paper indices, see
-:func:`latent_rq_brain.encoder.hidden_state_index`), each normalised before the
+:mod:`latent_rq_brain.layers`), each normalised before the
 random projection:
 
 * ``"utterance"`` (the YAML default): per-utterance, per-dimension
@@ -26,7 +26,7 @@ import hashlib
 
 import torch
 
-from latent_rq_brain.encoder import check_target_layers, hidden_state_index
+from latent_rq_brain.layers import check_target_layers, hidden_state_index
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -110,9 +110,7 @@ class TargetEncoder:
     def attach(self, encoder):
         """Remembers the live encoder (for its structure) and checks the layers."""
         self.template = encoder
-        n = unwrap(encoder).num_layers
-        for layer in self.target_layers:
-            hidden_state_index(layer, n)  # raises with a clear message
+        check_target_layers(self.target_layers, unwrap(encoder).num_layers)
 
     def _frozen_copy(self, encoder):
         module = copy.deepcopy(unwrap(encoder))

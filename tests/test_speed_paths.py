@@ -12,7 +12,7 @@ import torch
 
 import speechbrain as sb
 from test_training import built, fit_batches, write_corpus
-from latent_rq_brain.encoder import (
+from latent_rq_brain.sb_patches import (
     BatchMajorFeedForward,
     ChannelsLastConv2d,
     FusedRelPosMHAXL,

@@ -16,9 +16,9 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from latent_rq_brain.encoder import PaddingExactConvolutionModule, hidden_state_index
+from latent_rq_brain.layers import hidden_state_index, layer_source
+from latent_rq_brain.sb_patches import PaddingExactConvolutionModule
 from latent_rq_brain.masking import sample_span_mask
-from latent_rq_brain.quantizer import layer_source
 from latent_rq_brain.target_encoder import TargetEncoder, normalize_states
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 
