@@ -204,6 +204,29 @@ class RandomProjectionQuantizer(torch.nn.Module):
     def _save(self, path):
         torch.save({"config": self.config(), "state": self.state_dict()}, path)
 
+    @classmethod
+    def from_file(cls, path):
+        """The quantizer saved in a checkpoint's ``quantizer.ckpt``."""
+        saved = torch.load(path, map_location="cpu")
+        c = saved["config"]
+        sources = {k: tuple(v) for k, v in c["sources"].items()}
+        quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"])
+        quantizer.load_state_dict(saved["state"], strict=True)
+        return quantizer
+
+    def check_same(self, path):
+        """Raises unless every buffer saved in ``path`` that this quantizer
+        also has is equal to its own (branching: comparable targets)."""
+        saved = torch.load(path, map_location="cpu")
+        mine = self.state_dict()
+        for key, value in saved["state"].items():
+            if key in mine and not torch.equal(mine[key].cpu(), value):
+                raise ValueError(
+                    f"quantizer buffer {key} in {path} differs from this config's "
+                    "(different seed or quantizer settings): targets would not "
+                    "be comparable"
+                )
+
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch

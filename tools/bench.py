@@ -5,8 +5,9 @@ In ONE run, on the same model, batch and data, times full training steps
 
 * stage 0 (BEST-RQ) and stage 1 (Latent-RQ) with every fast path on;
 * each fast path switched off in turn (``truncate_target_encoder``,
-  ``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``,
-  ``fast_attention``), so each one's share is visible;
+  masked-only forward (off = :func:`plain_forward`), ``target_cache``,
+  ``fast_frontend``, ``fast_ffn``, ``fast_attention``), so each one's share
+  is visible;
 * the compute floor of the online ratio: counted FLOPs of a stage-1 online
   step over those of a stage-0 step (``FlopCounterMode``);
 * stage 0 done SpeechBrain's way (its front-end, feed-forward and attention
@@ -14,14 +15,14 @@ In ONE run, on the same model, batch and data, times full training steps
   RandomProjectionQuantizer`` per codebook, heads on all frames);
 
 then compares our quantizer with SpeechBrain's on 18 x 4096 x 16
-(:mod:`latent_rq_brain.bench_quantizer`). Prints markdown tables and, as the
+(:mod:`tools.bench_quantizer`). Prints markdown tables and, as the
 last line, a JSON object.
 
 Usage::
 
-    python -m latent_rq_brain.bench --quick                  # CPU, a few minutes
-    python -m latent_rq_brain.bench --out results/performance.md
-    python -m latent_rq_brain.bench --config hparams/best_rq.yaml --device cuda:0 \\
+    python -m tools.bench --quick                  # CPU, a few minutes
+    python -m tools.bench --out results/performance.md
+    python -m tools.bench --config hparams/best_rq.yaml --device cuda:0 \\
         --batch-seconds 600                                  # paper model on a GPU
 
 On CUDA it also reports audio seconds per second, peak memory and model-FLOPs
@@ -36,6 +37,7 @@ Authors
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -50,40 +52,30 @@ import speechbrain as sb
 from latent_rq_brain import synthetic
 from latent_rq_brain.sb_patches import set_fast_kernels
 from latent_rq_brain.target_encoder import unwrap
-
-
-class SpeechBrainQuantizers:
-    """Our quantizer's buffers in SpeechBrain's quantizer, one object per codebook.
-
-    Same call as ours: ``(x (M, input_dim), source) -> (M, n)`` codes.
-    """
-
-    def __init__(self, ours):
-        from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBQ
-
-        self.groups = {}
-        for name, (input_dim, n) in ours.sources.items():
-            proj, cb = ours.projection(name), ours.codebooks(name)
-            d = ours.codebook_dim
-            qs = []
-            for i in range(n):
-                q = SBQ(input_dim, d, ours.codebook_size).to(proj.device)
-                q.P.copy_(proj[:, i * d : (i + 1) * d])
-                q.CB.copy_(cb[i])
-                qs.append(q)
-            self.groups[name] = qs
-
-    @torch.no_grad()
-    def __call__(self, x, name):
-        x = x.float()[None]
-        return torch.stack([q(x)[0] for q in self.groups[name]], 1)
-
-    def checksum(self):
-        """Not used for identity here; present for the Brain's interface."""
-        return "speechbrain"
+from latent_rq_brain.targets import valid_frames
+from tools.bench_quantizer import SpeechBrainQuantizers
 
 
 SB_WAY = "BEST-RQ, SpeechBrain's way (its quantizer and modules, heads on all frames)"
+
+
+def plain_forward(brain, batch, stage):
+    """The reference of :meth:`LatentRQBrain.compute_forward`: targets of every
+    valid frame and heads on every frame, then the masked ones kept (what the
+    fast path computes on the masked frames only; the tests prove them equal)."""
+    batch = batch.to(brain.device)
+    x = brain.masked_inputs(batch, stage)
+    feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
+    valid = valid_frames(enc_lens, mask.shape[1])
+    full = torch.zeros(
+        *valid.shape, brain.hparams.n_codebooks, dtype=torch.long, device=brain.device
+    )
+    full[valid] = brain.compute_targets(feats, enc_lens, valid)
+    out, _ = brain.modules.encoder(brain.modules.mask_embedding(feats, mask), enc_lens)
+    logits = brain.modules.heads(out.reshape(-1, out.shape[-1]))
+    logits = logits.view(*out.shape[:2], *logits.shape[1:])[mask]
+    return {"logits": logits, "targets": full[mask], "mask": mask, "enc_lens": enc_lens,
+            "audio_s": x["audio_s"]}
 
 
 def _sync(device):
@@ -118,8 +110,8 @@ def flops_per_step(brain, enc_lens, n_masked, stage):
     sq = float((enc_lens.double() ** 2).sum())
     heads = matmul_params(unwrap(brain.modules.heads))
     flops = 6 * matmul_params(enc) * frames + 6 * heads * n_masked + 12 * L * d * sq
-    if stage > 0 and brain.target_encoder.active:
-        te = brain.target_encoder.module
+    if stage > 0 and brain.targets.target_encoder.active:
+        te = brain.targets.target_encoder.module
         flops += 2 * matmul_params(te) * frames + 4 * te.num_layers * d * sq
     return flops
 
@@ -208,9 +200,12 @@ def run(args):
               frontend=True, ffn=True, attention=True):
         def apply():
             brain.schedule.stage = stage
-            hp.masked_only = masked_only
-            brain.quantizer = quantizer
-            brain.target_encoder = target
+            if masked_only:
+                brain.__dict__.pop("compute_forward", None)
+            else:
+                brain.compute_forward = functools.partial(plain_forward, brain)
+            brain.targets.quantizer = quantizer
+            brain.targets.target_encoder = target
             brain.target_cache = cache if cached else None
             for module in (unwrap(brain.modules.encoder), truncated.module, full.module):
                 set_fast_kernels(module, frontend=frontend, ffn=ffn, attention=attention)
@@ -218,7 +213,7 @@ def run(args):
 
     variants = [
         ("BEST-RQ, all fast paths", 0, setup(0)),
-        ("BEST-RQ, masked_only off (heads and quantizer on all frames)", 0,
+        ("BEST-RQ, plain forward (heads and quantizer on all frames)", 0,
          setup(0, masked_only=False)),
         (SB_WAY, 0,
          setup(0, masked_only=False, quantizer=sb_quantizer, frontend=False, ffn=False,
@@ -230,7 +225,7 @@ def run(args):
         ("BEST-RQ, fast_attention off (SpeechBrain's unfused attention)", 0,
          setup(0, attention=False)),
         ("Latent-RQ online, all fast paths", 1, setup(1)),
-        ("Latent-RQ online, masked_only off", 1, setup(1, masked_only=False)),
+        ("Latent-RQ online, plain forward", 1, setup(1, masked_only=False)),
         ("Latent-RQ online, truncate_target_encoder off", 1, setup(1, target=full)),
         ("Latent-RQ online, fast_frontend, fast_ffn and fast_attention off", 1,
          setup(1, frontend=False, ffn=False, attention=False)),
@@ -298,7 +293,7 @@ def run(args):
 
     qrows = []
     if args.quantizer_frames:
-        from latent_rq_brain.bench_quantizer import compare_quantizers
+        from tools.bench_quantizer import compare_quantizers
 
         qrows = compare_quantizers(
             frame_counts=args.quantizer_frames, device=str(brain.device)
@@ -381,7 +376,7 @@ def run(args):
         md += ["", f"Target cache: built for {n} utterances in {cache_s:.2f} s "
                "(transition included), then read every step."]
     if qrows:
-        from latent_rq_brain.bench_quantizer import format_table
+        from tools.bench_quantizer import format_table
 
         md += ["", "## Quantizer: ours vs SpeechBrain's (18 x 4096 x 16, input 320)", "",
                format_table(qrows)]
@@ -423,7 +418,7 @@ def main(argv=None):
     print(js)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        cmd = "python -m latent_rq_brain.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = "python -m tools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(f"# Performance\n\nProduced by `{cmd}`.\n\n{md}\n\n```json\n{js}\n```\n")
     return summary
