@@ -30,6 +30,7 @@ from speechbrain.utils.checkpoints import (
 from latent_rq_brain.checkpoints import checkpoint_info, find_checkpoint, load_state, require_files
 from latent_rq_brain.encoder import LatentRQEncoder
 from latent_rq_brain.features import MelFeatures
+from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 
 #: Settings (top-level YAML keys) that fix features and encoder architecture.
@@ -187,8 +188,11 @@ def yaml_config(hparams_file):
     import ruamel.yaml
     from hyperpyyaml import resolve_references
 
+    hparams_file, overrides = expand_hparams_file(hparams_file)
+    overrides = ruamel.yaml.YAML().load(overrides or "{}")
+    overrides.update(data_folder="-", init_from=None)
     with open(hparams_file, encoding="utf-8") as f:
-        resolved = resolve_references(f, {"data_folder": "-", "init_from": None})
+        resolved = resolve_references(f, overrides)
     tree = ruamel.yaml.YAML(typ="safe", pure=True)
     tree.constructor.add_multi_constructor("!", lambda loader, suffix, node: None)
     hparams = tree.load(resolved)
