@@ -26,6 +26,7 @@ import hashlib
 
 import torch
 
+from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import check_target_layers, hidden_state_index
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
@@ -60,8 +61,8 @@ def normalize_states(states, enc_lens, norm):
     if norm == "layer":
         return torch.nn.functional.layer_norm(states, states.shape[-1:])
     if norm == "utterance":
-        valid = torch.arange(states.shape[1], device=states.device)
-        valid = (valid[None, :] < enc_lens[:, None]).unsqueeze(-1).float()
+        valid = valid_frames(enc_lens.to(states.device), states.shape[1])
+        valid = valid.unsqueeze(-1).float()
         n = valid.sum(1, keepdim=True)
         mean = (states * valid).sum(1, keepdim=True) / n
         var = ((states - mean) * valid).square().sum(1, keepdim=True) / n

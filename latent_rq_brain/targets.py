@@ -20,6 +20,7 @@ Authors
 
 import torch
 
+from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
 
 
@@ -35,17 +36,6 @@ def stack_frames(feats, downsampling):
     """
     B, T, C = feats.shape
     return feats.view(B, T // downsampling, downsampling * C)
-
-
-def valid_frames(enc_lens, T):
-    """(B, T) bool, True on the valid encoder frames.
-
-    Example
-    -------
-    >>> valid_frames(torch.tensor([2, 3]), 3).tolist()
-    [[True, True, False], [True, True, True]]
-    """
-    return torch.arange(T, device=enc_lens.device)[None, :] < enc_lens[:, None]
 
 
 class TargetMaker:

@@ -52,7 +52,7 @@ import speechbrain as sb
 from latent_rq_brain import synthetic
 from latent_rq_brain.sb_patches import set_fast_kernels
 from latent_rq_brain.target_encoder import unwrap
-from latent_rq_brain.targets import valid_frames
+from latent_rq_brain.features import valid_frames
 from tools.bench_quantizer import SpeechBrainQuantizers
 
 

@@ -36,9 +36,7 @@ Authors
 """
 
 import argparse
-import csv
 import gzip
-import hashlib
 import json
 import logging
 import math
@@ -53,10 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
+if not __package__:  # run as a script: the repository root makes the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from latent_rq_brain.data import stable_hash, write_manifest  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 SAMPLERATE = 16000
-CSV_HEADER = ["ID", "duration", "wav", "spk_id", "wrd"]
 OPT_FILE = "prepare_asterisk.json"
 PREP_VERSION = 1  # bump when the produced CSV/WAV contents change
 AUDIO_PACKAGE = "asterisk-core-sounds-{lang}-g722"
@@ -297,8 +298,8 @@ def prepare_asterisk(
             valid_rows.append(row)
         else:
             train_rows.append(row)
-    write_csv(train_rows, train_csv)
-    write_csv(valid_rows, valid_csv)
+    write_manifest(train_rows, train_csv)
+    write_manifest(valid_rows, valid_csv)
 
     stats = {
         "train": _split_stats(train_rows),
@@ -356,17 +357,8 @@ def parse_transcripts(path):
 
 
 def parse_transcript_lines(lines):
-    """Parses the lines of an Asterisk transcript file (see parse_transcripts).
-
-    Arguments
-    ---------
-    lines : iterable of str
-        Lines of the file.
-
-    Returns
-    -------
-    dict
-        Maps each prompt name to its transcript.
+    """Parses the lines of an Asterisk transcript file: the prompt-name ->
+    transcript dict of :func:`parse_transcripts`.
 
     Example
     -------
@@ -385,32 +377,6 @@ def parse_transcript_lines(lines):
             continue
         transcripts[name] = " ".join(text.split())
     return transcripts
-
-
-def stable_hash(key):
-    """Returns a process-independent hash of a string in [0, 1).
-
-    Unlike the built-in ``hash``, this does not depend on PYTHONHASHSEED.
-
-    Arguments
-    ---------
-    key : str
-        The string to hash.
-
-    Returns
-    -------
-    float
-        The first 8 bytes of the SHA-1 of ``key`` (UTF-8) divided by 2**64.
-
-    Example
-    -------
-    >>> stable_hash("digits/1") == stable_hash("digits/1")
-    True
-    >>> 0.0 <= stable_hash("x") < 1.0
-    True
-    """
-    digest = hashlib.sha1(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def is_valid(name, valid_fraction):
@@ -604,41 +570,6 @@ def decode_to_wav(g722_path, wav_path, min_duration=0.0, max_duration=float("inf
         os.makedirs(os.path.dirname(os.path.abspath(wav_path)), exist_ok=True)
         soundfile.write(wav_path, samples, SAMPLERATE, subtype="PCM_16")
     return status, n_samples, os.path.abspath(wav_path)
-
-
-def write_csv(rows, csv_file):
-    """Writes manifest rows to a CSV file (``ID,duration,wav,spk_id,wrd``).
-
-    Written atomically through a temporary file, with the ``csv`` module's
-    quoting (fields holding commas or quotes are quoted). Extra keys are an
-    error.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with the keys of ``CSV_HEADER``.
-    csv_file : str or os.PathLike
-        Destination file.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     out = Path(tmp) / "x.csv"
-    ...     row = {"ID": "en-a", "duration": 1.5, "wav": "/a.wav",
-    ...            "spk_id": "asterisk-en", "wrd": "Hi, there"}
-    ...     write_csv([row], out)
-    ...     print(out.read_text().strip())
-    ID,duration,wav,spk_id,wrd
-    en-a,1.5,/a.wav,asterisk-en,"Hi, there"
-    """
-    csv_file = Path(csv_file)
-    tmp_file = csv_file.with_name(csv_file.name + ".tmp")
-    with open(tmp_file, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_HEADER, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp_file, csv_file)
 
 
 def extract_deb(deb, extract_root):

@@ -21,6 +21,7 @@ import os
 
 import torch
 
+from latent_rq_brain.features import valid_frames
 from latent_rq_brain.pretrained import PretrainedEncoder
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
@@ -97,17 +98,6 @@ class WeightedLayerSum(torch.nn.Module):
         return torch.einsum("btld,l->btd", states, w)
 
 
-def valid_mask(lens, T):
-    """(B, T) bool mask of the first ``lens[b]`` frames.
-
-    Example
-    -------
-    >>> valid_mask(torch.tensor([2, 3]), 3).tolist()
-    [[True, True, False], [True, True, True]]
-    """
-    return torch.arange(T, device=lens.device)[None, :] < lens[:, None]
-
-
 class PoolingClassifier(torch.nn.Module):
     """Mean pooling over valid frames, then a linear layer or a 1-hidden MLP.
 
@@ -146,7 +136,7 @@ class PoolingClassifier(torch.nn.Module):
 
     def forward(self, x, lens):
         """Logits (B, n_outputs) of frames ``x`` (B, T, D) with ``lens`` valid frames."""
-        mask = valid_mask(lens.to(x.device), x.shape[1]).unsqueeze(-1).float()
+        mask = valid_frames(lens.to(x.device), x.shape[1]).unsqueeze(-1).float()
         pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.net(pooled)
 
