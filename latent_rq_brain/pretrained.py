@@ -194,9 +194,13 @@ def yaml_config(hparams_file):
     with open(hparams_file, encoding="utf-8") as f:
         resolved = resolve_references(f, overrides)
     tree = ruamel.yaml.YAML(typ="safe", pure=True)
+    # HyperPyYAML's tuples, "(32, 16)", tagged !tuple once its loader has run
+    tree.constructor.add_constructor(
+        "!tuple", lambda loader, node: ast.literal_eval(loader.construct_scalar(node))
+    )
     tree.constructor.add_multi_constructor("!", lambda loader, suffix, node: None)
     hparams = tree.load(resolved)
-    for key, value in hparams.items():  # HyperPyYAML's tuples: "(32, 16)"
+    for key, value in hparams.items():
         if isinstance(value, str) and value.startswith("("):
             hparams[key] = ast.literal_eval(value)
     return EncoderSpec.from_hparams(hparams).config
