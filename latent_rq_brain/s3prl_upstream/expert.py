@@ -36,7 +36,8 @@ class UpstreamExpert(_Base):
     Arguments
     ---------
     ckpt : str or PretrainedEncoder
-        A latent-rq checkpoint (run output folder, save folder or CKPT+ folder),
+        Any encoder name :meth:`PretrainedEncoder.load` takes (run output
+        folder, save folder, CKPT+ folder, ``<run>@stage<k>``, ``random:small``),
         or an already built encoder.
     model_config : str, optional
         Unused (s3prl passes it); the checkpoint carries its architecture.
@@ -51,7 +52,7 @@ class UpstreamExpert(_Base):
         if isinstance(ckpt, PretrainedEncoder):
             self.model = ckpt
         else:
-            self.model = PretrainedEncoder.from_checkpoint(ckpt)
+            self.model = PretrainedEncoder.load(ckpt)
 
     def get_downsample_rates(self, key: str = None) -> int:
         """Samples per output frame (640 = 40 ms at 16 kHz) for every key."""
