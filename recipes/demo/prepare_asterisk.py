@@ -134,16 +134,7 @@ def prepare_asterisk(
     True
     """
     languages = _as_languages(languages)
-    if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    if min_duration < 0 or max_duration <= min_duration:
-        raise ValueError(
-            f"Need 0 <= min_duration < max_duration, got {min_duration} and "
-            f"{max_duration}"
-        )
-    if max_utterances is not None and int(max_utterances) < 1:
-        raise ValueError(f"max_utterances must be >= 1, got {max_utterances}")
-
+    _check_options(min_duration, max_duration, valid_fraction, max_utterances)
     save_folder = Path(save_folder).expanduser().resolve()
     cache_folder = (
         save_folder / "deb_cache"
@@ -183,64 +174,11 @@ def prepare_asterisk(
         opt_file.unlink()
 
     given = _index_deb_files(deb_files or [])
-    packages = {}
-    transcript_files = []
-    jobs = []  # (ID, g722 path, wav path)
-    meta = {}  # ID -> (prompt name, spk_id, wrd)
+    packages, transcript_files, jobs, meta = {}, [], [], {}
     wav_root = save_folder / "wav"
     for lang in languages:
-        audio_pkg = AUDIO_PACKAGE.format(lang=lang)
-        deb = _get_deb(audio_pkg, cache_folder, given, required=True)
-        packages[audio_pkg] = _deb_field(deb, "Version")
-        audio_dir = extract_deb(deb, cache_folder / "extracted")
-
-        transcripts = {}
-        text_pkg = TEXT_PACKAGE.format(lang=lang)
-        text_deb = _get_deb(text_pkg, cache_folder, given, required=False)
-        if text_deb is not None:
-            packages[text_pkg] = _deb_field(text_deb, "Version")
-            text_dir = extract_deb(text_deb, cache_folder / "extracted")
-            found = sorted(text_dir.rglob(f"core-sounds-{lang}.txt*"))
-            if found:
-                transcripts = parse_transcripts(found[0])
-                transcript_files.append(str(found[0]))
-                logger.info(
-                    "%s: %d transcript lines in %s",
-                    lang,
-                    len(transcripts),
-                    found[0].name,
-                )
-            else:
-                logger.warning(
-                    "No core-sounds-%s.txt[.gz] in %s: empty wrd column.",
-                    lang,
-                    text_deb,
-                )
-
-        prompts = find_prompts(audio_dir / SOUNDS_SUBDIR)
-        if not prompts:
-            raise ValueError(
-                f"No .g722 prompt found under {audio_dir / SOUNDS_SUBDIR} "
-                f"(extracted from {deb})"
-            )
-        spk_id = f"asterisk-{lang}"
-        n_nonspeech = 0
-        for name, g722 in prompts:
-            wrd = transcripts.get(name, "")
-            if _NONSPEECH_RE.match(wrd):
-                n_nonspeech += 1
-                continue
-            utt_id = f"{lang}-{name.replace('/', '.')}"
-            wav = wav_root / lang / (name + ".wav")
-            jobs.append((utt_id, str(g722), str(wav)))
-            meta[utt_id] = (name, spk_id, wrd)
-        logger.info(
-            "%s: %d prompts (%d non-speech tones dropped, %d without "
-            "transcript)",
-            lang,
-            len(prompts),
-            n_nonspeech,
-            sum(1 for n, _ in prompts if n not in transcripts),
+        _collect_language(
+            lang, cache_folder, given, wav_root, packages, transcript_files, jobs, meta
         )
 
     # Start from a clean wav folder so no stale file survives a re-run.
@@ -252,7 +190,110 @@ def prepare_asterisk(
         [(g, w) for _, g, w in jobs], min_duration, max_duration, num_workers
     )
     logger.info("Decoded in %.1f s", time.perf_counter() - t0)
+    rows = _kept_rows(jobs, meta, results, min_duration, max_duration, max_utterances)
 
+    train_rows, valid_rows = [], []
+    for row in sorted(rows, key=lambda r: r["ID"]):
+        name = row.pop("_name")
+        if is_valid(name, valid_fraction):
+            valid_rows.append(row)
+        else:
+            train_rows.append(row)
+    write_manifest(train_rows, train_csv)
+    write_manifest(valid_rows, valid_csv)
+
+    stats = {
+        "train": _split_stats(train_rows),
+        "valid": _split_stats(valid_rows),
+        "packages": packages,
+        "transcript_files": [os.path.basename(f) for f in transcript_files],
+        "skipped": False,
+    }
+    with open(opt_file, "w", encoding="utf-8") as f:
+        json.dump({"conf": conf, "stats": stats}, f, indent=2)
+    logger.info(
+        "Wrote %s (%d utts, %.3f h) and %s (%d utts, %.3f h)",
+        train_csv,
+        stats["train"]["utterances"],
+        stats["train"]["hours"],
+        valid_csv,
+        stats["valid"]["utterances"],
+        stats["valid"]["hours"],
+    )
+    return stats
+
+
+def _check_options(min_duration, max_duration, valid_fraction, max_utterances):
+    """Raises ValueError on inconsistent options of :func:`prepare_asterisk`."""
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    if min_duration < 0 or max_duration <= min_duration:
+        raise ValueError(
+            f"Need 0 <= min_duration < max_duration, got {min_duration} and "
+            f"{max_duration}"
+        )
+    if max_utterances is not None and int(max_utterances) < 1:
+        raise ValueError(f"max_utterances must be >= 1, got {max_utterances}")
+
+
+def _language_transcripts(lang, cache_folder, given, packages, transcript_files):
+    """Transcripts of one language's prompts (empty without the text package)."""
+    text_pkg = TEXT_PACKAGE.format(lang=lang)
+    text_deb = _get_deb(text_pkg, cache_folder, given, required=False)
+    if text_deb is None:
+        return {}
+    packages[text_pkg] = _deb_field(text_deb, "Version")
+    text_dir = extract_deb(text_deb, cache_folder / "extracted")
+    found = sorted(text_dir.rglob(f"core-sounds-{lang}.txt*"))
+    if not found:
+        logger.warning(
+            "No core-sounds-%s.txt[.gz] in %s: empty wrd column.", lang, text_deb
+        )
+        return {}
+    transcripts = parse_transcripts(found[0])
+    transcript_files.append(str(found[0]))
+    logger.info("%s: %d transcript lines in %s", lang, len(transcripts), found[0].name)
+    return transcripts
+
+
+def _collect_language(lang, cache_folder, given, wav_root, packages, transcript_files,
+                      jobs, meta):
+    """Fetches one language's packages and adds its speech prompts to ``jobs``
+    (``(ID, g722 path, wav path)``) and ``meta`` (ID -> prompt name, spk_id, wrd)."""
+    audio_pkg = AUDIO_PACKAGE.format(lang=lang)
+    deb = _get_deb(audio_pkg, cache_folder, given, required=True)
+    packages[audio_pkg] = _deb_field(deb, "Version")
+    audio_dir = extract_deb(deb, cache_folder / "extracted")
+    transcripts = _language_transcripts(lang, cache_folder, given, packages, transcript_files)
+    prompts = find_prompts(audio_dir / SOUNDS_SUBDIR)
+    if not prompts:
+        raise ValueError(
+            f"No .g722 prompt found under {audio_dir / SOUNDS_SUBDIR} "
+            f"(extracted from {deb})"
+        )
+    spk_id = f"asterisk-{lang}"
+    n_nonspeech = 0
+    for name, g722 in prompts:
+        wrd = transcripts.get(name, "")
+        if _NONSPEECH_RE.match(wrd):
+            n_nonspeech += 1
+            continue
+        utt_id = f"{lang}-{name.replace('/', '.')}"
+        wav = wav_root / lang / (name + ".wav")
+        jobs.append((utt_id, str(g722), str(wav)))
+        meta[utt_id] = (name, spk_id, wrd)
+    logger.info(
+        "%s: %d prompts (%d non-speech tones dropped, %d without transcript)",
+        lang,
+        len(prompts),
+        n_nonspeech,
+        sum(1 for n, _ in prompts if n not in transcripts),
+    )
+
+
+def _kept_rows(jobs, meta, results, min_duration, max_duration, max_utterances):
+    """Manifest rows (with their ``_name``) of the prompts that decoded and
+    passed the filters, capped at ``max_utterances`` (a stable-hash subset)."""
     rows = []
     dropped = {"empty": 0, "silent": 0, "short": 0, "long": 0}
     for (utt_id, _, _), (status, n_samples, wav) in zip(jobs, results):
@@ -290,36 +331,7 @@ def prepare_asterisk(
             "No prompt left after filtering (min_duration="
             f"{min_duration}, max_duration={max_duration})."
         )
-
-    train_rows, valid_rows = [], []
-    for row in sorted(rows, key=lambda r: r["ID"]):
-        name = row.pop("_name")
-        if is_valid(name, valid_fraction):
-            valid_rows.append(row)
-        else:
-            train_rows.append(row)
-    write_manifest(train_rows, train_csv)
-    write_manifest(valid_rows, valid_csv)
-
-    stats = {
-        "train": _split_stats(train_rows),
-        "valid": _split_stats(valid_rows),
-        "packages": packages,
-        "transcript_files": [os.path.basename(f) for f in transcript_files],
-        "skipped": False,
-    }
-    with open(opt_file, "w", encoding="utf-8") as f:
-        json.dump({"conf": conf, "stats": stats}, f, indent=2)
-    logger.info(
-        "Wrote %s (%d utts, %.3f h) and %s (%d utts, %.3f h)",
-        train_csv,
-        stats["train"]["utterances"],
-        stats["train"]["hours"],
-        valid_csv,
-        stats["valid"]["utterances"],
-        stats["valid"]["hours"],
-    )
-    return stats
+    return rows
 
 
 def parse_transcripts(path):
