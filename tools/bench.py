@@ -150,8 +150,11 @@ def paired_ratio(times, label, base):
     return statistics.median(t / b for t, b in zip(times[label], times[base]))
 
 
-def run(args):
-    """Runs every measurement; returns (markdown, summary dict)."""
+def _bench_brain(args):
+    """A Brain on one synthetic batch, checkpoints off, fit set up.
+
+    Returns (brain, batch, utterances, audio seconds).
+    """
     import train
 
     torch.manual_seed(0)
@@ -180,17 +183,13 @@ def run(args):
     brain.on_fit_start()
     brain.train_dataset = train_data
     batch = next(iter(loader)).to(brain.device)
-    hp = brain.hparams
     audio_s = float(sum(args.utt_seconds for _ in range(n)))
-    rows = []
+    return brain, batch, n, audio_s
 
-    # Snapshot + target cache first, so that every variant can be switched on
-    # by cheap toggles; variants are then timed round-robin (one step each per
-    # round), so that drift and background load hit them all alike.
-    cache_start = time.perf_counter()
-    brain.transition(1)
-    cache_s = time.perf_counter() - cache_start
-    cache = brain.target_cache
+
+def _variants(brain, cache):
+    """(label, stage, apply) of every timed variant; ``apply()`` switches the
+    Brain to it (stage, forward, quantizer, target encoder, cache, kernels)."""
     ours, sb_quantizer = brain.quantizer, SpeechBrainQuantizers(brain.quantizer)
     truncated = brain.target_encoder
     full = type(truncated)(truncated.target_layers, truncated.norm, truncate=False)
@@ -232,75 +231,34 @@ def run(args):
     ]
     if cache is not None:
         variants.append(("Latent-RQ, target cache (all fast paths)", 1, setup(1, cached=True)))
+    return variants, setup
+
+
+def _time_round_robin(brain, batch, variants, warmup, iters):
+    """Step times (and CUDA peak GiB) of every variant, one step each per round."""
     times = {label: [] for label, _, _ in variants}
     peaks = {}
-    for r in range(args.warmup + args.iters):
+    for r in range(warmup + iters):
         for label, stage, apply in variants:
             apply()
             if str(brain.device).startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             t = time_steps(brain, batch, 0, 1)
-            if r >= args.warmup:
+            if r >= warmup:
                 times[label].append(t)
                 if str(brain.device).startswith("cuda"):
                     peak = torch.cuda.max_memory_allocated() / 2**30
                     peaks[label] = max(peaks.get(label, 0.0), peak)
+    return times, peaks
 
-    base = "BEST-RQ, all fast paths"
 
-    def add_row(label, stage, s, peak_gib=None, ratio=None):
-        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s,
-               "ratio": ratio}
-        if str(brain.device).startswith("cuda"):
-            row["peak_gib"] = peak_gib
-            with torch.no_grad():
-                out = brain.compute_forward(batch, sb.Stage.TRAIN)
-            f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
-            row["mfu"] = f / s / (args.peak_tflops * 1e12)
-        rows.append(row)
-        print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
-
-    for label, stage, apply in variants:
-        apply()
-        add_row(label, stage, statistics.median(times[label]), peaks.get(label),
-                paired_ratio(times, label, base))
-    # The compute floor of the online ratio: what any implementation that runs
-    # the target encoder's forward every step must add, in counted FLOPs.
-    # Counted on SpeechBrain's attention (explicit matmuls): FlopCounterMode
-    # does not see every fused attention kernel (the CPU one without grad).
-    flops = {}
-    for stage in (0, 1):
-        setup(stage, attention=False)()
-        flops[stage] = counted_flops(brain, batch)
-    setup(1)()
-    if args.compile:  # compiled separately: compilation changes every variant
-        brain.modules.encoder = torch.compile(brain.modules.encoder)
-        for label, stage in (("BEST-RQ, torch.compile(encoder)", 0),
-                             ("Latent-RQ online, torch.compile(encoder)", 1)):
-            setup(stage)()
-            s = time_steps(brain, batch, args.warmup, args.iters)
-            peak = None
-            if str(brain.device).startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-                time_steps(brain, batch, 0, 1)
-                peak = torch.cuda.max_memory_allocated() / 2**30
-            add_row(label, stage, s, peak)
+def _summary(rows, flops, qrows, cache, cache_s):
+    """The JSON summary: ratios to BEST-RQ, FLOP floor, quantizer, compile, MFU."""
     step = {r["variant"]: r["step_s"] for r in rows}
     ratio = {r["variant"]: r["ratio"] for r in rows if r["ratio"] is not None}
-    t0 = step[base]
-    t1 = step["Latent-RQ online, all fast paths"]
-    t_cached = step.get("Latent-RQ, target cache (all fast paths)")
-
-    qrows = []
-    if args.quantizer_frames:
-        from tools.bench_quantizer import compare_quantizers
-
-        qrows = compare_quantizers(
-            frame_counts=args.quantizer_frames, device=str(brain.device)
-        )
+    t0 = step["BEST-RQ, all fast paths"]
     both = [r for r in qrows if r.get("speedup") and r.get("memory_ratio")]
     qbest = max(both, key=lambda r: r["frames"]) if both else {}
-
     summary = {
         "step_time_ratio_online": ratio["Latent-RQ online, all fast paths"],
         "step_time_ratio_cached": ratio.get("Latent-RQ, target cache (all fast paths)"),
@@ -316,8 +274,8 @@ def run(args):
         "quantizer_memory_ratio": qbest.get("memory_ratio"),
         "target_cache_build_s": cache_s if cache is not None else None,
         "best_rq_step_s": t0,
-        "latent_rq_online_step_s": t1,
-        "latent_rq_cached_step_s": t_cached,
+        "latent_rq_online_step_s": step["Latent-RQ online, all fast paths"],
+        "latent_rq_cached_step_s": step.get("Latent-RQ, target cache (all fast paths)"),
     }
     compiled = {r["stage"]: r for r in rows if "torch.compile" in r["variant"]}
     if compiled:
@@ -327,6 +285,13 @@ def run(args):
     if mfu:
         summary["mfu_best_rq"] = mfu["BEST-RQ, all fast paths"]
         summary["mfu_best_rq_compiled"] = compiled[0].get("mfu") if compiled else None
+    return summary
+
+
+def _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s):
+    """The markdown report of :func:`run`."""
+    hp = brain.hparams
+    t0 = {r["variant"]: r["step_s"] for r in rows}["BEST-RQ, all fast paths"]
     enc = unwrap(brain.modules.encoder)
     params = sum(p.numel() for m in brain.modules.values() for p in m.parameters())
     dev = (
@@ -380,7 +345,72 @@ def run(args):
 
         md += ["", "## Quantizer: ours vs SpeechBrain's (18 x 4096 x 16, input 320)", "",
                format_table(qrows)]
-    return "\n".join(md), summary
+    return "\n".join(md)
+
+
+def run(args):
+    """Runs every measurement; returns (markdown, summary dict)."""
+    brain, batch, n, audio_s = _bench_brain(args)
+    rows = []
+
+    # Snapshot + target cache first, so that every variant can be switched on
+    # by cheap toggles; variants are then timed round-robin (one step each per
+    # round), so that drift and background load hit them all alike.
+    cache_start = time.perf_counter()
+    brain.transition(1)
+    cache_s = time.perf_counter() - cache_start
+    cache = brain.target_cache
+    variants, setup = _variants(brain, cache)
+    times, peaks = _time_round_robin(brain, batch, variants, args.warmup, args.iters)
+
+    base = "BEST-RQ, all fast paths"
+
+    def add_row(label, stage, s, peak_gib=None, ratio=None):
+        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s,
+               "ratio": ratio}
+        if str(brain.device).startswith("cuda"):
+            row["peak_gib"] = peak_gib
+            with torch.no_grad():
+                out = brain.compute_forward(batch, sb.Stage.TRAIN)
+            f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
+            row["mfu"] = f / s / (args.peak_tflops * 1e12)
+        rows.append(row)
+        print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
+
+    for label, stage, apply in variants:
+        apply()
+        add_row(label, stage, statistics.median(times[label]), peaks.get(label),
+                paired_ratio(times, label, base))
+    # The compute floor of the online ratio: what any implementation that runs
+    # the target encoder's forward every step must add, in counted FLOPs.
+    # Counted on SpeechBrain's attention (explicit matmuls): FlopCounterMode
+    # does not see every fused attention kernel (the CPU one without grad).
+    flops = {}
+    for stage in (0, 1):
+        setup(stage, attention=False)()
+        flops[stage] = counted_flops(brain, batch)
+    setup(1)()
+    if args.compile:  # compiled separately: compilation changes every variant
+        brain.modules.encoder = torch.compile(brain.modules.encoder)
+        for label, stage in (("BEST-RQ, torch.compile(encoder)", 0),
+                             ("Latent-RQ online, torch.compile(encoder)", 1)):
+            setup(stage)()
+            s = time_steps(brain, batch, args.warmup, args.iters)
+            peak = None
+            if str(brain.device).startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+                time_steps(brain, batch, 0, 1)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+            add_row(label, stage, s, peak)
+    qrows = []
+    if args.quantizer_frames:
+        from tools.bench_quantizer import compare_quantizers
+
+        qrows = compare_quantizers(
+            frame_counts=args.quantizer_frames, device=str(brain.device)
+        )
+    summary = _summary(rows, flops, qrows, cache, cache_s)
+    return _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s), summary
 
 
 def parse_args(argv):
