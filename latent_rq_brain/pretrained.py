@@ -27,7 +27,12 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
-from latent_rq_brain.checkpoints import checkpoint_info, find_checkpoint, load_state, require_files
+from latent_rq_brain.checkpoints import (
+    checkpoint_info,
+    find_checkpoint,
+    load_state,
+    require_files,
+)
 from latent_rq_brain.encoder import LatentRQEncoder
 from latent_rq_brain.features import MelFeatures
 from latent_rq_brain.hparams import expand_hparams_file

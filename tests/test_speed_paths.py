@@ -70,7 +70,7 @@ def test_truncated_target_encoder_equals_full(tmp_path, corpus):
 
 
 @pytest.mark.parametrize("stage", [0, 1])
-def test_masked_only_equals_all_frames(tmp_path, corpus, stage):
+def test_masked_only_forward_equals_plain_forward(tmp_path, corpus, stage):
     brain, loader = stage1_brain(tmp_path, corpus)
     brain.schedule.stage = stage
     batch = next(iter(loader)).to(brain.device)

@@ -195,14 +195,14 @@ def _variants(brain, cache):
     full = type(truncated)(truncated.target_layers, truncated.norm, truncate=False)
     full.snapshot(brain.modules.encoder, brain.optimizer_step)
 
-    def setup(stage, masked_only=True, quantizer=ours, target=truncated, cached=False,
+    def setup(stage, plain=False, quantizer=ours, target=truncated, cached=False,
               frontend=True, ffn=True, attention=True):
         def apply():
             brain.schedule.stage = stage
-            if masked_only:
-                brain.__dict__.pop("compute_forward", None)
-            else:
+            if plain:
                 brain.compute_forward = functools.partial(plain_forward, brain)
+            else:
+                brain.__dict__.pop("compute_forward", None)
             brain.targets.quantizer = quantizer
             brain.targets.target_encoder = target
             brain.target_cache = cache if cached else None
@@ -213,9 +213,9 @@ def _variants(brain, cache):
     variants = [
         ("BEST-RQ, all fast paths", 0, setup(0)),
         ("BEST-RQ, plain forward (heads and quantizer on all frames)", 0,
-         setup(0, masked_only=False)),
+         setup(0, plain=True)),
         (SB_WAY, 0,
-         setup(0, masked_only=False, quantizer=sb_quantizer, frontend=False, ffn=False,
+         setup(0, plain=True, quantizer=sb_quantizer, frontend=False, ffn=False,
                attention=False)),
         ("BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout)", 0,
          setup(0, frontend=False)),
@@ -224,7 +224,7 @@ def _variants(brain, cache):
         ("BEST-RQ, fast_attention off (SpeechBrain's unfused attention)", 0,
          setup(0, attention=False)),
         ("Latent-RQ online, all fast paths", 1, setup(1)),
-        ("Latent-RQ online, plain forward", 1, setup(1, masked_only=False)),
+        ("Latent-RQ online, plain forward", 1, setup(1, plain=True)),
         ("Latent-RQ online, truncate_target_encoder off", 1, setup(1, target=full)),
         ("Latent-RQ online, fast_frontend, fast_ffn and fast_attention off", 1,
          setup(1, frontend=False, ffn=False, attention=False)),
