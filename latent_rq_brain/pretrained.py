@@ -16,8 +16,10 @@ Authors
  * latent-rq developers 2026
 """
 
+import ast
 import os
 
+import ruamel.yaml
 import torch
 import yaml
 
@@ -178,6 +180,18 @@ RANDOM_PREFIX = "random:"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class _ArchConstructor(ruamel.yaml.constructor.SafeConstructor):
+    """Reads scalars only: HyperPyYAML's ``!tuple`` as a tuple, any other
+    tag (``!new:``, ``!name:``, ...) as None. A subclass, so that registering
+    these never changes ruamel's shared SafeConstructor (HyperPyYAML uses it)."""
+
+
+_ArchConstructor.add_constructor(
+    "!tuple", lambda loader, node: ast.literal_eval(loader.construct_scalar(node))
+)
+_ArchConstructor.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
 def yaml_config(hparams_file):
     """:data:`ARCH_KEYS` and :data:`INFO_KEYS` of a training YAML, read
     without building anything (the architecture has one home: the YAML).
@@ -188,9 +202,6 @@ def yaml_config(hparams_file):
     >>> c["cnn_channels"], c["d_model"], c["num_encoder_layers"]
     ([32, 16], 96, 4)
     """
-    import ast
-
-    import ruamel.yaml
     from hyperpyyaml import resolve_references
 
     hparams_file, overrides = expand_hparams_file(hparams_file)
@@ -199,11 +210,7 @@ def yaml_config(hparams_file):
     with open(hparams_file, encoding="utf-8") as f:
         resolved = resolve_references(f, overrides)
     tree = ruamel.yaml.YAML(typ="safe", pure=True)
-    # HyperPyYAML's tuples, "(32, 16)", tagged !tuple once its loader has run
-    tree.constructor.add_constructor(
-        "!tuple", lambda loader, node: ast.literal_eval(loader.construct_scalar(node))
-    )
-    tree.constructor.add_multi_constructor("!", lambda loader, suffix, node: None)
+    tree.Constructor = _ArchConstructor  # its own registry: no global side effect
     hparams = tree.load(resolved)
     for key, value in hparams.items():
         if isinstance(value, str) and value.startswith("("):
