@@ -42,8 +42,8 @@ demo: $(STAMP)
 	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/latent_rq $(DEMO_OUT)/probes/latent_rq --label Latent-RQ
 	$(BIN)/python -m recipes.probes.run_demo_probes random:small $(DEMO_OUT)/probes/random --label random-init
 	@echo "== 5/5 Summary"
-	@echo "-- BEST-RQ run"; $(BIN)/python -m latent_rq_brain.report $(DEMO_OUT)/best_rq
-	@echo "-- Latent-RQ run (branched at step $(DEMO_BRANCH_STEP))"; $(BIN)/python -m latent_rq_brain.report $(DEMO_OUT)/latent_rq
+	@echo "-- BEST-RQ run"; $(BIN)/python -m tools.report $(DEMO_OUT)/best_rq
+	@echo "-- Latent-RQ run (branched at step $(DEMO_BRANCH_STEP))"; $(BIN)/python -m tools.report $(DEMO_OUT)/latent_rq
 	@echo "-- Probes (frozen encoders, same step count)"
 	$(BIN)/python -m recipes.probes.table BEST-RQ=$(DEMO_OUT)/probes/best_rq \
 	    Latent-RQ=$(DEMO_OUT)/probes/latent_rq random-init=$(DEMO_OUT)/probes/random

@@ -26,6 +26,7 @@ from hyperpyyaml import load_hyperpyyaml
 import speechbrain as sb
 from latent_rq_brain.brain import LatentRQBrain
 from latent_rq_brain.data import dataio_prepare
+from latent_rq_brain.hparams import expand_hparams_file
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.run_opts import RunOptions
 
@@ -61,6 +62,7 @@ def build(argv):
     brain, train_data, valid_data, train_loader_kwargs, valid_loader_kwargs
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
     run_opts = typed_run_opts(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:

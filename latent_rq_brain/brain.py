@@ -3,12 +3,16 @@
 One training step (see README for the picture)::
 
     wav -> log-Mel (normalised, zero past the end) -> feats (B, T, 80)
-      targets (no grad, fp32 quantizer, masked frames only):
+      targets (no grad, fp32 quantizer, masked frames only; latent_rq_brain.targets):
         stage 0 : stack 4 frames -> (B, T/4, 320)            -> quantizer "mel"
         stage>=1: target encoder -> layers K -> norm_k        -> quantizer "layer<k>"
       student: mask spans -> mask embedding -> CNN -> Conformer -> h[masked]
                -> heads -> logits (M, N, V)
     loss = cross-entropy over masked frames and all N codebooks
+
+Statistics live in :mod:`latent_rq_brain.stats`, checkpoint finding, resume
+and branching in :mod:`latent_rq_brain.checkpoints`, the offline targets in
+:mod:`latent_rq_brain.target_cache`; ARCHITECTURE.md has the whole picture.
 
 Authors
  * latent-rq developers 2026
@@ -18,96 +22,30 @@ import copy
 import logging
 import math
 import os
-import pickle
-import time
 import zlib
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 import speechbrain as sb
+from latent_rq_brain.checkpoints import (
+    BRANCH_FILES,
+    find_checkpoint,
+    load_state,
+    read_optimizer_step,
+    recover_newest_complete,
+    require_files,
+)
 from latent_rq_brain.masking import sample_span_mask
-from latent_rq_brain.pretrained import EncoderSpec, find_checkpoint
-from latent_rq_brain.quantizer import layer_source
+from latent_rq_brain.pretrained import EncoderSpec
+from latent_rq_brain.stages import StageSchedule
+from latent_rq_brain.stats import IntervalStats, checksum_tensors
 from latent_rq_brain.target_cache import TargetCache, cache_key
 from latent_rq_brain.target_encoder import unwrap
+from latent_rq_brain.targets import TargetMaker
 from speechbrain.utils.distributed import is_distributed_initialized
 
 logger = logging.getLogger(__name__)
-
-
-class IntervalStats:
-    """Sums over a logging interval: loss, accuracy, code usage, mask, time.
-
-    Accumulates on the batch's device; nothing is copied to the host until
-    :meth:`summary`, so logging adds no per-step synchronisation.
-    """
-
-    def __init__(self, n_codebooks, codebook_size):
-        self.n, self.v = n_codebooks, codebook_size
-        self.reset()
-
-    def reset(self):
-        """Starts a new interval."""
-        self.sums = None  # loss, masked frames, valid frames, audio seconds
-        self.correct = None
-        self.counts = None
-        self.batches, self.steps = 0, 0
-        self.t0 = time.time()
-
-    def update(self, loss, logits, targets, mask, enc_lens, audio_s):
-        """Adds one batch."""
-        with torch.no_grad():
-            dev = targets.device
-            if self.sums is None:
-                self.sums = torch.zeros(4, dtype=torch.float64, device=dev)
-                self.correct = torch.zeros(self.n, dtype=torch.long, device=dev)
-                self.counts = torch.zeros(self.n * self.v, dtype=torch.long, device=dev)
-            self.batches += 1
-            self.sums += torch.stack(
-                [
-                    loss.detach().double(),
-                    mask.sum().double(),
-                    enc_lens.sum().double(),
-                    torch.tensor(float(audio_s), dtype=torch.float64, device=dev),
-                ]
-            )
-            self.correct += (logits.argmax(-1) == targets).sum(0)
-            offs = torch.arange(self.n, device=dev) * self.v
-            self.counts += torch.bincount(
-                (targets + offs).flatten(), minlength=self.n * self.v
-            )
-
-    def summary(self):
-        """Dict of the interval's statistics (per-codebook lists included)."""
-        elapsed = max(time.time() - self.t0, 1e-9)
-        if self.sums is None:
-            return {}
-        loss_sum, masked, frames, audio_s = self.sums.tolist()
-        counts = self.counts.view(self.n, self.v).double().cpu()
-        p = counts / counts.sum(1, keepdim=True).clamp(min=1)
-        ent = -(p * p.clamp(min=1e-30).log()).sum(1)
-        acc = (self.correct.double().cpu() / max(masked, 1)).tolist()
-        return {
-            "loss": loss_sum / max(self.batches, 1),
-            "acc": sum(acc) / len(acc),
-            "acc_per_codebook": [round(a, 4) for a in acc],
-            "codes_used": [int(x) for x in (counts > 0).sum(1)],
-            "perplexity": [round(float(x), 1) for x in ent.exp()],
-            "mask_fraction": masked / max(frames, 1),
-            "step_time_s": elapsed / max(self.steps, 1),
-            "audio_s_per_s": audio_s / elapsed,
-        }
-
-
-def checksum_tensors(named):
-    """Short stable checksum of named tensors (for cross-rank checks)."""
-    crc = 0
-    for name, t in sorted(named):
-        crc = zlib.crc32(name.encode(), crc)
-        crc = zlib.crc32(t.detach().float().cpu().contiguous().numpy().tobytes(), crc)
-    return f"{crc:08x}"
 
 
 class LatentRQBrain(sb.Brain):
@@ -126,10 +64,8 @@ class LatentRQBrain(sb.Brain):
 
     def on_fit_start(self):
         """Attaches frozen parts, resumes or branches, checks ranks agree."""
-        self.quantizer = self.hparams.quantizer.to(self.device)
-        self.target_encoder = self.hparams.target_encoder
+        self._attach_frozen_parts()
         self.target_encoder.attach(self.modules.encoder)
-        self.schedule = self.hparams.stage_schedule
         self.train_stats = IntervalStats(
             self.hparams.n_codebooks, self.hparams.codebook_size
         )
@@ -173,97 +109,36 @@ class LatentRQBrain(sb.Brain):
             f"{self.quantizer.checksum()[:12]}"
         )
 
-    def _resume(self):
-        """Recovers the newest complete checkpoint of this run.
-
-        A checkpoint folder missing some recoverable's file (a save killed
-        half-way) is skipped with a warning; one that does not fit the
-        configuration raises a clear error. Returns whether one was loaded.
-        """
-        self.resumed_from = None
-        if self.checkpointer is None:
-            return False
-        ckpts = sorted(
-            self.checkpointer.list_checkpoints(),
-            key=lambda c: c.meta.get("unixtime", 0),
-            reverse=True,
+    def _attach_frozen_parts(self):
+        """Quantizer, target encoder, stage schedule and the target maker."""
+        self.quantizer = self.hparams.quantizer.to(self.device)
+        self.target_encoder = self.hparams.target_encoder
+        self.schedule = self.hparams.stage_schedule
+        self.targets = TargetMaker(
+            self.quantizer, self.target_encoder, self.hparams.downsampling
         )
-        optional = self.checkpointer.optional_recoverables
-        needed = {
-            k
-            for k in self.checkpointer.recoverables
-            if not optional.get(k) and not k.startswith("dataloader-")
-        }
-        for ckpt in ckpts:
-            missing = sorted(needed - set(ckpt.paramfiles))
-            if missing:
-                logger.warning(
-                    f"skipping checkpoint {ckpt.path}: it lacks {missing} "
-                    "(interrupted save, or written by another version)"
-                )
-                continue
-            try:
-                self.checkpointer.load_checkpoint(ckpt)
-            except (EOFError, KeyError, RuntimeError, ValueError,
-                    pickle.UnpicklingError, yaml.YAMLError) as err:
-                truncated = not isinstance(err, (RuntimeError, ValueError)) or (
-                    "PytorchStreamReader" in str(err) or "zip archive" in str(err)
-                )
-                if truncated:
-                    logger.warning(
-                        f"skipping checkpoint {ckpt.path}: a file of it is truncated "
-                        f"or corrupt ({type(err).__name__}: {err}; a save killed half-way?)"
-                    )
-                    continue
-                raise ValueError(
-                    f"cannot resume from checkpoint {ckpt.path}: it does not fit "
-                    f"the current configuration ({err}). Restore the settings it "
-                    "was written with, or use a new output_folder (with "
-                    "--init_from to start from its weights)."
-                ) from err
-            logger.info(f"resumed from {ckpt.path}")
-            self.resumed_from = ckpt
-            return True
-        if ckpts:
-            raise ValueError(
-                f"no complete checkpoint in {self.checkpointer.checkpoints_dir}: "
-                f"each lacks some of {sorted(needed)}"
-            )
-        return False
+
+    def _resume(self):
+        """Recovers the newest complete checkpoint of this run, if any."""
+        self.resumed_from = None
+        if self.checkpointer is not None:
+            self.resumed_from = recover_newest_complete(self.checkpointer)
+        return self.resumed_from is not None
 
     def load_pretrained(self, ckpt_dir):
         """Branches from another run's checkpoint: encoder, mask embedding,
         quantizer (checked equal), step count and stage; not heads/optimizer."""
+        what = f"--init_from={ckpt_dir}"
         try:
             found = find_checkpoint(ckpt_dir)
+            files = require_files(found, BRANCH_FILES, what)
+            for name in ("encoder", "mask_embedding"):
+                load_state(unwrap(getattr(self.modules, name)), files[name], self.device, what)
+            self.quantizer.check_same(files["quantizer"])
         except ValueError as err:
-            raise ValueError(f"--init_from={ckpt_dir}: {err}") from err
-        files = found.paramfiles
-        for name in ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule"):
-            if name not in files:
-                raise ValueError(f"--init_from: checkpoint {found.path} lacks {name}.ckpt")
-        for name in ("encoder", "mask_embedding"):
-            state = torch.load(files[name], map_location=self.device)
-            try:
-                unwrap(getattr(self.modules, name)).load_state_dict(state, strict=True)
-            except RuntimeError as err:
-                raise ValueError(
-                    f"--init_from: {files[name]} does not fit the configured "
-                    f"{name}: {err}"
-                ) from err
-        saved_q = torch.load(files["quantizer"], map_location="cpu")
-        mine = self.quantizer.state_dict()
-        for key, value in saved_q["state"].items():
-            if key in mine and not torch.equal(mine[key].cpu(), value):
-                raise ValueError(
-                    f"--init_from: quantizer buffer {key} in {files['quantizer']} "
-                    "differs from this config's (different seed or quantizer "
-                    "settings): targets would not be comparable"
-                )
-        with open(files["brain"], encoding="utf-8") as f:
-            self.optimizer_step = int(yaml.safe_load(f)["optimizer_step"])
-        with open(files["stage_schedule"], encoding="utf-8") as f:
-            self.schedule.stage = int(yaml.safe_load(f)["stage"])
+            raise ValueError(f"{what}: {err}") from err
+        self.optimizer_step = read_optimizer_step(files["brain"])
+        self.schedule.stage = StageSchedule.read(files["stage_schedule"])["stage"]
         logger.info(
             f"initialised from {found.path}: stage {self.schedule.stage}, "
             f"optimizer step {self.optimizer_step}"
@@ -347,109 +222,75 @@ class LatentRQBrain(sb.Brain):
         }
         settings["precision"] = self.precision
         key = cache_key(self.target_encoder, self.quantizer, settings, dataset)
-        folder = os.path.join(self.hparams.output_folder, "target_cache")
-        cache = TargetCache(folder, key, self.hparams.n_codebooks)
-        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
-        rank = torch.distributed.get_rank() if is_distributed_initialized() else 0
-        if not cache.complete(world):
-            start = time.time()
-            cache.build_shard(
-                self,
-                dataset,
-                rank,
-                world,
-                self.hparams.target_cache_batch_seconds,
-                self.hparams.train_dataloader_opts.get("num_workers", 0),
-            )
-            logger.info(
-                f"target cache {key} for stage {self.schedule.stage}: rank {rank} "
-                f"computed its share in {time.time() - start:.1f} s"
-            )
-        if is_distributed_initialized():
-            torch.distributed.barrier()
-        cache.open(world)
-        if rank == 0:
-            cache.remove_others()
-        self.target_cache = cache
+        self.target_cache = TargetCache.prepare(
+            os.path.join(self.hparams.output_folder, "target_cache"),
+            key,
+            self.hparams.n_codebooks,
+            self.all_frame_targets,
+            dataset,
+            self.hparams.target_cache_batch_seconds,
+            self.hparams.train_dataloader_opts.get("num_workers", 0),
+        )
 
     @torch.no_grad()
     def all_frame_targets(self, batch):
-        """Targets of every valid frame of ``batch``, utterance by utterance.
+        """Targets of every valid frame of ``batch`` (the target cache's input).
 
         Returns
         -------
         codes : torch.Tensor
-            (sum(enc_lens), N) int64.
+            (sum(enc_lens), N) int64, utterance by utterance.
         enc_lens : torch.Tensor
             (B,) valid encoder frames.
         """
-        batch = batch.to(self.device)
-        wavs, rel = batch.sig
-        n_samples = torch.round(rel * wavs.shape[1]).long()
+        feats, enc_lens, _ = self.batch_features(batch.to(self.device))
         with self.training_ctx:
-            feats, _, enc_lens = self.modules.features(wavs, n_samples)
-            valid = self.valid_frames(enc_lens, feats.shape[1] // self.hparams.downsampling)
-            codes = self.compute_targets(feats, enc_lens, valid)
+            codes = self.targets.all_frames(feats, enc_lens, self.schedule.stage)
         return codes, enc_lens
 
-    @staticmethod
-    def valid_frames(enc_lens, T):
-        """(B, T) bool, True on the valid encoder frames."""
-        return torch.arange(T, device=enc_lens.device)[None, :] < enc_lens[:, None]
-
-    # ------------------------------------------------------------ forward
-    def compute_targets(self, feats, enc_lens, mask):
-        """(M, N) int64 targets of the masked frames for the current stage."""
-        with torch.no_grad():
-            if self.schedule.stage == 0:
-                B, T, C = feats.shape
-                k = self.hparams.downsampling
-                stacked = feats.view(B, T // k, k * C)[mask]
-                return self.quantizer(stacked, "mel")
-            states = self.target_encoder(feats, enc_lens)
-            return torch.cat(
-                [self.quantizer(states[l][mask], layer_source(l)) for l in states], 1
-            )
-
-    def compute_forward(self, batch, stage):
-        """Features, masks, targets and the student's logits on masked frames."""
-        batch = batch.to(self.device)
+    def batch_features(self, batch):
+        """Clean features of a batch: feats (B, T, 80), enc_lens, n_samples."""
         wavs, rel = batch.sig
         n_samples = torch.round(rel * wavs.shape[1]).long()
         feats, _, enc_lens = self.modules.features(wavs, n_samples)
+        return feats, enc_lens, n_samples
+
+    # ------------------------------------------------------------ forward
+    def compute_targets(self, feats, enc_lens, frames):
+        """(M, N) int64 targets of ``frames`` for the current stage."""
+        return self.targets(feats, enc_lens, frames, self.schedule.stage)
+
+    def masked_inputs(self, batch, stage):
+        """Clean features and span masks of a batch (the same masks at every
+        evaluation): ``{"feats", "enc_lens", "mask", "audio_s"}``."""
+        feats, enc_lens, n_samples = self.batch_features(batch)
         gen = None
-        if stage != sb.Stage.TRAIN:  # same masks every evaluation
+        if stage != sb.Stage.TRAIN:
             gen = torch.Generator().manual_seed(
                 zlib.crc32(",".join(batch.id).encode()) + self.hparams.seed
             )
         mask = sample_span_mask(
             enc_lens, self.hparams.mask_prob, self.hparams.mask_length, gen
         )
-        T = mask.shape[1]
+        audio_s = float(n_samples.sum()) / self.hparams.sample_rate
+        return {"feats": feats, "enc_lens": enc_lens, "mask": mask, "audio_s": audio_s}
+
+    def compute_forward(self, batch, stage):
+        """Masks, targets and the student's logits, on masked frames only."""
+        batch = batch.to(self.device)
+        x = self.masked_inputs(batch, stage)
+        feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
         if stage == sb.Stage.TRAIN and getattr(self, "target_cache", None) is not None:
             targets = self.target_cache.lookup(batch.id, enc_lens, self.device)[mask]
-        elif getattr(self.hparams, "masked_only", True):
+        else:
             targets = self.compute_targets(feats, enc_lens, mask)
-        else:  # plain path: quantize every valid frame, then keep the masked ones
-            valid = self.valid_frames(enc_lens, T)
-            full = torch.zeros(
-                *valid.shape, self.hparams.n_codebooks, dtype=torch.long, device=self.device
-            )
-            full[valid] = self.compute_targets(feats, enc_lens, valid)
-            targets = full[mask]
-        masked_feats = self.modules.mask_embedding(feats, mask)
-        out, _ = self.modules.encoder(masked_feats, enc_lens)
-        if getattr(self.hparams, "masked_only", True):
-            logits = self.modules.heads(out[mask])
-        else:  # plain path: heads on every frame, loss on the masked ones
-            logits = self.modules.heads(out.reshape(-1, out.shape[-1]))
-            logits = logits.view(*out.shape[:2], *logits.shape[1:])[mask]
+        out, _ = self.modules.encoder(self.modules.mask_embedding(feats, mask), enc_lens)
         return {
-            "logits": logits,
+            "logits": self.modules.heads(out[mask]),
             "targets": targets,
             "mask": mask,
             "enc_lens": enc_lens,
-            "audio_s": float(n_samples.sum()) / self.hparams.sample_rate,
+            "audio_s": x["audio_s"],
         }
 
     def compute_objectives(self, predictions, batch, stage):
@@ -513,9 +354,7 @@ class LatentRQBrain(sb.Brain):
                 self.hparams.n_codebooks, self.hparams.codebook_size
             )
             if not hasattr(self, "quantizer"):  # evaluate() without fit()
-                self.quantizer = self.hparams.quantizer.to(self.device)
-                self.target_encoder = self.hparams.target_encoder
-                self.schedule = self.hparams.stage_schedule
+                self._attach_frozen_parts()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs validation and saves an end-of-epoch checkpoint."""

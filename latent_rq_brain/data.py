@@ -271,3 +271,60 @@ def dataio_prepare(hparams):
         train_kwargs.pop("shuffle", None)
     valid_kwargs = dict(hparams["valid_dataloader_opts"])
     return sets["train"], sets["valid"], train_kwargs, valid_kwargs
+
+
+def stable_hash(key):
+    """Returns a process-independent hash of a string in [0, 1).
+
+    Unlike the built-in ``hash``, this does not depend on PYTHONHASHSEED.
+
+    Arguments
+    ---------
+    key : str
+        The string to hash.
+
+    Returns
+    -------
+    float
+        The first 8 bytes of the SHA-1 of ``key`` (UTF-8) divided by 2**64.
+
+    Example
+    -------
+    >>> stable_hash("digits/1") == stable_hash("digits/1")
+    True
+    >>> 0.0 <= stable_hash("x") < 1.0
+    True
+    """
+    digest = hashlib.sha1(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+#: Columns of the training manifests written by the data preparations.
+CSV_HEADER = ["ID", "duration", "wav", "spk_id", "wrd"]
+
+
+def write_manifest(rows, csv_file, header=CSV_HEADER, lineterminator="\n"):
+    """Writes manifest rows to a CSV file, atomically (through a temporary file).
+
+    The ``csv`` module quotes fields holding commas or quotes; a key not in
+    ``header`` is an error.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = os.path.join(tmp, "x.csv")
+    ...     row = {"ID": "en-a", "duration": 1.5, "wav": "/a.wav",
+    ...            "spk_id": "asterisk-en", "wrd": "Hi, there"}
+    ...     write_manifest([row], out)
+    ...     print(open(out).read().strip())
+    ID,duration,wav,spk_id,wrd
+    en-a,1.5,/a.wav,asterisk-en,"Hi, there"
+    """
+    csv_file = os.fspath(csv_file)
+    tmp_file = csv_file + ".tmp"
+    with open(tmp_file, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header, lineterminator=lineterminator)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp_file, csv_file)

@@ -1,317 +1,20 @@
 """The encoder: SpeechBrain's CNN front-end + Conformer, with per-layer states.
 
-Layer indices follow the paper: ``-1`` is the CNN front-end output (projected
-to ``d_model`` by ``TransformerASR.custom_src_module``: the input of the first
-Conformer layer) and ``0 .. L-1`` are the outputs of the Conformer layers,
-zero-indexed, before the encoder's final LayerNorm. SpeechBrain's
-``output_hidden_states`` list holds exactly these, so paper layer ``l`` is
-``hidden_states[l + 1]`` (:func:`hidden_state_index`).
+``forward`` returns the final output and every hidden state: the CNN
+front-end output, then each Conformer layer (paper layers ``-1 .. L-1``, see
+:mod:`latent_rq_brain.layers`).
 
-SpeechBrain's Conformer convolution module masks its *output* on padded frames
-but not its input, so the depthwise convolution leaks padding into the last
-``kernel_size // 2`` frames of every shorter utterance in a batch: outputs (and
-Latent-RQ targets) would depend on batch composition. :class:`LatentRQEncoder`
-swaps in :class:`PaddingExactConvolutionModule`, the same module and parameters
-with padded frames zeroed before the depthwise convolution.
-
-Three exact speed-ups (same parameters, same state dict, same outputs to
-float rounding; YAML switches ``fast_frontend``, ``fast_ffn`` and
-``fast_attention``, see :func:`set_fast_kernels`):
-
-* :class:`ChannelsLastConv2d`: SpeechBrain's ``Conv2d`` transposes the
-  front-end's (B, T, F, C) activations to (B, C, F, T), which makes the
-  reflection padding and the convolution copy them whole, forward and
-  backward. Here the same convolution runs on a channels-last view of the
-  (B, T, F, C) tensor (kernel transposed to (T, F)): no layout copies; about
-  12% of a CPU training step of the small config (``latent_rq_brain.bench``);
-* :class:`BatchMajorFeedForward`: SpeechBrain's position-wise feed-forward
-  permutes to (T, B, d) first, so each linear layer runs as a batched matmul
-  over T; position-wise, it needs no permutation at all;
-* :class:`FusedRelPosMHAXL`: SpeechBrain's relative-position attention
-  materialises the content scores, adds the shifted position scores, masks,
-  soft-maxes, masks again and multiplies, each a pass over a (B, H, T, T)
-  tensor. Here the shifted position scores (with the padding mask folded in)
-  are the additive mask of ``torch.nn.functional.scaled_dot_product_attention``,
-  which does the rest in one fused kernel. Same scale (SpeechBrain's
-  ``1 / sqrt(d_model)``), same parameters; attention weights are not returned
-  (SpeechBrain's encoder discards them).
+The SpeechBrain modules inside are patched on construction
+(:mod:`latent_rq_brain.sb_patches`): the Conformer convolution is made exact
+under padding, and the fast kernels are switched as the YAML asks.
 
 Authors
  * latent-rq developers 2026
 """
 
 import torch
-import torch.nn.functional as F
 
-from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
-from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
-from speechbrain.nnet.CNN import Conv2d, get_padding_elem
-
-
-def hidden_state_index(layer, num_layers):
-    """Index into SpeechBrain's ``hidden_states`` of paper layer ``layer``.
-
-    Example
-    -------
-    >>> hidden_state_index(-1, 17), hidden_state_index(5, 17), hidden_state_index(16, 17)
-    (0, 6, 17)
-    >>> hidden_state_index(17, 17)
-    Traceback (most recent call last):
-     ...
-    ValueError: target layer 17 is out of range: valid layers are -1 (CNN front-end output) to 16 (last of 17 Conformer layers)
-    """
-    layer = int(layer)
-    if not -1 <= layer < num_layers:
-        raise ValueError(
-            f"target layer {layer} is out of range: valid layers are -1 "
-            f"(CNN front-end output) to {num_layers - 1} (last of {num_layers} "
-            "Conformer layers)"
-        )
-    return layer + 1
-
-
-def check_target_layers(value):
-    """Validates a ``target_layers`` setting: a non-empty list of distinct ints.
-
-    Example
-    -------
-    >>> check_target_layers([5, 6])
-    [5, 6]
-    >>> check_target_layers("5,6")
-    Traceback (most recent call last):
-     ...
-    ValueError: target_layers must be a list of layer indices like [5, 6, 7], got '5,6'
-    """
-    import numbers
-
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(
-            f"target_layers must be a list of layer indices like [5, 6, 7], got {value!r}"
-        )
-    for x in value:
-        if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-            raise ValueError(
-                f"target_layers must hold integer layer indices, got {x!r} in {list(value)!r}"
-            )
-    layers = [int(x) for x in value]
-    if not layers:
-        raise ValueError("target_layers is empty")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"target_layers has duplicates: {layers}")
-    return layers
-
-
-class PaddingExactConvolutionModule(ConvolutionModule):
-    """SpeechBrain's Conformer ConvolutionModule, zeroing padding before the conv.
-
-    Same parameters and state dict as :class:`ConvolutionModule`; only the
-    non-streaming, non-causal path differs (padded frames are zeroed after the
-    GLU bottleneck, before the depthwise convolution). Other paths are left to
-    SpeechBrain.
-    """
-
-    def forward(self, x, mask=None, dynchunktrain_config=None):
-        """See :meth:`ConvolutionModule.forward`."""
-        if mask is None or dynchunktrain_config is not None or self.causal:
-            return super().forward(x, mask, dynchunktrain_config)
-        out = self.layer_norm(x).transpose(1, 2)
-        out = self.bottleneck(out)
-        out = out.masked_fill(mask.transpose(1, 2), 0.0)
-        out = self.conv(out).transpose(1, 2)
-        out = self.after_conv(out)
-        return out.masked_fill(mask, 0.0)
-
-
-def _reflect_pad(x, dim, p):
-    """Reflection padding of ``p`` elements on both ends of dimension ``dim``."""
-    if p == 0:
-        return x
-    n = x.shape[dim]
-    if p >= n:
-        raise ValueError(
-            f"reflection padding of {p} needs more than {p} frames on dim {dim}, got {n}"
-        )
-    left = x.narrow(dim, 1, p).flip(dim)
-    right = x.narrow(dim, n - 1 - p, p).flip(dim)
-    return torch.cat([left, x, right], dim)
-
-
-class ChannelsLastConv2d(Conv2d):
-    """SpeechBrain's ``Conv2d`` on (B, T, F[, C]) input without layout copies.
-
-    Same parameters and outputs as :class:`speechbrain.nnet.CNN.Conv2d` with
-    ``padding="same"``, ``padding_mode="reflect"`` (the front-end's); any other
-    configuration falls back to SpeechBrain's forward.
-
-    Example
-    -------
-    >>> conv = Conv2d(out_channels=4, input_shape=(2, 12, 10), kernel_size=(3, 3), stride=(2, 2))
-    >>> x = torch.randn(2, 12, 10)
-    >>> plain = conv(x)
-    >>> conv.__class__ = ChannelsLastConv2d
-    >>> fast = conv(x)
-    >>> fast.shape, bool(torch.allclose(fast, plain, atol=1e-6))
-    (torch.Size([2, 6, 5, 4]), True)
-    """
-
-    def forward(self, x):
-        """See :meth:`speechbrain.nnet.CNN.Conv2d.forward`."""
-        if (
-            self.skip_transpose
-            or self.swap
-            or self.padding != "same"
-            or self.padding_mode != "reflect"
-            or self.max_norm is not None
-            or x.dim() != (3 if self.unsqueeze else 4)
-            or not isinstance(self.conv, torch.nn.Conv2d)
-            or torch.nn.utils.parametrize.is_parametrized(self.conv)
-        ):
-            return super().forward(x)
-        x = x.unsqueeze(-1) if self.unsqueeze else x  # (B, T, F, C)
-        pad_t = get_padding_elem(
-            self.in_channels, self.stride[-1], self.kernel_size[-1], self.dilation[-1]
-        )
-        pad_f = get_padding_elem(
-            self.in_channels, self.stride[-2], self.kernel_size[-2], self.dilation[-2]
-        )
-        if pad_t[0] != pad_t[1] or pad_f[0] != pad_f[1]:
-            return super().forward(x.squeeze(-1) if self.unsqueeze else x)
-        x = _reflect_pad(_reflect_pad(x, 1, pad_t[0]), 2, pad_f[0])
-        # SpeechBrain convolves (B, C, F, T) with a (F, T) kernel; the same
-        # convolution on the channels-last view (B, C, T, F) uses the kernel
-        # transposed to (T, F), and its output permutes back to (B, T, F, C)
-        # without a copy.
-        y = F.conv2d(
-            x.permute(0, 3, 1, 2),
-            self.conv.weight.transpose(2, 3),
-            self.conv.bias,
-            stride=tuple(self.stride[::-1]),
-            dilation=tuple(self.dilation[::-1]),
-            groups=self.conv.groups,
-        ).permute(0, 2, 3, 1)
-        if self.unsqueeze and y.shape[-1] == 1:
-            y = y.squeeze(-1)
-        return y
-
-
-class BatchMajorFeedForward(PositionalwiseFeedForward):
-    """SpeechBrain's position-wise feed-forward, without its (T, B) permutation.
-
-    Example
-    -------
-    >>> ffn = PositionalwiseFeedForward(d_ffn=16, input_size=8)
-    >>> x = torch.randn(2, 5, 8)
-    >>> plain = ffn(x)
-    >>> ffn.__class__ = BatchMajorFeedForward
-    >>> bool(torch.allclose(ffn(x), plain, atol=1e-6))
-    True
-    """
-
-    def forward(self, x):
-        """Applies the feed-forward to (B, T, d) ``x``."""
-        return self.ffn(x)
-
-
-class FusedRelPosMHAXL(RelPosMHAXL):
-    """SpeechBrain's ``RelPosMHAXL`` self-attention on a fused SDPA kernel.
-
-    Falls back to SpeechBrain's forward for cross-attention, an ``attn_mask``
-    or ``mask_pos_future``. Returns ``(output, None)``.
-
-    Example
-    -------
-    >>> from speechbrain.nnet.attention import RelPosEncXL
-    >>> mha = RelPosMHAXL(8, 2, dropout=0.0)
-    >>> x = torch.randn(2, 5, 8)
-    >>> pos = RelPosEncXL(8)(x)
-    >>> pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
-    >>> plain, _ = mha(x, x, x, pos, key_padding_mask=pad)
-    >>> mha.__class__ = FusedRelPosMHAXL
-    >>> fused, weights = mha(x, x, x, pos, key_padding_mask=pad)
-    >>> bool(torch.allclose(fused, plain, atol=1e-6)), weights
-    (True, None)
-    """
-
-    def forward(
-        self,
-        query,
-        key,
-        value,
-        pos_embs,
-        key_padding_mask=None,
-        attn_mask=None,
-        return_attn_weights=True,
-    ):
-        """See :meth:`speechbrain.nnet.attention.RelPosMHAXL.forward`."""
-        if (
-            attn_mask is not None
-            or self.mask_pos_future
-            or not self._qkv_same_embed_dim
-            or not (query is key and key is value)
-        ):
-            return super().forward(
-                query, key, value, pos_embs, key_padding_mask, attn_mask,
-                return_attn_weights,
-            )
-        bsz, qlen = query.shape[:2]
-        heads, dim = self.num_heads, self.head_dim
-        q, k, v = (
-            F.linear(query, self.in_proj_weight)
-            .view(bsz, -1, heads, dim * 3)
-            .chunk(3, dim=-1)
-        )
-        if self.vbias is not None:
-            v = v + self.value_bias_weight.view(1, 1, heads, self.vhead_dim)
-        p_k = self.linear_pos(pos_embs).view(1, -1, heads, dim)
-        q_u = (q + self.pos_bias_u.view(1, 1, heads, dim)).transpose(1, 2)
-        q_v = (q + self.pos_bias_v.view(1, 1, heads, dim)).transpose(1, 2)
-        # position scores, shifted to (B, H, T, T) exactly as SpeechBrain does
-        bias = self.rel_shift(torch.matmul(q_v * self.scale, p_k.permute(0, 2, 3, 1)))
-        if key_padding_mask is not None:
-            bias = bias.masked_fill(
-                key_padding_mask.view(bsz, 1, 1, -1), self.attn_fill_value
-            )
-        dtype = v.dtype  # the autocast dtype, if any
-        out = F.scaled_dot_product_attention(
-            q_u.to(dtype),
-            k.transpose(1, 2).to(dtype),
-            v.transpose(1, 2),
-            attn_mask=bias.to(dtype),
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
-        out = out.transpose(1, 2).reshape(bsz, qlen, heads * self.vhead_dim)
-        return self.out_proj(out), None
-
-
-def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
-    """Switches the exact speed-ups of the module docstring on or off.
-
-    Swaps classes in place (parameters and state dict are untouched), so it
-    can be applied to a live or frozen encoder at any time.
-
-    Example
-    -------
-    >>> from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
-    >>> cnn = ConvolutionFrontEnd((8, 16, 80), num_blocks=2, num_layers_per_block=1,
-    ...     out_channels=(8, 8), kernel_sizes=(3, 3), strides=(2, 2), residuals=(False, False))
-    >>> set_fast_kernels(cnn, frontend=True, ffn=True, attention=True)
-    2
-    >>> set_fast_kernels(cnn, frontend=False, ffn=False, attention=False)
-    2
-    """
-    swapped = 0
-    for module in encoder.modules():
-        if type(module) in (Conv2d, ChannelsLastConv2d):
-            module.__class__ = ChannelsLastConv2d if frontend else Conv2d
-            swapped += 1
-        elif type(module) in (PositionalwiseFeedForward, BatchMajorFeedForward):
-            module.__class__ = BatchMajorFeedForward if ffn else PositionalwiseFeedForward
-            swapped += 1
-        elif type(module) in (RelPosMHAXL, FusedRelPosMHAXL):
-            module.__class__ = FusedRelPosMHAXL if attention else RelPosMHAXL
-            swapped += 1
-    return swapped
+from latent_rq_brain.sb_patches import patch_padding_exact_convolution, set_fast_kernels
 
 
 class LatentRQEncoder(torch.nn.Module):
@@ -325,11 +28,11 @@ class LatentRQEncoder(torch.nn.Module):
         Built with ``encoder_module: conformer``, ``num_decoder_layers: 0`` and
         ``output_hidden_states: True``.
     fast_frontend : bool
-        Channels-last front-end convolutions (:class:`ChannelsLastConv2d`).
+        Channels-last front-end convolutions (:class:`~latent_rq_brain.sb_patches.ChannelsLastConv2d`).
     fast_ffn : bool
-        Feed-forward modules without permutation (:class:`BatchMajorFeedForward`).
+        Feed-forward modules without permutation (:class:`~latent_rq_brain.sb_patches.BatchMajorFeedForward`).
     fast_attention : bool
-        Relative-position attention on a fused kernel (:class:`FusedRelPosMHAXL`).
+        Relative-position attention on a fused kernel (:class:`~latent_rq_brain.sb_patches.FusedRelPosMHAXL`).
 
     Example
     -------
@@ -357,10 +60,7 @@ class LatentRQEncoder(torch.nn.Module):
             raise ValueError("the encoder needs num_decoder_layers: 0")
         self.frontend = frontend
         self.transformer = transformer
-        for layer in self.transformer.encoder.layers:
-            conv = getattr(layer, "convolution_module", None)
-            if type(conv) is ConvolutionModule:
-                conv.__class__ = PaddingExactConvolutionModule
+        patch_padding_exact_convolution(self.transformer.encoder)
         set_fast_kernels(
             self, frontend=fast_frontend, ffn=fast_ffn, attention=fast_attention
         )

@@ -15,6 +15,17 @@ Authors
 import torch
 
 
+def valid_frames(lens, T):
+    """(B, T) bool, True on the first ``lens[b]`` frames of each row.
+
+    Example
+    -------
+    >>> valid_frames(torch.tensor([2, 3]), 3).tolist()
+    [[True, True, False], [True, True, True]]
+    """
+    return torch.arange(T, device=lens.device)[None, :] < lens[:, None]
+
+
 class MelFeatures(torch.nn.Module):
     """Waveforms -> normalised log-Mel frames, with exact frame counts.
 
@@ -90,7 +101,7 @@ class MelFeatures(torch.nn.Module):
                 f"{int(frame_lens.max())}: is hop_length consistent with fbank?"
             )
         feats = self.normalize(feats, frame_lens.float() / T)
-        valid = torch.arange(T, device=feats.device)[None, :] < frame_lens[:, None]
+        valid = valid_frames(frame_lens.to(feats.device), T)
         feats = feats.masked_fill(~valid.unsqueeze(-1), 0.0)
         pad = (-T) % self.downsampling
         if pad:

@@ -16,20 +16,28 @@ Authors
  * latent-rq developers 2026
 """
 
+import ast
 import os
 
+import ruamel.yaml
 import torch
 import yaml
 
 from speechbrain.utils.checkpoints import (
-    Checkpointer,
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
 )
 
+from latent_rq_brain.checkpoints import (
+    checkpoint_info,
+    find_checkpoint,
+    load_state,
+    require_files,
+)
 from latent_rq_brain.encoder import LatentRQEncoder
 from latent_rq_brain.features import MelFeatures
+from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 
 #: Settings (top-level YAML keys) that fix features and encoder architecture.
@@ -81,15 +89,21 @@ class EncoderSpec:
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(self.config, f, sort_keys=True)
 
-    @mark_as_loader
-    def _load(self, path, end_of_epoch=False):
-        """Checks the file is whole (a truncated one raises KeyError)."""
-        del end_of_epoch
+    @staticmethod
+    def read(path):
+        """The settings saved in ``path``; KeyError if it is not whole."""
         with open(path, encoding="utf-8") as f:
             saved = yaml.safe_load(f) or {}
         missing = [k for k in ARCH_KEYS if k not in saved]
         if missing:
             raise KeyError(f"{path} lacks {missing}")
+        return saved
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=False):
+        """Checks the file is whole (a truncated one raises KeyError)."""
+        del end_of_epoch
+        self.read(path)
 
 
 def _plain(value):
@@ -160,33 +174,48 @@ def build_encoder(config):
     return features, LatentRQEncoder(cnn, transformer)
 
 
-def find_checkpoint(path):
-    """The checkpoint a path names: one ``CKPT+*`` folder, a save folder (its
-    newest checkpoint) or a run's output folder (``<path>/save``).
+#: ``random:<name>`` encoders: a test size, or the architecture of a YAML.
+RANDOM_CONFIGS = {"tiny": None, "small": "hparams/small/latent_rq.yaml"}
+RANDOM_PREFIX = "random:"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    Returns a :class:`speechbrain.utils.checkpoints.Checkpoint`.
+
+class _ArchConstructor(ruamel.yaml.constructor.SafeConstructor):
+    """Reads scalars only: HyperPyYAML's ``!tuple`` as a tuple, any other
+    tag (``!new:``, ``!name:``, ...) as None. A subclass, so that registering
+    these never changes ruamel's shared SafeConstructor (HyperPyYAML uses it)."""
+
+
+_ArchConstructor.add_constructor(
+    "!tuple", lambda loader, node: ast.literal_eval(loader.construct_scalar(node))
+)
+_ArchConstructor.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def yaml_config(hparams_file):
+    """:data:`ARCH_KEYS` and :data:`INFO_KEYS` of a training YAML, read
+    without building anything (the architecture has one home: the YAML).
+
+    Example
+    -------
+    >>> c = yaml_config(os.path.join(REPO, "hparams/small/latent_rq.yaml"))
+    >>> c["cnn_channels"], c["d_model"], c["num_encoder_layers"]
+    ([32, 16], 96, 4)
     """
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, "CKPT.yaml")):
-        parent = Checkpointer(os.path.dirname(os.path.abspath(path)))
-        for ckpt in parent.list_checkpoints():
-            if os.path.samefile(ckpt.path, path):
-                return ckpt
-    elif os.path.isdir(path):
-        for folder in (path, os.path.join(path, "save")):
-            if os.path.isdir(folder):
-                found = Checkpointer(folder).find_checkpoint()
-                if found is not None:
-                    return found
-    raise ValueError(
-        f"no checkpoint found at {path} (expected a run's output folder, its "
-        "save folder with CKPT+* sub-folders, or one CKPT+* folder)"
-    )
+    from hyperpyyaml import resolve_references
 
-
-def _read_yaml(path, key):
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)[key]
+    hparams_file, overrides = expand_hparams_file(hparams_file)
+    overrides = ruamel.yaml.YAML().load(overrides or "{}")
+    overrides.update(data_folder="-", init_from=None)
+    with open(hparams_file, encoding="utf-8") as f:
+        resolved = resolve_references(f, overrides)
+    tree = ruamel.yaml.YAML(typ="safe", pure=True)
+    tree.Constructor = _ArchConstructor  # its own registry: no global side effect
+    hparams = tree.load(resolved)
+    for key, value in hparams.items():
+        if isinstance(value, str) and value.startswith("("):
+            hparams[key] = ast.literal_eval(value)
+    return EncoderSpec.from_hparams(hparams).config
 
 
 class PretrainedEncoder(torch.nn.Module):
@@ -250,7 +279,8 @@ class PretrainedEncoder(torch.nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu"):
-        """Loads the encoder of a training checkpoint (see :func:`find_checkpoint`)."""
+        """Loads the encoder of a training checkpoint (any name
+        :func:`latent_rq_brain.checkpoints.find_checkpoint` takes)."""
         ckpt = find_checkpoint(path)
         files = ckpt.paramfiles
         spec = files.get("encoder_spec")
@@ -260,30 +290,56 @@ class PretrainedEncoder(torch.nn.Module):
                 "older latent-rq): resume that run for one step with the current "
                 "code to add it"
             )
-        if "encoder" not in files:
-            raise ValueError(f"checkpoint {ckpt.path} lacks encoder.ckpt")
-        with open(spec, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
-        info = {"checkpoint": str(ckpt.path), "stage": None, "step": None}
-        if "transition_to_stage" in ckpt.meta:
-            # written at a transition: the encoder is the end of the previous stage
-            info["transition_to_stage"] = int(ckpt.meta["transition_to_stage"])
-        if "stage_schedule" in files:
-            info["stage"] = int(_read_yaml(files["stage_schedule"], "stage"))
-        if "brain" in files:
-            info["step"] = int(_read_yaml(files["brain"], "optimizer_step"))
-        for key in INFO_KEYS:
-            if key in config:
-                info[key] = config[key]
+        require_files(ckpt, ["encoder"])
+        config = EncoderSpec.read(spec)
+        info = checkpoint_info(ckpt)
+        info.update({k: config[k] for k in INFO_KEYS if k in config})
         model = cls(config, info)
-        state = torch.load(files["encoder"], map_location=map_location)
         try:
-            model.encoder.load_state_dict(state, strict=True)
-        except RuntimeError as err:
+            load_state(model.encoder, files["encoder"], map_location, "encoder")
+        except ValueError as err:
             raise ValueError(
                 f"{files['encoder']} does not fit the architecture in {spec}: {err}"
             ) from err
         return model
+
+    @classmethod
+    def load(cls, name, seed=0):
+        """The one resolver of encoder names: a checkpoint (run folder, save
+        folder, ``CKPT+*`` folder, ``<run>@stage<k>``) or ``random:<config>``
+        (``tiny``, ``small`` = ``hparams/small/latent_rq.yaml``, or any
+        training YAML: seeded random initialisation of that architecture).
+
+        Example
+        -------
+        >>> enc = PretrainedEncoder.load("random:tiny")
+        >>> enc.num_hidden_states, enc.hidden_size, enc.info["checkpoint"]
+        (3, 32, 'random:tiny')
+        >>> PretrainedEncoder.load("random:huge")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown random encoder 'random:huge': use random:tiny, random:small or random:<training YAML>
+        """
+        name = str(name)
+        if name.startswith(RANDOM_PREFIX):
+            which = name[len(RANDOM_PREFIX):]
+            path = RANDOM_CONFIGS.get(which, which)
+            if path is None:
+                config = cls.tiny_config()
+            elif os.path.isfile(os.path.join(REPO, path)) or os.path.isfile(path):
+                full = path if os.path.isfile(path) else os.path.join(REPO, path)
+                config = dict(cls.tiny_config(), **yaml_config(full))
+            else:
+                raise ValueError(
+                    f"unknown random encoder {name!r}: use random:tiny, random:small "
+                    "or random:<training YAML>"
+                )
+            enc = cls.from_config(config, seed=seed)
+            enc.info["checkpoint"] = name
+            return enc
+        if "@stage" not in name and not os.path.exists(name):
+            raise ValueError(f"checkpoint {name!r} does not exist")
+        return cls.from_checkpoint(name)
 
     @property
     def hidden_size(self):
@@ -333,13 +389,4 @@ class PretrainedEncoder(torch.nn.Module):
 def load_quantizer(path):
     """The frozen random-projection quantizer of a training checkpoint."""
     ckpt = find_checkpoint(path)
-    if "quantizer" not in ckpt.paramfiles:
-        raise ValueError(f"checkpoint {ckpt.path} lacks quantizer.ckpt")
-    saved = torch.load(ckpt.paramfiles["quantizer"], map_location="cpu")
-    c = saved["config"]
-    sources = {k: tuple(v) for k, v in c["sources"].items()}
-    quantizer = RandomProjectionQuantizer(
-        sources, c["codebook_size"], c["codebook_dim"], c["seed"]
-    )
-    quantizer.load_state_dict(saved["state"], strict=True)
-    return quantizer
+    return RandomProjectionQuantizer.from_file(require_files(ckpt, ["quantizer"])["quantizer"])

@@ -2,7 +2,7 @@
 
 A *source* is one input the targets are computed from: the stacked Mel frames
 (``"mel"``, stage 0) or one layer of the frozen target encoder (``"layer5"``,
-stages >= 1). Each source owns ``n`` codebooks, each with its own random
+stages >= 1; names from :mod:`latent_rq_brain.layers`). Each source owns ``n`` codebooks, each with its own random
 projection ``A`` (input_dim x codebook_dim, Xavier-normal) and its own codebook
 of ``V`` unit-norm codewords. The target of a frame ``x`` for one codebook is
 
@@ -24,6 +24,7 @@ import zlib
 
 import torch
 
+from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, layer_source
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -55,17 +56,6 @@ def source_seed(seed, name):
     True
     """
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
-
-
-def layer_source(layer):
-    """Name of the quantizer source that reads paper layer ``layer``.
-
-    Example
-    -------
-    >>> layer_source(-1), layer_source(7)
-    ('layer-1', 'layer7')
-    """
-    return f"layer{int(layer)}"
 
 
 @register_checkpoint_hooks
@@ -214,6 +204,29 @@ class RandomProjectionQuantizer(torch.nn.Module):
     def _save(self, path):
         torch.save({"config": self.config(), "state": self.state_dict()}, path)
 
+    @classmethod
+    def from_file(cls, path):
+        """The quantizer saved in a checkpoint's ``quantizer.ckpt``."""
+        saved = torch.load(path, map_location="cpu")
+        c = saved["config"]
+        sources = {k: tuple(v) for k, v in c["sources"].items()}
+        quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"])
+        quantizer.load_state_dict(saved["state"], strict=True)
+        return quantizer
+
+    def check_same(self, path):
+        """Raises unless every buffer saved in ``path`` that this quantizer
+        also has is equal to its own (branching: comparable targets)."""
+        saved = torch.load(path, map_location="cpu")
+        mine = self.state_dict()
+        for key, value in saved["state"].items():
+            if key in mine and not torch.equal(mine[key].cpu(), value):
+                raise ValueError(
+                    f"quantizer buffer {key} in {path} differs from this config's "
+                    "(different seed or quantizer settings): targets would not "
+                    "be comparable"
+                )
+
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
@@ -262,11 +275,7 @@ def latent_rq_quantizer(
      ...
     ValueError: n_codebooks=18 is not divisible by the 4 target_layers [1, 2, 3, 4]: each layer needs the same number of codebooks (e.g. n_codebooks=16 or 20, or 3 or 6 layers)
     """
-    from latent_rq_brain.encoder import check_target_layers, hidden_state_index
-
-    layers = check_target_layers(target_layers)
-    for layer in layers:
-        hidden_state_index(layer, num_layers)
+    layers = check_target_layers(target_layers, num_layers)
     K = len(layers)
     if n_codebooks % K:
         lo, hi = n_codebooks - n_codebooks % K, n_codebooks + K - n_codebooks % K
@@ -278,7 +287,7 @@ def latent_rq_quantizer(
             f"{layers}: each layer needs the same number of codebooks (e.g. "
             f"n_codebooks={counts}, or {' or '.join(map(str, sorted(near)))} layers)"
         )
-    sources = {"mel": (mel_dim, n_codebooks)}
+    sources = {MEL_SOURCE: (mel_dim, n_codebooks)}
     for layer in layers:
         sources[layer_source(layer)] = (latent_dim, n_codebooks // K)
     return RandomProjectionQuantizer(sources, codebook_size, codebook_dim, seed)

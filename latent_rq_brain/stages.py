@@ -76,9 +76,14 @@ class StageSchedule:
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump({"stage": self.stage, "transitions": self.transitions}, f)
 
+    @staticmethod
+    def read(path):
+        """``{"stage": int, "transitions": [int]}`` of a ``stage_schedule.ckpt``."""
+        with open(path, encoding="utf-8") as f:
+            saved = yaml.safe_load(f)
+        return {"stage": int(saved["stage"]), "transitions": saved.get("transitions", [])}
+
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
-        with open(path, encoding="utf-8") as f:
-            saved = yaml.safe_load(f)
-        self.stage = int(saved["stage"])
+        self.stage = self.read(path)["stage"]

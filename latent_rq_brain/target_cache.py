@@ -27,11 +27,13 @@ import hashlib
 import json
 import logging
 import os
+import time
 
 import numpy as np
 import torch
 
 from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.distributed import is_distributed_initialized
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,12 @@ class TargetCache:
         return all(os.path.exists(self._path(r, "done")) for r in range(world_size))
 
     @torch.no_grad()
-    def build_shard(self, brain, dataset, rank, world_size, max_batch_seconds, num_workers=0):
+    def build_shard(self, make_targets, dataset, rank, world_size, max_batch_seconds,
+                    num_workers=0):
         """Computes this rank's share of the targets and writes its shard.
 
+        ``make_targets(batch)`` returns ``(codes (sum(enc_lens), N), enc_lens)``
+        (:meth:`latent_rq_brain.brain.LatentRQBrain.all_frame_targets`).
         Utterances are sorted by duration and batched up to ``max_batch_seconds``
         of audio; ``num_workers`` loader processes read the audio.
         """
@@ -108,7 +113,7 @@ class TargetCache:
         index, offset = {}, 0
         with open(self._path(rank, "u16"), "wb") as out:
             for batch in loader:
-                codes, enc_lens = brain.all_frame_targets(batch)
+                codes, enc_lens = make_targets(batch)
                 arr = codes.cpu().numpy().astype(np.uint16)
                 out.write(arr.tobytes())
                 for uid, n in zip(batch.id, enc_lens.tolist()):
@@ -118,6 +123,29 @@ class TargetCache:
             json.dump(index, f)
         open(self._path(rank, "done"), "w").close()
         logger.info(f"target cache {self.key}: rank {rank} wrote {offset} frames")
+
+    @classmethod
+    def prepare(cls, folder, key, n_codebooks, make_targets, dataset, max_batch_seconds,
+                num_workers=0):
+        """The cache of ``key``, built if needed by every rank (its share), then
+        opened; files of other keys are removed. See :meth:`build_shard`."""
+        cache = cls(folder, key, n_codebooks)
+        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
+        rank = torch.distributed.get_rank() if is_distributed_initialized() else 0
+        if not cache.complete(world):
+            start = time.time()
+            cache.build_shard(make_targets, dataset, rank, world, max_batch_seconds,
+                              num_workers)
+            logger.info(
+                f"target cache {key}: rank {rank} computed its share in "
+                f"{time.time() - start:.1f} s"
+            )
+        if is_distributed_initialized():
+            torch.distributed.barrier()
+        cache.open(world)
+        if rank == 0:
+            cache.remove_others()
+        return cache
 
     def open(self, world_size):
         """Loads the indexes and maps the shards (read-only)."""

@@ -5,7 +5,7 @@ mode, ``requires_grad_(False)``) and kept *outside* ``Brain.modules`` so that
 SpeechBrain neither trains it, nor wraps it in DDP, nor switches it back to
 train mode. Its forward stops after the deepest target layer. It returns the
 hidden states of ``target_layers`` (paper indices, see
-:func:`latent_rq_brain.encoder.hidden_state_index`), each normalised before the
+:mod:`latent_rq_brain.layers`), each normalised before the
 random projection:
 
 * ``"utterance"`` (the YAML default): per-utterance, per-dimension
@@ -26,7 +26,8 @@ import hashlib
 
 import torch
 
-from latent_rq_brain.encoder import check_target_layers, hidden_state_index
+from latent_rq_brain.features import valid_frames
+from latent_rq_brain.layers import check_target_layers, hidden_state_index
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -60,8 +61,8 @@ def normalize_states(states, enc_lens, norm):
     if norm == "layer":
         return torch.nn.functional.layer_norm(states, states.shape[-1:])
     if norm == "utterance":
-        valid = torch.arange(states.shape[1], device=states.device)
-        valid = (valid[None, :] < enc_lens[:, None]).unsqueeze(-1).float()
+        valid = valid_frames(enc_lens.to(states.device), states.shape[1])
+        valid = valid.unsqueeze(-1).float()
         n = valid.sum(1, keepdim=True)
         mean = (states * valid).sum(1, keepdim=True) / n
         var = ((states - mean) * valid).square().sum(1, keepdim=True) / n
@@ -110,9 +111,7 @@ class TargetEncoder:
     def attach(self, encoder):
         """Remembers the live encoder (for its structure) and checks the layers."""
         self.template = encoder
-        n = unwrap(encoder).num_layers
-        for layer in self.target_layers:
-            hidden_state_index(layer, n)  # raises with a clear message
+        check_target_layers(self.target_layers, unwrap(encoder).num_layers)
 
     def _frozen_copy(self, encoder):
         module = copy.deepcopy(unwrap(encoder))

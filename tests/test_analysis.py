@@ -185,7 +185,7 @@ def test_extract_matches_training_targets(corpus):
 def test_target_quality_command(corpus, tmp_path, capsys):
     out = tmp_path / "tq"
     report = target_quality.main(
-        ["random-tiny", "--manifest", corpus, "--labels", "speaker", "--out", str(out)]
+        ["random:tiny", "--manifest", corpus, "--labels", "speaker", "--out", str(out)]
     )
     assert set(report["sources"]) == {"mel", "layer0"}  # stage >= 1: both
     mean = report["sources"]["mel"]["mean"]
@@ -200,7 +200,7 @@ def test_target_quality_command(corpus, tmp_path, capsys):
 def test_tsne_command_writes_png(corpus, tmp_path):
     out = tmp_path / "tsne"
     coords = tsne.main(
-        ["random-tiny", "--manifest", corpus, "--labels", "speaker", "--out", str(out),
+        ["random:tiny", "--manifest", corpus, "--labels", "speaker", "--out", str(out),
          "--max-frames", "60", "--perplexity", "10"]
     )
     assert set(coords) == {"mel", "layer0"}
@@ -208,7 +208,7 @@ def test_tsne_command_writes_png(corpus, tmp_path):
     for name in ("tsne.png", "tsne_mel_speaker.png", "tsne_layer0_speaker.png", "tsne.npz"):
         assert (out / name).stat().st_size > 1000
     with pytest.raises(ValueError, match="out of range"):
-        tsne.main(["random-tiny", "--manifest", corpus, "--labels", "speaker",
+        tsne.main(["random:tiny", "--manifest", corpus, "--labels", "speaker",
                    "--out", str(out), "--codebook", "9", "--max-frames", "30"])
 
 

@@ -5,7 +5,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from latent_rq_brain import bench  # noqa: E402
+from tools import bench  # noqa: E402
 
 TINY = ["--d_model=32", "--nhead=2", "--num_encoder_layers=3", "--d_ffn=64",
         "--n_codebooks=4", "--codebook_size=64", "--target_layers=[0, 2]"]

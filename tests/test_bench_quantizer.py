@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from latent_rq_brain import bench_quantizer as bq
+from tools import bench_quantizer as bq
 
 KEYS = {
     "frames", "ours_s", "sb_s", "speedup", "ours_peak_mib", "sb_peak_mib",
@@ -22,7 +22,7 @@ def cli(tmp_path_factory):
     """One real CLI run (2 codebooks x 256 x 8): its stdout lines and rows."""
     rows_json = tmp_path_factory.mktemp("bench") / "rows.json"
     out = subprocess.run(
-        [sys.executable, "-m", "latent_rq_brain.bench_quantizer", "--frames", "200",
+        [sys.executable, "-m", "tools.bench_quantizer", "--frames", "200",
          "1000", "--codebooks", "2", "--vocab", "256", "--dim", "8",
          "--repeats", "2", "--rows-json", str(rows_json)],
         capture_output=True, text=True, timeout=120, check=True,

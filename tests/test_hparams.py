@@ -7,6 +7,7 @@ import os
 import sys
 
 import pytest
+import ruamel.yaml
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
@@ -14,6 +15,7 @@ import speechbrain as sb
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
+from latent_rq_brain.hparams import expand_hparams_file  # noqa: E402
 from latent_rq_brain.stages import StageSchedule  # noqa: E402
 from latent_rq_brain.target_encoder import TargetEncoder  # noqa: E402
 
@@ -46,8 +48,9 @@ def load(path, tmp, **overrides):
     if needs_init_from(os.path.basename(path)):
         base["init_from"] = str(tmp)
     base.update(overrides)
+    path, text = expand_hparams_file(path, base)
     with open(path, encoding="utf-8") as fin:
-        return load_hyperpyyaml(fin, base)
+        return load_hyperpyyaml(fin, text)
 
 
 def trainable(hparams):
@@ -69,18 +72,22 @@ def paper(request, tmp_path_factory):
 @pytest.mark.parametrize("name", list(PAPER))
 def test_paper_placeholders(name, tmp_path):
     """best_rq/schedule need only data_folder; the stage files also init_from."""
-    with open(paper_path(name), encoding="utf-8") as f:
-        text = f.read()
-    assert "data_folder: !PLACEHOLDER" in text
-    assert ("init_from: !PLACEHOLDER" in text) == needs_init_from(name)
+    path, text = expand_hparams_file(paper_path(name))
+    with open(path, encoding="utf-8") as f:
+        assert "data_folder: !PLACEHOLDER" in f.read()
+    assert ("init_from: !PLACEHOLDER" in (text or "")) == needs_init_from(name)
     # a missing placeholder is named before anything is built
-    with open(paper_path(name), encoding="utf-8") as fin:
+    path, text = expand_hparams_file(paper_path(name), {"output_folder": str(tmp_path)})
+    with open(path, encoding="utf-8") as fin:
         with pytest.raises(ValueError, match="'(data_folder|init_from)' is a !PLACEHOLDER"):
-            load_hyperpyyaml(fin, {"output_folder": str(tmp_path)})
+            load_hyperpyyaml(fin, text)
     if needs_init_from(name):
-        with open(paper_path(name), encoding="utf-8") as fin:
+        path, text = expand_hparams_file(
+            paper_path(name), {"data_folder": str(tmp_path), "output_folder": str(tmp_path)}
+        )
+        with open(path, encoding="utf-8") as fin:
             with pytest.raises(ValueError, match="'init_from' is a !PLACEHOLDER"):
-                load_hyperpyyaml(fin, {"data_folder": str(tmp_path), "output_folder": str(tmp_path)})
+                load_hyperpyyaml(fin, text)
 
 
 def test_paper_settings(paper):
@@ -118,26 +125,16 @@ def test_paper_settings(paper):
         assert hp["init_from"] is None
 
 
-def test_paper_files_differ_only_where_expected():
-    """The five paper files share one recipe: only names, stages and limits differ."""
-
-    def settings(name):
-        keep = []
-        with open(paper_path(name), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("#"):
-                    continue
-                if line.split(":")[0] in (
-                    "output_folder", "initial_stage", "init_from",
-                    "optimizer_step_limit", "stage_transitions",
-                ):
-                    continue
-                keep.append(line)
-        return keep
-
-    ref = settings("best_rq")
+def test_paper_files_are_the_schedule_file_plus_a_few_settings():
+    """One full recipe: the other paper files are thin files on top of it."""
+    full, _ = expand_hparams_file(paper_path("latent_rq_schedule"))
+    assert full == paper_path("latent_rq_schedule")
     for name in PAPER:
-        assert settings(name) == ref, name
+        path, text = expand_hparams_file(paper_path(name))
+        assert os.path.samefile(path, full), name
+        keys = set(ruamel.yaml.YAML().load(text or "{}"))
+        assert keys <= {"output_folder", "initial_stage", "init_from",
+                        "optimizer_step_limit", "stage_transitions"}, (name, keys)
 
 
 # ---------------------------------------------------------------- overrides

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from latent_rq_brain import data  # noqa: E402
 from recipes.demo import prepare_asterisk as pa  # noqa: E402
 
 SR = 16000
@@ -110,13 +111,13 @@ def test_nonspeech_tag_detection():
 
 def test_stable_hash_is_deterministic_across_processes():
     names = ["digits/1", "vm-options", "agent-pass", "letters/at"]
-    here = [pa.stable_hash(n) for n in names]
+    here = [data.stable_hash(n) for n in names]
     assert all(0.0 <= h < 1.0 for h in here)
     assert len(set(here)) == len(names)
     code = (
         "import sys; sys.path.insert(0, %r);"
-        "from recipes.demo import prepare_asterisk as pa;"
-        "print(repr([pa.stable_hash(n) for n in %r]))" % (str(REPO), names)
+        "from latent_rq_brain import data;"
+        "print(repr([data.stable_hash(n) for n in %r]))" % (str(REPO), names)
     )
     for seed in ("1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
@@ -169,7 +170,7 @@ def test_write_csv_header_and_quoting(tmp_path):
         },
     ]
     out = tmp_path / "train.csv"
-    pa.write_csv(rows, out)
+    data.write_manifest(rows, out)
     text = out.read_text(encoding="utf-8")
     assert text.splitlines()[0] == "ID,duration,wav,spk_id,wrd"
     with open(out, newline="", encoding="utf-8") as f:
@@ -182,10 +183,10 @@ def test_write_csv_header_and_quoting(tmp_path):
     assert not (tmp_path / "train.csv.tmp").exists()
 
 
-def test_write_csv_rejects_unknown_column(tmp_path):
+def test_write_manifest_rejects_unknown_column(tmp_path):
     row = {"ID": "a", "duration": 1, "wav": "/a", "spk_id": "s", "wrd": "", "x": 1}
     with pytest.raises(ValueError):
-        pa.write_csv([row], tmp_path / "x.csv")
+        data.write_manifest([row], tmp_path / "x.csv")
 
 
 # --------------------------------------------------------------------------
@@ -316,7 +317,7 @@ def test_prepare_asterisk_end_to_end_with_local_debs(tmp_path, caplog):
     for split in ("train", "valid"):
         with open(out / f"{split}.csv", newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            assert reader.fieldnames == pa.CSV_HEADER
+            assert reader.fieldnames == data.CSV_HEADER
             split_rows = list(reader)
         ids = [r["ID"] for r in split_rows]
         assert ids == sorted(ids)

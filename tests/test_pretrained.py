@@ -138,3 +138,13 @@ def test_rebuilt_paper_encoder_matches_the_yaml(tmp_path):
     assert mine == theirs
     assert sum(v.numel() for v in rebuilt.state_dict().values()) > 100e6
     assert "best_rq" in PAPER
+
+
+def test_random_encoder_from_a_yaml_leaves_hyperpyyaml_alone():
+    """random:small reads hparams/small/latent_rq.yaml without changing how
+    HyperPyYAML reads later files (a probe YAML saved after it kept its !ref)."""
+    from hyperpyyaml import resolve_references
+
+    enc = PretrainedEncoder.load("random:small")
+    assert (enc.encoder.num_layers, enc.hidden_size) == (4, 96)
+    assert resolve_references("a: 1\nb: !ref <a>/x\n").getvalue() == "a: 1\nb: 1/x\n"

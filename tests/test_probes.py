@@ -18,7 +18,10 @@ import torch
 from latent_rq_brain.data import DataError
 from recipes.probes import table
 from recipes.probes.manifests import check_task, task_manifests
-from recipes.probes.probing import HiddenStateCache, PoolingClassifier, WeightedLayerSum, load_encoder
+from latent_rq_brain.pretrained import PretrainedEncoder
+from recipes.probes.probing import HiddenStateCache, PoolingClassifier, WeightedLayerSum
+
+load_encoder = PretrainedEncoder.load
 
 SR = 16000
 HPARAMS = os.path.join(os.path.dirname(__file__), "..", "recipes", "probes", "hparams")

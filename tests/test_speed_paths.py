@@ -1,10 +1,11 @@
 """Every fast path equals its plain path: same targets, same loss.
 
-Fast paths (YAML switches, on by default): ``truncate_target_encoder``,
-``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``,
-``fast_attention``.
+Fast paths: the masked-only forward (reference: ``tools.bench.plain_forward``)
+and the YAML switches, on by default: ``truncate_target_encoder``,
+``target_cache``, ``fast_frontend``, ``fast_ffn``, ``fast_attention``.
 """
 
+import functools
 import os
 
 import pytest
@@ -12,13 +13,14 @@ import torch
 
 import speechbrain as sb
 from test_training import built, fit_batches, write_corpus
-from latent_rq_brain.encoder import (
+from latent_rq_brain.sb_patches import (
     BatchMajorFeedForward,
     ChannelsLastConv2d,
     FusedRelPosMHAXL,
     set_fast_kernels,
 )
 from latent_rq_brain.target_encoder import TargetEncoder, unwrap
+from tools.bench import plain_forward
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +62,20 @@ def test_truncated_target_encoder_equals_full(tmp_path, corpus):
     for layer in layers:
         assert torch.allclose(a[layer], b[layer], atol=1e-5)
     valid = torch.arange(feats.shape[1] // 4)[None] < enc_lens[:, None]
-    brain.target_encoder = fast
+    brain.targets.target_encoder = fast
     codes_fast = brain.compute_targets(feats, enc_lens, valid)
-    brain.target_encoder = plain
+    brain.targets.target_encoder = plain
     codes_plain = brain.compute_targets(feats, enc_lens, valid)
     assert torch.equal(codes_fast, codes_plain)
 
 
 @pytest.mark.parametrize("stage", [0, 1])
-def test_masked_only_equals_all_frames(tmp_path, corpus, stage):
+def test_masked_only_forward_equals_plain_forward(tmp_path, corpus, stage):
     brain, loader = stage1_brain(tmp_path, corpus)
     brain.schedule.stage = stage
     batch = next(iter(loader)).to(brain.device)
-    brain.hparams.masked_only = True
     fast, loss_fast = forward_eval(brain, batch)
-    brain.hparams.masked_only = False
+    brain.compute_forward = functools.partial(plain_forward, brain)
     plain, loss_plain = forward_eval(brain, batch)
     assert torch.equal(fast["mask"], plain["mask"])
     assert torch.equal(fast["targets"], plain["targets"])

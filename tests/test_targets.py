@@ -10,16 +10,16 @@ convolution).
 
 import copy
 import math
-import types
 
 import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from latent_rq_brain.encoder import PaddingExactConvolutionModule, hidden_state_index
+from latent_rq_brain.layers import hidden_state_index, layer_source
+from latent_rq_brain.sb_patches import PaddingExactConvolutionModule
 from latent_rq_brain.masking import sample_span_mask
-from latent_rq_brain.quantizer import layer_source
 from latent_rq_brain.target_encoder import TargetEncoder, normalize_states
+from latent_rq_brain.targets import TargetMaker
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 
 HPARAMS = "hparams/small/latent_rq.yaml"
@@ -468,25 +468,18 @@ def test_target_norms(hp):
 # ------------------------------------------------------------ determinism, Brain
 
 
-def _fake_brain(hp, stage, target_encoder=None):
-    return types.SimpleNamespace(
-        schedule=types.SimpleNamespace(stage=stage),
-        hparams=types.SimpleNamespace(downsampling=4),
-        quantizer=hp["quantizer"],
-        target_encoder=target_encoder,
-    )
+def _targets(hp, target_encoder=None):
+    return TargetMaker(hp["quantizer"], target_encoder, downsampling=4)
 
 
 def test_latent_targets_are_deterministic(hp):
-    from latent_rq_brain.brain import LatentRQBrain
-
     te = TargetEncoder(TARGET_LAYERS, norm="utterance")
     te.snapshot(hp["encoder"], step=0)
     feats, _, enc_lens = features(hp, WAVS)
     mask = sample_span_mask(enc_lens, 0.4, 5, generator=torch.Generator().manual_seed(0))
-    brain = _fake_brain(hp, stage=1, target_encoder=te)
-    first = LatentRQBrain.compute_targets(brain, feats, enc_lens, mask)
-    second = LatentRQBrain.compute_targets(brain, feats, enc_lens, mask)
+    make = _targets(hp, te)
+    first = make(feats, enc_lens, mask, stage=1)
+    second = make(feats, enc_lens, mask, stage=1)
     q = hp["quantizer"]
     assert first.shape == (int(mask.sum()), q.n_codebooks - q.sources["mel"][1])
     assert torch.equal(first, second)
@@ -494,9 +487,7 @@ def test_latent_targets_are_deterministic(hp):
     te2 = TargetEncoder(TARGET_LAYERS, norm="utterance")
     te2.snapshot(copy.deepcopy(hp["encoder"]), step=0)
     assert te2.checksum() == te.checksum()
-    third = LatentRQBrain.compute_targets(
-        _fake_brain(hp, 2, te2), feats, enc_lens, mask
-    )
+    third = _targets(hp, te2)(feats, enc_lens, mask, stage=2)
     assert torch.equal(first, third)
     # layout: codebooks of target_layers[0], then of target_layers[1], ...
     states = te(feats, enc_lens)
@@ -507,16 +498,14 @@ def test_latent_targets_are_deterministic(hp):
 
 
 def test_stage0_targets_in_brain(hp):
-    from latent_rq_brain.brain import LatentRQBrain
-
     feats, _, enc_lens = features(hp, WAVS)
     mask = sample_span_mask(enc_lens, 0.4, 5, generator=torch.Generator().manual_seed(1))
-    targets = LatentRQBrain.compute_targets(_fake_brain(hp, 0), feats, enc_lens, mask)
+    targets = _targets(hp)(feats, enc_lens, mask, stage=0)
     q = hp["quantizer"]
     assert targets.shape == (int(mask.sum()), q.sources["mel"][1])
     # encoder frame t stacks Mel frames 4t .. 4t+3
     b, t = mask.nonzero()[0].tolist()
     frame = feats[b, 4 * t : 4 * t + 4].reshape(1, -1)
     assert torch.equal(targets[:1], q(frame, "mel"))
-    again = LatentRQBrain.compute_targets(_fake_brain(hp, 0), feats, enc_lens, mask)
+    again = _targets(hp)(feats, enc_lens, mask, stage=0)
     assert torch.equal(targets, again)

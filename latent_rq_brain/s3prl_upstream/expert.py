@@ -48,7 +48,8 @@ class UpstreamExpert(_Base):
     Arguments
     ---------
     ckpt : str or PretrainedEncoder
-        A latent-rq checkpoint (run output folder, save folder or CKPT+ folder),
+        Any encoder name :meth:`PretrainedEncoder.load` takes (run output
+        folder, save folder, CKPT+ folder, ``<run>@stage<k>``, ``random:small``),
         or an already built encoder.
     model_config : str, optional
         Unused (s3prl passes it); the checkpoint carries its architecture.
@@ -61,7 +62,7 @@ class UpstreamExpert(_Base):
             super().__init__(**kwargs)
         del model_config
         if not isinstance(ckpt, PretrainedEncoder):
-            ckpt = PretrainedEncoder.from_checkpoint(ckpt)
+            ckpt = PretrainedEncoder.load(ckpt)
         # every parameter trainable: s3prl decides (no_grad + eval unless -f)
         self.model = TrainableEncoder(ckpt, trainable_layers="all")
 

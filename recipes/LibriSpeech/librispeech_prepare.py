@@ -22,7 +22,6 @@ Authors
 """
 
 import argparse
-import csv
 import json
 import logging
 import multiprocessing
@@ -32,10 +31,13 @@ from pathlib import Path
 
 import soundfile
 
+if not __package__:  # run as a script: the repository root makes the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from latent_rq_brain.data import write_manifest  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 SAMPLERATE = 16000
-CSV_HEADER = ["ID", "duration", "wav", "spk_id", "wrd"]
 OPT_FILE = "librispeech_prepare.json"
 DEFAULT_TR_SPLITS = ("train-clean-100", "train-clean-360", "train-other-500")
 DEFAULT_DEV_SPLITS = ("dev-clean",)
@@ -164,13 +166,13 @@ def prepare_librispeech(
     rows_per_split = {}
     for split, csv_file in zip(all_splits, split_csvs):
         rows = collect_split(data_folder / split, num_workers=num_workers)
-        write_csv(rows, csv_file)
+        write_manifest(rows, csv_file, lineterminator="\r\n")
         rows_per_split[split] = rows
         logger.info("Wrote %s (%d utterances)", csv_file, len(rows))
 
     if tr_splits:
         merged = [row for split in tr_splits for row in rows_per_split[split]]
-        write_csv(merged, save_folder / merge_name)
+        write_manifest(merged, save_folder / merge_name, lineterminator="\r\n")
         logger.info(
             "Wrote %s (%d utterances from %s)",
             save_folder / merge_name,
@@ -275,7 +277,7 @@ def collect_split(split_folder, num_workers=2):
     Returns
     -------
     list of dict
-        One dict per utterance with the keys of ``CSV_HEADER``, sorted by ID.
+        One dict per utterance with the keys of ``CSV_HEADER`` (latent_rq_brain.data), sorted by ID.
 
     Raises
     ------
@@ -367,37 +369,6 @@ def audio_info(path):
     """
     info = soundfile.info(path)
     return info.frames, info.samplerate
-
-
-def write_csv(rows, csv_file):
-    """Writes manifest rows to a CSV file, atomically.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with the keys of ``CSV_HEADER``.
-    csv_file : str or os.PathLike
-        Destination file.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     out = Path(tmp) / "x.csv"
-    ...     row = {"ID": "1-2-0003", "duration": 1.5, "wav": "/a.flac",
-    ...            "spk_id": "1", "wrd": "HI"}
-    ...     write_csv([row], out)
-    ...     print(out.read_text().strip())
-    ID,duration,wav,spk_id,wrd
-    1-2-0003,1.5,/a.flac,1,HI
-    """
-    csv_file = Path(csv_file)
-    tmp_file = csv_file.with_name(csv_file.name + ".tmp")
-    with open(tmp_file, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp_file, csv_file)
 
 
 def _read_infos(paths, num_workers):

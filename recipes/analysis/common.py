@@ -1,7 +1,7 @@
 """Shared plumbing of the analysis instruments: model, sources, data, labels.
 
-Targets are made as in training (``LatentRQBrain.compute_targets``), on every
-valid 40 ms frame instead of the masked ones only:
+Targets are made as in training, by :class:`latent_rq_brain.targets.TargetMaker`,
+on every valid 40 ms frame instead of the masked ones only:
 
 * ``mel``: the 4 stacked normalised log-Mel frames (4 x 80 = 320 dims) of
   each encoder frame;
@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from latent_rq_brain.data import read_audio_checked, read_manifest
-from latent_rq_brain.encoder import hidden_state_index
-from latent_rq_brain.quantizer import latent_rq_quantizer, layer_source
-from latent_rq_brain.target_encoder import normalize_states
+from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
+from latent_rq_brain.quantizer import latent_rq_quantizer
+from latent_rq_brain.target_encoder import TargetEncoder
+from latent_rq_brain.targets import TargetMaker
 
 #: ``checkpoint`` value that builds a random tiny encoder and quantizer (tests).
-RANDOM_TINY = "random-tiny"
+RANDOM_TINY = "random:tiny"
 
 
 def load_model(checkpoint, seed=1):
@@ -38,9 +39,9 @@ def load_model(checkpoint, seed=1):
     Arguments
     ---------
     checkpoint : str
-        A run's output folder, its ``save`` folder, one ``CKPT+*`` folder, or
-        ``"random-tiny"`` (a random 2-layer d=32 encoder, treated as stage 1,
-        with a 4 x 64-code quantizer on ``mel`` and ``layer0``).
+        Any name :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`
+        takes; ``"random:tiny"`` (a random 2-layer d=32 encoder) is treated as
+        stage 1, with a 4 x 64-code quantizer on ``mel`` and ``layer0``.
     seed : int
         Seed of the random tiny model.
     """
@@ -48,31 +49,15 @@ def load_model(checkpoint, seed=1):
 
     if checkpoint == RANDOM_TINY:
         cfg = PretrainedEncoder.tiny_config()
-        enc = PretrainedEncoder.from_config(cfg, seed=seed)
+        enc = PretrainedEncoder.load(RANDOM_TINY, seed=seed)
         enc.info.update(stage=1, target_layers=cfg["target_layers"],
-                        target_norm=cfg["target_norm"], checkpoint=RANDOM_TINY)
+                        target_norm=cfg["target_norm"])
         q = latent_rq_quantizer(
             4, 64, 8, 4 * cfg["n_mels"], enc.hidden_size, cfg["target_layers"],
             enc.encoder.num_layers, seed,
         )
         return enc, q
-    return PretrainedEncoder.from_checkpoint(checkpoint), load_quantizer(checkpoint)
-
-
-def source_layer(name):
-    """Paper layer index of a ``layer<l>`` source, ``None`` for ``mel``.
-
-    Example
-    -------
-    >>> source_layer("layer-1"), source_layer("layer5"), source_layer("mel")
-    (-1, 5, None)
-    """
-    if name == "mel":
-        return None
-    m = re.fullmatch(r"layer(-?\d+)", name)
-    if not m:
-        raise ValueError(f"unknown source {name!r}: expected 'mel' or 'layer<index>'")
-    return int(m.group(1))
+    return PretrainedEncoder.load(checkpoint), load_quantizer(checkpoint)
 
 
 def choose_sources(info, quantizer, spec="auto"):
@@ -97,10 +82,10 @@ def choose_sources(info, quantizer, spec="auto"):
     ValueError: source 'layer7' is not in the quantizer, whose sources are ['layer0', 'layer1', 'mel']
     """
     if spec == "auto":
-        names = ["mel"]
+        names = [MEL_SOURCE]
         if (info.get("stage") or 0) >= 1:
             layers = info.get("target_layers") or [
-                source_layer(s) for s in quantizer.sources if s != "mel"
+                source_layer(s) for s in quantizer.sources if s != MEL_SOURCE
             ]
             names += [layer_source(l) for l in layers]
     elif spec == "all":
@@ -223,11 +208,14 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
     >>> lens, out["mel"]["codes"][1].shape, out["layer0"]["proj"][0].shape
     ([13, 5], (5, 4), (13, 4, 8))
     """
-    norm = enc.info.get("target_norm") or "utterance"
-    L = enc.encoder.num_layers
+    layers = [source_layer(s) for s in sources if s != MEL_SOURCE]
+    target_encoder = None
+    if layers:  # the checkpoint's encoder as target encoder, the run's norm
+        target_encoder = TargetEncoder(layers, enc.info.get("target_norm") or "utterance")
+        target_encoder.snapshot(enc.encoder, step=0)
+    make = TargetMaker(quantizer, target_encoder, int(enc.config["downsampling"]))
     out = {s: {"codes": [], "proj": []} for s in sources}
     lens = []
-    need_states = any(s != "mel" for s in sources)
     for i in range(0, len(wavs), batch_size):
         chunk = wavs[i : i + batch_size]
         n = torch.tensor([len(w) for w in chunk])
@@ -235,18 +223,10 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
         for b, w in enumerate(chunk):
             batch[b, : len(w)] = w
         feats, _, enc_lens = enc.features(batch, n)
-        states = enc.encoder(feats, enc_lens)[1] if need_states else None
-        B, T4, C = feats.shape
-        k = int(enc.config["downsampling"])
+        inputs = make.inputs(feats, enc_lens, sources)
         for name in sources:
-            layer = source_layer(name)
-            if layer is None:
-                x = feats.reshape(B, T4 // k, k * C)
-            else:
-                h = states[hidden_state_index(layer, L)].float()
-                x = normalize_states(h, enc_lens, norm)
-            for b in range(B):
-                xb = x[b, : int(enc_lens[b])]
+            for b in range(len(chunk)):
+                xb = inputs[name][b, : int(enc_lens[b])]
                 out[name]["codes"].append(quantizer(xb, name).numpy())
                 if project:
                     out[name]["proj"].append(quantizer.project(xb, name).numpy())

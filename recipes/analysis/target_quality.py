@@ -156,7 +156,7 @@ def main(argv=None):
         prog="python -m recipes.analysis.target_quality",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("checkpoint", help="run output folder, save/ folder, CKPT+ folder, or random-tiny")
+    p.add_argument("checkpoint", help="run output folder, save/ folder, CKPT+ folder, @stage<k>, or random:<config>")
     p.add_argument("--manifest", required=True, help="CSV with ID,duration,wav (+ speaker / transcript columns)")
     p.add_argument("--labels", default="phone,speaker", help="comma list of phone, speaker")
     p.add_argument("--out", required=True, help="output folder")

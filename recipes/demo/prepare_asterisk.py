@@ -36,9 +36,7 @@ Authors
 """
 
 import argparse
-import csv
 import gzip
-import hashlib
 import json
 import logging
 import math
@@ -53,10 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
+if not __package__:  # run as a script: the repository root makes the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from latent_rq_brain.data import stable_hash, write_manifest  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 SAMPLERATE = 16000
-CSV_HEADER = ["ID", "duration", "wav", "spk_id", "wrd"]
 OPT_FILE = "prepare_asterisk.json"
 PREP_VERSION = 1  # bump when the produced CSV/WAV contents change
 AUDIO_PACKAGE = "asterisk-core-sounds-{lang}-g722"
@@ -133,16 +134,7 @@ def prepare_asterisk(
     True
     """
     languages = _as_languages(languages)
-    if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    if min_duration < 0 or max_duration <= min_duration:
-        raise ValueError(
-            f"Need 0 <= min_duration < max_duration, got {min_duration} and "
-            f"{max_duration}"
-        )
-    if max_utterances is not None and int(max_utterances) < 1:
-        raise ValueError(f"max_utterances must be >= 1, got {max_utterances}")
-
+    _check_options(min_duration, max_duration, valid_fraction, max_utterances)
     save_folder = Path(save_folder).expanduser().resolve()
     cache_folder = (
         save_folder / "deb_cache"
@@ -182,64 +174,11 @@ def prepare_asterisk(
         opt_file.unlink()
 
     given = _index_deb_files(deb_files or [])
-    packages = {}
-    transcript_files = []
-    jobs = []  # (ID, g722 path, wav path)
-    meta = {}  # ID -> (prompt name, spk_id, wrd)
+    packages, transcript_files, jobs, meta = {}, [], [], {}
     wav_root = save_folder / "wav"
     for lang in languages:
-        audio_pkg = AUDIO_PACKAGE.format(lang=lang)
-        deb = _get_deb(audio_pkg, cache_folder, given, required=True)
-        packages[audio_pkg] = _deb_field(deb, "Version")
-        audio_dir = extract_deb(deb, cache_folder / "extracted")
-
-        transcripts = {}
-        text_pkg = TEXT_PACKAGE.format(lang=lang)
-        text_deb = _get_deb(text_pkg, cache_folder, given, required=False)
-        if text_deb is not None:
-            packages[text_pkg] = _deb_field(text_deb, "Version")
-            text_dir = extract_deb(text_deb, cache_folder / "extracted")
-            found = sorted(text_dir.rglob(f"core-sounds-{lang}.txt*"))
-            if found:
-                transcripts = parse_transcripts(found[0])
-                transcript_files.append(str(found[0]))
-                logger.info(
-                    "%s: %d transcript lines in %s",
-                    lang,
-                    len(transcripts),
-                    found[0].name,
-                )
-            else:
-                logger.warning(
-                    "No core-sounds-%s.txt[.gz] in %s: empty wrd column.",
-                    lang,
-                    text_deb,
-                )
-
-        prompts = find_prompts(audio_dir / SOUNDS_SUBDIR)
-        if not prompts:
-            raise ValueError(
-                f"No .g722 prompt found under {audio_dir / SOUNDS_SUBDIR} "
-                f"(extracted from {deb})"
-            )
-        spk_id = f"asterisk-{lang}"
-        n_nonspeech = 0
-        for name, g722 in prompts:
-            wrd = transcripts.get(name, "")
-            if _NONSPEECH_RE.match(wrd):
-                n_nonspeech += 1
-                continue
-            utt_id = f"{lang}-{name.replace('/', '.')}"
-            wav = wav_root / lang / (name + ".wav")
-            jobs.append((utt_id, str(g722), str(wav)))
-            meta[utt_id] = (name, spk_id, wrd)
-        logger.info(
-            "%s: %d prompts (%d non-speech tones dropped, %d without "
-            "transcript)",
-            lang,
-            len(prompts),
-            n_nonspeech,
-            sum(1 for n, _ in prompts if n not in transcripts),
+        _collect_language(
+            lang, cache_folder, given, wav_root, packages, transcript_files, jobs, meta
         )
 
     # Start from a clean wav folder so no stale file survives a re-run.
@@ -251,7 +190,110 @@ def prepare_asterisk(
         [(g, w) for _, g, w in jobs], min_duration, max_duration, num_workers
     )
     logger.info("Decoded in %.1f s", time.perf_counter() - t0)
+    rows = _kept_rows(jobs, meta, results, min_duration, max_duration, max_utterances)
 
+    train_rows, valid_rows = [], []
+    for row in sorted(rows, key=lambda r: r["ID"]):
+        name = row.pop("_name")
+        if is_valid(name, valid_fraction):
+            valid_rows.append(row)
+        else:
+            train_rows.append(row)
+    write_manifest(train_rows, train_csv)
+    write_manifest(valid_rows, valid_csv)
+
+    stats = {
+        "train": _split_stats(train_rows),
+        "valid": _split_stats(valid_rows),
+        "packages": packages,
+        "transcript_files": [os.path.basename(f) for f in transcript_files],
+        "skipped": False,
+    }
+    with open(opt_file, "w", encoding="utf-8") as f:
+        json.dump({"conf": conf, "stats": stats}, f, indent=2)
+    logger.info(
+        "Wrote %s (%d utts, %.3f h) and %s (%d utts, %.3f h)",
+        train_csv,
+        stats["train"]["utterances"],
+        stats["train"]["hours"],
+        valid_csv,
+        stats["valid"]["utterances"],
+        stats["valid"]["hours"],
+    )
+    return stats
+
+
+def _check_options(min_duration, max_duration, valid_fraction, max_utterances):
+    """Raises ValueError on inconsistent options of :func:`prepare_asterisk`."""
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    if min_duration < 0 or max_duration <= min_duration:
+        raise ValueError(
+            f"Need 0 <= min_duration < max_duration, got {min_duration} and "
+            f"{max_duration}"
+        )
+    if max_utterances is not None and int(max_utterances) < 1:
+        raise ValueError(f"max_utterances must be >= 1, got {max_utterances}")
+
+
+def _language_transcripts(lang, cache_folder, given, packages, transcript_files):
+    """Transcripts of one language's prompts (empty without the text package)."""
+    text_pkg = TEXT_PACKAGE.format(lang=lang)
+    text_deb = _get_deb(text_pkg, cache_folder, given, required=False)
+    if text_deb is None:
+        return {}
+    packages[text_pkg] = _deb_field(text_deb, "Version")
+    text_dir = extract_deb(text_deb, cache_folder / "extracted")
+    found = sorted(text_dir.rglob(f"core-sounds-{lang}.txt*"))
+    if not found:
+        logger.warning(
+            "No core-sounds-%s.txt[.gz] in %s: empty wrd column.", lang, text_deb
+        )
+        return {}
+    transcripts = parse_transcripts(found[0])
+    transcript_files.append(str(found[0]))
+    logger.info("%s: %d transcript lines in %s", lang, len(transcripts), found[0].name)
+    return transcripts
+
+
+def _collect_language(lang, cache_folder, given, wav_root, packages, transcript_files,
+                      jobs, meta):
+    """Fetches one language's packages and adds its speech prompts to ``jobs``
+    (``(ID, g722 path, wav path)``) and ``meta`` (ID -> prompt name, spk_id, wrd)."""
+    audio_pkg = AUDIO_PACKAGE.format(lang=lang)
+    deb = _get_deb(audio_pkg, cache_folder, given, required=True)
+    packages[audio_pkg] = _deb_field(deb, "Version")
+    audio_dir = extract_deb(deb, cache_folder / "extracted")
+    transcripts = _language_transcripts(lang, cache_folder, given, packages, transcript_files)
+    prompts = find_prompts(audio_dir / SOUNDS_SUBDIR)
+    if not prompts:
+        raise ValueError(
+            f"No .g722 prompt found under {audio_dir / SOUNDS_SUBDIR} "
+            f"(extracted from {deb})"
+        )
+    spk_id = f"asterisk-{lang}"
+    n_nonspeech = 0
+    for name, g722 in prompts:
+        wrd = transcripts.get(name, "")
+        if _NONSPEECH_RE.match(wrd):
+            n_nonspeech += 1
+            continue
+        utt_id = f"{lang}-{name.replace('/', '.')}"
+        wav = wav_root / lang / (name + ".wav")
+        jobs.append((utt_id, str(g722), str(wav)))
+        meta[utt_id] = (name, spk_id, wrd)
+    logger.info(
+        "%s: %d prompts (%d non-speech tones dropped, %d without transcript)",
+        lang,
+        len(prompts),
+        n_nonspeech,
+        sum(1 for n, _ in prompts if n not in transcripts),
+    )
+
+
+def _kept_rows(jobs, meta, results, min_duration, max_duration, max_utterances):
+    """Manifest rows (with their ``_name``) of the prompts that decoded and
+    passed the filters, capped at ``max_utterances`` (a stable-hash subset)."""
     rows = []
     dropped = {"empty": 0, "silent": 0, "short": 0, "long": 0}
     for (utt_id, _, _), (status, n_samples, wav) in zip(jobs, results):
@@ -289,36 +331,7 @@ def prepare_asterisk(
             "No prompt left after filtering (min_duration="
             f"{min_duration}, max_duration={max_duration})."
         )
-
-    train_rows, valid_rows = [], []
-    for row in sorted(rows, key=lambda r: r["ID"]):
-        name = row.pop("_name")
-        if is_valid(name, valid_fraction):
-            valid_rows.append(row)
-        else:
-            train_rows.append(row)
-    write_csv(train_rows, train_csv)
-    write_csv(valid_rows, valid_csv)
-
-    stats = {
-        "train": _split_stats(train_rows),
-        "valid": _split_stats(valid_rows),
-        "packages": packages,
-        "transcript_files": [os.path.basename(f) for f in transcript_files],
-        "skipped": False,
-    }
-    with open(opt_file, "w", encoding="utf-8") as f:
-        json.dump({"conf": conf, "stats": stats}, f, indent=2)
-    logger.info(
-        "Wrote %s (%d utts, %.3f h) and %s (%d utts, %.3f h)",
-        train_csv,
-        stats["train"]["utterances"],
-        stats["train"]["hours"],
-        valid_csv,
-        stats["valid"]["utterances"],
-        stats["valid"]["hours"],
-    )
-    return stats
+    return rows
 
 
 def parse_transcripts(path):
@@ -356,17 +369,8 @@ def parse_transcripts(path):
 
 
 def parse_transcript_lines(lines):
-    """Parses the lines of an Asterisk transcript file (see parse_transcripts).
-
-    Arguments
-    ---------
-    lines : iterable of str
-        Lines of the file.
-
-    Returns
-    -------
-    dict
-        Maps each prompt name to its transcript.
+    """Parses the lines of an Asterisk transcript file: the prompt-name ->
+    transcript dict of :func:`parse_transcripts`.
 
     Example
     -------
@@ -385,32 +389,6 @@ def parse_transcript_lines(lines):
             continue
         transcripts[name] = " ".join(text.split())
     return transcripts
-
-
-def stable_hash(key):
-    """Returns a process-independent hash of a string in [0, 1).
-
-    Unlike the built-in ``hash``, this does not depend on PYTHONHASHSEED.
-
-    Arguments
-    ---------
-    key : str
-        The string to hash.
-
-    Returns
-    -------
-    float
-        The first 8 bytes of the SHA-1 of ``key`` (UTF-8) divided by 2**64.
-
-    Example
-    -------
-    >>> stable_hash("digits/1") == stable_hash("digits/1")
-    True
-    >>> 0.0 <= stable_hash("x") < 1.0
-    True
-    """
-    digest = hashlib.sha1(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def is_valid(name, valid_fraction):
@@ -604,41 +582,6 @@ def decode_to_wav(g722_path, wav_path, min_duration=0.0, max_duration=float("inf
         os.makedirs(os.path.dirname(os.path.abspath(wav_path)), exist_ok=True)
         soundfile.write(wav_path, samples, SAMPLERATE, subtype="PCM_16")
     return status, n_samples, os.path.abspath(wav_path)
-
-
-def write_csv(rows, csv_file):
-    """Writes manifest rows to a CSV file (``ID,duration,wav,spk_id,wrd``).
-
-    Written atomically through a temporary file, with the ``csv`` module's
-    quoting (fields holding commas or quotes are quoted). Extra keys are an
-    error.
-
-    Arguments
-    ---------
-    rows : list of dict
-        Rows with the keys of ``CSV_HEADER``.
-    csv_file : str or os.PathLike
-        Destination file.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     out = Path(tmp) / "x.csv"
-    ...     row = {"ID": "en-a", "duration": 1.5, "wav": "/a.wav",
-    ...            "spk_id": "asterisk-en", "wrd": "Hi, there"}
-    ...     write_csv([row], out)
-    ...     print(out.read_text().strip())
-    ID,duration,wav,spk_id,wrd
-    en-a,1.5,/a.wav,asterisk-en,"Hi, there"
-    """
-    csv_file = Path(csv_file)
-    tmp_file = csv_file.with_name(csv_file.name + ".tmp")
-    with open(tmp_file, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_HEADER, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp_file, csv_file)
 
 
 def extract_deb(deb, extract_root):

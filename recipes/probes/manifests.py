@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from latent_rq_brain.data import DataError, read_manifest
+from latent_rq_brain.data import DataError, read_manifest, stable_hash
 
 SPLITS = ("train", "valid", "test")
 
@@ -209,8 +209,6 @@ def hash_split(key, valid_fraction, test_fraction, salt="probes"):
     >>> hash_split("x", 0.0, 0.0), hash_split("x", 0.0, 0.999999)
     ('train', 'test')
     """
-    from recipes.demo.prepare_asterisk import stable_hash
-
     h = stable_hash(f"{salt}|{key}")
     if h < test_fraction:
         return "test"

@@ -18,8 +18,8 @@ Authors
 import argparse
 import os
 
-from latent_rq_brain.data import DataError
-from recipes.LibriSpeech.librispeech_prepare import CSV_HEADER, collect_split
+from latent_rq_brain.data import CSV_HEADER, DataError
+from recipes.LibriSpeech.librispeech_prepare import collect_split
 from recipes.probes.manifests import write_task, exit_on_data_error
 
 SPLITS = {"train": "train-clean-100", "valid": "dev-clean", "test": "test-clean"}

@@ -1,8 +1,7 @@
 """Building blocks of the frozen-encoder probes (SUPERB style).
 
-* :func:`load_encoder`: a frozen :class:`~latent_rq_brain.pretrained.PretrainedEncoder`
-  from a checkpoint path, or a seeded random one (``random:tiny``,
-  ``random:small``) as a baseline and for tests.
+* the frozen encoder is :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`
+  (a checkpoint, ``<run>@stage<k>``, or a seeded random one, ``random:small``).
 * :class:`WeightedLayerSum`: the learnable softmax-weighted sum over all hidden
   states (CNN front-end output + every Conformer layer).
 * :class:`PoolingClassifier`: mean pooling over valid frames + linear or
@@ -22,6 +21,8 @@ import os
 
 import torch
 
+from latent_rq_brain.features import valid_frames
+from latent_rq_brain.pretrained import PretrainedEncoder
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -31,115 +32,13 @@ from speechbrain.utils.epoch_loop import EpochCounterWithStopper
 
 logger = logging.getLogger(__name__)
 
-#: Random baselines: name -> overrides of PretrainedEncoder.tiny_config().
-RANDOM_ENCODERS = {
-    "tiny": {},
-    # the architecture of hparams/small/latent_rq.yaml (the demo encoder)
-    "small": {
-        "cnn_channels": [32, 16],
-        "d_model": 96,
-        "nhead": 4,
-        "num_encoder_layers": 4,
-        "d_ffn": 384,
-    },
-}
-
-
-def transition_checkpoint(run_folder, stage):
-    """The checkpoint a run wrote when it entered ``stage`` (the last weights of stage - 1).
-
-    Pre-training keeps these checkpoints forever (``transition_to_stage: k`` in
-    their ``CKPT.yaml``), so ``results/demo@stage1`` names the BEST-RQ encoder
-    at the end of stage 0 of the demo run.
-
-    Example
-    -------
-    >>> transition_checkpoint("/nonexistent", 1)
-    Traceback (most recent call last):
-    ...
-    ValueError: no checkpoint of /nonexistent was written at the transition to stage 1 (found: [])
-    """
-    import glob
-
-    import yaml
-
-    save = os.path.join(run_folder, "save")
-    folder = save if os.path.isdir(save) else run_folder
-    found = {}
-    for meta in sorted(glob.glob(os.path.join(folder, "CKPT+*", "CKPT.yaml"))):
-        with open(meta, encoding="utf-8") as f:
-            k = (yaml.safe_load(f) or {}).get("transition_to_stage")
-        if k is not None:
-            found[int(k)] = os.path.dirname(meta)
-    if int(stage) not in found:
-        raise ValueError(
-            f"no checkpoint of {run_folder} was written at the transition to stage "
-            f"{stage} (found: {sorted(found)})"
-        )
-    return found[int(stage)]
-
-
-def load_encoder(checkpoint, seed=0):
-    """A frozen encoder: ``random:<name>`` or a checkpoint path.
-
-    Arguments
-    ---------
-    checkpoint : str
-        A run's output folder, its ``save`` folder, one ``CKPT+*`` folder,
-        ``<run folder>@stage<k>`` (the checkpoint written at the transition to
-        stage k, see :func:`transition_checkpoint`), or ``random:tiny`` /
-        ``random:small`` (seeded random initialisation; the usual "no
-        pre-training" baseline of probing tables).
-    seed : int
-        Seed of a random encoder.
-
-    Returns
-    -------
-    latent_rq_brain.pretrained.PretrainedEncoder
-        In eval mode, ``requires_grad`` False. ``info["checkpoint"]`` is the
-        resolved checkpoint (``random:<name>`` for random ones).
-
-    Example
-    -------
-    >>> enc = load_encoder("random:tiny")
-    >>> enc.num_hidden_states, enc.hidden_size, enc.info["checkpoint"]
-    (3, 32, 'random:tiny')
-    >>> load_encoder("random:huge")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown random encoder 'random:huge': use one of ['random:tiny', 'random:small']
-    """
-    from latent_rq_brain.pretrained import PretrainedEncoder
-
-    checkpoint = str(checkpoint)
-    if checkpoint.startswith("random:"):
-        name = checkpoint.split(":", 1)[1]
-        if name not in RANDOM_ENCODERS:
-            raise ValueError(
-                f"unknown random encoder {checkpoint!r}: use one of "
-                f"{['random:' + k for k in RANDOM_ENCODERS]}"
-            )
-        config = dict(PretrainedEncoder.tiny_config(), **RANDOM_ENCODERS[name])
-        enc = PretrainedEncoder.from_config(config, seed=seed)
-        enc.info["checkpoint"] = checkpoint
-    else:
-        if "@stage" in checkpoint:
-            run, _, stage = checkpoint.rpartition("@stage")
-            checkpoint = transition_checkpoint(run, int(stage))
-        if not os.path.exists(checkpoint):
-            raise ValueError(f"checkpoint {checkpoint!r} does not exist")
-        enc = PretrainedEncoder.from_checkpoint(checkpoint)
-    enc.requires_grad_(False)
-    return enc.eval()
-
-
 def encoder_fingerprint(encoder):
     """A short hash of an encoder's weights and configuration (cache key).
 
     Example
     -------
-    >>> a, b = load_encoder("random:tiny", seed=0), load_encoder("random:tiny", seed=1)
-    >>> encoder_fingerprint(a) == encoder_fingerprint(load_encoder("random:tiny", seed=0))
+    >>> a, b = PretrainedEncoder.load("random:tiny", seed=0), PretrainedEncoder.load("random:tiny", seed=1)
+    >>> encoder_fingerprint(a) == encoder_fingerprint(PretrainedEncoder.load("random:tiny", seed=0))
     True
     >>> encoder_fingerprint(a) == encoder_fingerprint(b)
     False
@@ -199,17 +98,6 @@ class WeightedLayerSum(torch.nn.Module):
         return torch.einsum("btld,l->btd", states, w)
 
 
-def valid_mask(lens, T):
-    """(B, T) bool mask of the first ``lens[b]`` frames.
-
-    Example
-    -------
-    >>> valid_mask(torch.tensor([2, 3]), 3).tolist()
-    [[True, True, False], [True, True, True]]
-    """
-    return torch.arange(T, device=lens.device)[None, :] < lens[:, None]
-
-
 class PoolingClassifier(torch.nn.Module):
     """Mean pooling over valid frames, then a linear layer or a 1-hidden MLP.
 
@@ -248,7 +136,7 @@ class PoolingClassifier(torch.nn.Module):
 
     def forward(self, x, lens):
         """Logits (B, n_outputs) of frames ``x`` (B, T, D) with ``lens`` valid frames."""
-        mask = valid_mask(lens.to(x.device), x.shape[1]).unsqueeze(-1).float()
+        mask = valid_frames(lens.to(x.device), x.shape[1]).unsqueeze(-1).float()
         pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.net(pooled)
 
@@ -354,7 +242,7 @@ class HiddenStateCache:
     >>> d = tempfile.mkdtemp()
     >>> wav = os.path.join(d, "a.wav")
     >>> soundfile.write(wav, np.zeros(8000, dtype="float32"), 16000)
-    >>> cache = HiddenStateCache(load_encoder("random:tiny"))
+    >>> cache = HiddenStateCache(PretrainedEncoder.load("random:tiny"))
     >>> cache.build({"a": wav})
     >>> cache.get("a").shape, cache.get("a").dtype
     (torch.Size([13, 3, 32]), torch.float16)

@@ -8,7 +8,7 @@ Few codes / low perplexity mean near-constant targets, an easy but useless task.
 
 Usage (same arguments as train.py, pointing at an existing output folder)::
 
-    python -m latent_rq_brain.target_usage hparams/small/latent_rq.yaml \\
+    python -m tools.target_usage hparams/small/latent_rq.yaml \\
         --output_folder=results/demo/latent_rq --stage_transitions=[] --initial_stage=1 \\
         --init_from=results/demo/best_rq/save
 
@@ -21,8 +21,8 @@ import sys
 import torch
 
 import speechbrain as sb
-from latent_rq_brain.quantizer import layer_source
 from latent_rq_brain.target_encoder import NORMS, TargetEncoder
+from latent_rq_brain.targets import TargetMaker
 
 
 def code_usage(brain, loader, norm):
@@ -33,18 +33,12 @@ def code_usage(brain, loader, norm):
     te = TargetEncoder(brain.target_encoder.target_layers, norm)
     te.snapshot(source, step=0)
     te.template = brain.modules.encoder
+    make = TargetMaker(brain.quantizer, te, brain.hparams.downsampling)
     V = brain.hparams.codebook_size
     counts = None
     for batch in loader:
-        batch = batch.to(brain.device)
-        wavs, rel = batch.sig
-        n = torch.round(rel * wavs.shape[1]).long()
-        feats, _, enc_lens = brain.modules.features(wavs, n)
-        valid = torch.arange(feats.shape[1] // 4, device=feats.device)[None] < enc_lens[:, None]
-        states = te(feats, enc_lens)
-        codes = torch.cat(
-            [brain.quantizer(states[l][valid], layer_source(l)) for l in states], 1
-        )
+        feats, enc_lens, _ = brain.batch_features(batch.to(brain.device))
+        codes = make.all_frames(feats, enc_lens, stage=1)
         c = torch.stack([torch.bincount(codes[:, i], minlength=V) for i in range(codes.shape[1])])
         counts = c if counts is None else counts + c
     p = counts.double() / counts.sum(1, keepdim=True)

@@ -3,7 +3,7 @@ usage, transitions and validation, plus a loss-curve PNG.
 
 Usage::
 
-    python -m latent_rq_brain.report results/demo
+    python -m tools.report results/demo
 
 Authors
  * latent-rq developers 2026

@@ -51,9 +51,9 @@ Measurement
 
 Usage::
 
-    python -m latent_rq_brain.bench_quantizer                     # 18 x 4096 x 16
-    python -m latent_rq_brain.bench_quantizer --frames 1000 4000 --device cuda:0
-    python -m latent_rq_brain.bench_quantizer --codebooks 2 --vocab 64 --dim 8 \\
+    python -m tools.bench_quantizer                     # 18 x 4096 x 16
+    python -m tools.bench_quantizer --frames 1000 4000 --device cuda:0
+    python -m tools.bench_quantizer --codebooks 2 --vocab 64 --dim 8 \\
         --rows-json rows.json                                      # every field
 
 prints a markdown table and, as the last line, a JSON object with
@@ -93,27 +93,49 @@ def _ours(n_codebooks, codebook_size, codebook_dim, input_dim, seed):
     )
 
 
-def _speechbrain(ours, device):
-    """SpeechBrain quantizers (one per codebook) holding OUR buffers."""
-    from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBQ
+class SpeechBrainQuantizers:
+    """The one adapter of SpeechBrain's quantizer: our quantizer's buffers in
+    ``speechbrain.nnet.quantisers.RandomProjectionQuantizer`` objects, one per
+    codebook, with our call ``(x (M, input_dim), source) -> (M, n)`` codes.
 
-    proj, cb = ours.projection("mel"), ours.codebooks("mel")
-    input_dim, n = ours.sources["mel"]
-    d = ours.codebook_dim
-    qs = []
-    for i in range(n):
-        q = SBQ(input_dim, d, ours.codebook_size)
-        if tuple(q.P.shape) != (input_dim, d) or tuple(q.CB.shape) != tuple(
-            cb[i].shape
-        ):
-            raise RuntimeError(
-                f"unexpected SpeechBrain buffer shapes P {tuple(q.P.shape)}, "
-                f"CB {tuple(q.CB.shape)}"
-            )
-        q.P.copy_(proj[:, i * d : (i + 1) * d])
-        q.CB.copy_(cb[i])
-        qs.append(q.to(device))
-    return qs
+    Example
+    -------
+    >>> ours = _ours(2, 16, 4, 8, seed=1)
+    >>> x = _input(5, 8, seed=1)
+    >>> bool(torch.equal(SpeechBrainQuantizers(ours)(x, "mel"), ours(x, "mel")))
+    True
+    """
+
+    def __init__(self, ours, device=None):
+        from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBQ
+
+        self.groups = {}
+        d = ours.codebook_dim
+        for name, (input_dim, n) in ours.sources.items():
+            proj, cb = ours.projection(name), ours.codebooks(name)
+            qs = []
+            for i in range(n):
+                q = SBQ(input_dim, d, ours.codebook_size)
+                if tuple(q.P.shape) != (input_dim, d) or tuple(q.CB.shape) != tuple(
+                    cb[i].shape
+                ):
+                    raise RuntimeError(
+                        f"unexpected SpeechBrain buffer shapes P {tuple(q.P.shape)}, "
+                        f"CB {tuple(q.CB.shape)}"
+                    )
+                q.P.copy_(proj[:, i * d : (i + 1) * d])
+                q.CB.copy_(cb[i])
+                qs.append(q.to(device or proj.device))
+            self.groups[name] = qs
+
+    @torch.no_grad()
+    def __call__(self, x, name):
+        xb = x.float()[None]  # (1, T, input_dim): the shape SpeechBrain expects
+        return torch.stack([q(xb)[0] for q in self.groups[name]], 1)
+
+    def checksum(self):
+        """Not used for identity here; present for the Brain's interface."""
+        return "speechbrain"
 
 
 def sb_estimate_bytes(frames, codebook_size, codebook_dim, batch=1):
@@ -145,13 +167,11 @@ def _callable(impl, spec, device):
             return ours(x, "mel")
 
         return call, x
-    qs = _speechbrain(ours, device)
+    sbq = SpeechBrainQuantizers(ours, device)
     del ours
 
-    @torch.no_grad()
     def call(x):
-        xb = x[None]  # (1, T, input_dim): the shape SpeechBrain expects
-        return torch.stack([q(xb)[0] for q in qs], 1)
+        return sbq(x, "mel")
 
     return call, x
 

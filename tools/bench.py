@@ -5,8 +5,9 @@ In ONE run, on the same model, batch and data, times full training steps
 
 * stage 0 (BEST-RQ) and stage 1 (Latent-RQ) with every fast path on;
 * each fast path switched off in turn (``truncate_target_encoder``,
-  ``masked_only``, ``target_cache``, ``fast_frontend``, ``fast_ffn``,
-  ``fast_attention``), so each one's share is visible;
+  masked-only forward (off = :func:`plain_forward`), ``target_cache``,
+  ``fast_frontend``, ``fast_ffn``, ``fast_attention``), so each one's share
+  is visible;
 * the compute floor of the online ratio: counted FLOPs of a stage-1 online
   step over those of a stage-0 step (``FlopCounterMode``);
 * stage 0 done SpeechBrain's way (its front-end, feed-forward and attention
@@ -14,14 +15,14 @@ In ONE run, on the same model, batch and data, times full training steps
   RandomProjectionQuantizer`` per codebook, heads on all frames);
 
 then compares our quantizer with SpeechBrain's on 18 x 4096 x 16
-(:mod:`latent_rq_brain.bench_quantizer`). Prints markdown tables and, as the
+(:mod:`tools.bench_quantizer`). Prints markdown tables and, as the
 last line, a JSON object.
 
 Usage::
 
-    python -m latent_rq_brain.bench --quick                  # CPU, a few minutes
-    python -m latent_rq_brain.bench --out results/performance.md
-    python -m latent_rq_brain.bench --config hparams/best_rq.yaml --device cuda:0 \\
+    python -m tools.bench --quick                  # CPU, a few minutes
+    python -m tools.bench --out results/performance.md
+    python -m tools.bench --config hparams/best_rq.yaml --device cuda:0 \\
         --batch-seconds 600                                  # paper model on a GPU
 
 On CUDA it also reports audio seconds per second, peak memory and model-FLOPs
@@ -36,6 +37,7 @@ Authors
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -48,42 +50,32 @@ import torch
 
 import speechbrain as sb
 from latent_rq_brain import synthetic
-from latent_rq_brain.encoder import set_fast_kernels
+from latent_rq_brain.sb_patches import set_fast_kernels
 from latent_rq_brain.target_encoder import unwrap
-
-
-class SpeechBrainQuantizers:
-    """Our quantizer's buffers in SpeechBrain's quantizer, one object per codebook.
-
-    Same call as ours: ``(x (M, input_dim), source) -> (M, n)`` codes.
-    """
-
-    def __init__(self, ours):
-        from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBQ
-
-        self.groups = {}
-        for name, (input_dim, n) in ours.sources.items():
-            proj, cb = ours.projection(name), ours.codebooks(name)
-            d = ours.codebook_dim
-            qs = []
-            for i in range(n):
-                q = SBQ(input_dim, d, ours.codebook_size).to(proj.device)
-                q.P.copy_(proj[:, i * d : (i + 1) * d])
-                q.CB.copy_(cb[i])
-                qs.append(q)
-            self.groups[name] = qs
-
-    @torch.no_grad()
-    def __call__(self, x, name):
-        x = x.float()[None]
-        return torch.stack([q(x)[0] for q in self.groups[name]], 1)
-
-    def checksum(self):
-        """Not used for identity here; present for the Brain's interface."""
-        return "speechbrain"
+from latent_rq_brain.features import valid_frames
+from tools.bench_quantizer import SpeechBrainQuantizers
 
 
 SB_WAY = "BEST-RQ, SpeechBrain's way (its quantizer and modules, heads on all frames)"
+
+
+def plain_forward(brain, batch, stage):
+    """The reference of :meth:`LatentRQBrain.compute_forward`: targets of every
+    valid frame and heads on every frame, then the masked ones kept (what the
+    fast path computes on the masked frames only; the tests prove them equal)."""
+    batch = batch.to(brain.device)
+    x = brain.masked_inputs(batch, stage)
+    feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
+    valid = valid_frames(enc_lens, mask.shape[1])
+    full = torch.zeros(
+        *valid.shape, brain.hparams.n_codebooks, dtype=torch.long, device=brain.device
+    )
+    full[valid] = brain.compute_targets(feats, enc_lens, valid)
+    out, _ = brain.modules.encoder(brain.modules.mask_embedding(feats, mask), enc_lens)
+    logits = brain.modules.heads(out.reshape(-1, out.shape[-1]))
+    logits = logits.view(*out.shape[:2], *logits.shape[1:])[mask]
+    return {"logits": logits, "targets": full[mask], "mask": mask, "enc_lens": enc_lens,
+            "audio_s": x["audio_s"]}
 
 
 def _sync(device):
@@ -118,8 +110,8 @@ def flops_per_step(brain, enc_lens, n_masked, stage):
     sq = float((enc_lens.double() ** 2).sum())
     heads = matmul_params(unwrap(brain.modules.heads))
     flops = 6 * matmul_params(enc) * frames + 6 * heads * n_masked + 12 * L * d * sq
-    if stage > 0 and brain.target_encoder.active:
-        te = brain.target_encoder.module
+    if stage > 0 and brain.targets.target_encoder.active:
+        te = brain.targets.target_encoder.module
         flops += 2 * matmul_params(te) * frames + 4 * te.num_layers * d * sq
     return flops
 
@@ -158,8 +150,11 @@ def paired_ratio(times, label, base):
     return statistics.median(t / b for t, b in zip(times[label], times[base]))
 
 
-def run(args):
-    """Runs every measurement; returns (markdown, summary dict)."""
+def _bench_brain(args):
+    """A Brain on one synthetic batch, checkpoints off, fit set up.
+
+    Returns (brain, batch, utterances, audio seconds).
+    """
     import train
 
     torch.manual_seed(0)
@@ -188,29 +183,28 @@ def run(args):
     brain.on_fit_start()
     brain.train_dataset = train_data
     batch = next(iter(loader)).to(brain.device)
-    hp = brain.hparams
     audio_s = float(sum(args.utt_seconds for _ in range(n)))
-    rows = []
+    return brain, batch, n, audio_s
 
-    # Snapshot + target cache first, so that every variant can be switched on
-    # by cheap toggles; variants are then timed round-robin (one step each per
-    # round), so that drift and background load hit them all alike.
-    cache_start = time.perf_counter()
-    brain.transition(1)
-    cache_s = time.perf_counter() - cache_start
-    cache = brain.target_cache
+
+def _variants(brain, cache):
+    """(label, stage, apply) of every timed variant; ``apply()`` switches the
+    Brain to it (stage, forward, quantizer, target encoder, cache, kernels)."""
     ours, sb_quantizer = brain.quantizer, SpeechBrainQuantizers(brain.quantizer)
     truncated = brain.target_encoder
     full = type(truncated)(truncated.target_layers, truncated.norm, truncate=False)
     full.snapshot(brain.modules.encoder, brain.optimizer_step)
 
-    def setup(stage, masked_only=True, quantizer=ours, target=truncated, cached=False,
+    def setup(stage, plain=False, quantizer=ours, target=truncated, cached=False,
               frontend=True, ffn=True, attention=True):
         def apply():
             brain.schedule.stage = stage
-            hp.masked_only = masked_only
-            brain.quantizer = quantizer
-            brain.target_encoder = target
+            if plain:
+                brain.compute_forward = functools.partial(plain_forward, brain)
+            else:
+                brain.__dict__.pop("compute_forward", None)
+            brain.targets.quantizer = quantizer
+            brain.targets.target_encoder = target
             brain.target_cache = cache if cached else None
             for module in (unwrap(brain.modules.encoder), truncated.module, full.module):
                 set_fast_kernels(module, frontend=frontend, ffn=ffn, attention=attention)
@@ -218,10 +212,10 @@ def run(args):
 
     variants = [
         ("BEST-RQ, all fast paths", 0, setup(0)),
-        ("BEST-RQ, masked_only off (heads and quantizer on all frames)", 0,
-         setup(0, masked_only=False)),
+        ("BEST-RQ, plain forward (heads and quantizer on all frames)", 0,
+         setup(0, plain=True)),
         (SB_WAY, 0,
-         setup(0, masked_only=False, quantizer=sb_quantizer, frontend=False, ffn=False,
+         setup(0, plain=True, quantizer=sb_quantizer, frontend=False, ffn=False,
                attention=False)),
         ("BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout)", 0,
          setup(0, frontend=False)),
@@ -230,82 +224,41 @@ def run(args):
         ("BEST-RQ, fast_attention off (SpeechBrain's unfused attention)", 0,
          setup(0, attention=False)),
         ("Latent-RQ online, all fast paths", 1, setup(1)),
-        ("Latent-RQ online, masked_only off", 1, setup(1, masked_only=False)),
+        ("Latent-RQ online, plain forward", 1, setup(1, plain=True)),
         ("Latent-RQ online, truncate_target_encoder off", 1, setup(1, target=full)),
         ("Latent-RQ online, fast_frontend, fast_ffn and fast_attention off", 1,
          setup(1, frontend=False, ffn=False, attention=False)),
     ]
     if cache is not None:
         variants.append(("Latent-RQ, target cache (all fast paths)", 1, setup(1, cached=True)))
+    return variants, setup
+
+
+def _time_round_robin(brain, batch, variants, warmup, iters):
+    """Step times (and CUDA peak GiB) of every variant, one step each per round."""
     times = {label: [] for label, _, _ in variants}
     peaks = {}
-    for r in range(args.warmup + args.iters):
+    for r in range(warmup + iters):
         for label, stage, apply in variants:
             apply()
             if str(brain.device).startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             t = time_steps(brain, batch, 0, 1)
-            if r >= args.warmup:
+            if r >= warmup:
                 times[label].append(t)
                 if str(brain.device).startswith("cuda"):
                     peak = torch.cuda.max_memory_allocated() / 2**30
                     peaks[label] = max(peaks.get(label, 0.0), peak)
+    return times, peaks
 
-    base = "BEST-RQ, all fast paths"
 
-    def add_row(label, stage, s, peak_gib=None, ratio=None):
-        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s,
-               "ratio": ratio}
-        if str(brain.device).startswith("cuda"):
-            row["peak_gib"] = peak_gib
-            with torch.no_grad():
-                out = brain.compute_forward(batch, sb.Stage.TRAIN)
-            f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
-            row["mfu"] = f / s / (args.peak_tflops * 1e12)
-        rows.append(row)
-        print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
-
-    for label, stage, apply in variants:
-        apply()
-        add_row(label, stage, statistics.median(times[label]), peaks.get(label),
-                paired_ratio(times, label, base))
-    # The compute floor of the online ratio: what any implementation that runs
-    # the target encoder's forward every step must add, in counted FLOPs.
-    # Counted on SpeechBrain's attention (explicit matmuls): FlopCounterMode
-    # does not see every fused attention kernel (the CPU one without grad).
-    flops = {}
-    for stage in (0, 1):
-        setup(stage, attention=False)()
-        flops[stage] = counted_flops(brain, batch)
-    setup(1)()
-    if args.compile:  # compiled separately: compilation changes every variant
-        brain.modules.encoder = torch.compile(brain.modules.encoder)
-        for label, stage in (("BEST-RQ, torch.compile(encoder)", 0),
-                             ("Latent-RQ online, torch.compile(encoder)", 1)):
-            setup(stage)()
-            s = time_steps(brain, batch, args.warmup, args.iters)
-            peak = None
-            if str(brain.device).startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-                time_steps(brain, batch, 0, 1)
-                peak = torch.cuda.max_memory_allocated() / 2**30
-            add_row(label, stage, s, peak)
+def _summary(rows, flops, qrows, cache, cache_s):
+    """The JSON summary: ratios to BEST-RQ, FLOP floor, quantizer, compile, MFU."""
     step = {r["variant"]: r["step_s"] for r in rows}
     ratio = {r["variant"]: r["ratio"] for r in rows if r["ratio"] is not None}
-    t0 = step[base]
-    t1 = step["Latent-RQ online, all fast paths"]
-    t_cached = step.get("Latent-RQ, target cache (all fast paths)")
-
-    qrows = []
-    if args.quantizer_frames:
-        from latent_rq_brain.bench_quantizer import compare_quantizers
-
-        qrows = compare_quantizers(
-            frame_counts=args.quantizer_frames, device=str(brain.device)
-        )
+    t0 = step["BEST-RQ, all fast paths"]
     both = [r for r in qrows if r.get("speedup") and r.get("memory_ratio")]
     qbest = max(both, key=lambda r: r["frames"]) if both else {}
-
     summary = {
         "step_time_ratio_online": ratio["Latent-RQ online, all fast paths"],
         "step_time_ratio_cached": ratio.get("Latent-RQ, target cache (all fast paths)"),
@@ -321,8 +274,8 @@ def run(args):
         "quantizer_memory_ratio": qbest.get("memory_ratio"),
         "target_cache_build_s": cache_s if cache is not None else None,
         "best_rq_step_s": t0,
-        "latent_rq_online_step_s": t1,
-        "latent_rq_cached_step_s": t_cached,
+        "latent_rq_online_step_s": step["Latent-RQ online, all fast paths"],
+        "latent_rq_cached_step_s": step.get("Latent-RQ, target cache (all fast paths)"),
     }
     compiled = {r["stage"]: r for r in rows if "torch.compile" in r["variant"]}
     if compiled:
@@ -332,6 +285,13 @@ def run(args):
     if mfu:
         summary["mfu_best_rq"] = mfu["BEST-RQ, all fast paths"]
         summary["mfu_best_rq_compiled"] = compiled[0].get("mfu") if compiled else None
+    return summary
+
+
+def _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s):
+    """The markdown report of :func:`run`."""
+    hp = brain.hparams
+    t0 = {r["variant"]: r["step_s"] for r in rows}["BEST-RQ, all fast paths"]
     enc = unwrap(brain.modules.encoder)
     params = sum(p.numel() for m in brain.modules.values() for p in m.parameters())
     dev = (
@@ -381,11 +341,76 @@ def run(args):
         md += ["", f"Target cache: built for {n} utterances in {cache_s:.2f} s "
                "(transition included), then read every step."]
     if qrows:
-        from latent_rq_brain.bench_quantizer import format_table
+        from tools.bench_quantizer import format_table
 
         md += ["", "## Quantizer: ours vs SpeechBrain's (18 x 4096 x 16, input 320)", "",
                format_table(qrows)]
-    return "\n".join(md), summary
+    return "\n".join(md)
+
+
+def run(args):
+    """Runs every measurement; returns (markdown, summary dict)."""
+    brain, batch, n, audio_s = _bench_brain(args)
+    rows = []
+
+    # Snapshot + target cache first, so that every variant can be switched on
+    # by cheap toggles; variants are then timed round-robin (one step each per
+    # round), so that drift and background load hit them all alike.
+    cache_start = time.perf_counter()
+    brain.transition(1)
+    cache_s = time.perf_counter() - cache_start
+    cache = brain.target_cache
+    variants, setup = _variants(brain, cache)
+    times, peaks = _time_round_robin(brain, batch, variants, args.warmup, args.iters)
+
+    base = "BEST-RQ, all fast paths"
+
+    def add_row(label, stage, s, peak_gib=None, ratio=None):
+        row = {"variant": label, "stage": stage, "step_s": s, "audio_s_per_s": audio_s / s,
+               "ratio": ratio}
+        if str(brain.device).startswith("cuda"):
+            row["peak_gib"] = peak_gib
+            with torch.no_grad():
+                out = brain.compute_forward(batch, sb.Stage.TRAIN)
+            f = flops_per_step(brain, out["enc_lens"], int(out["mask"].sum()), stage)
+            row["mfu"] = f / s / (args.peak_tflops * 1e12)
+        rows.append(row)
+        print(f"  {label}: {s * 1000:.1f} ms/step", file=sys.stderr, flush=True)
+
+    for label, stage, apply in variants:
+        apply()
+        add_row(label, stage, statistics.median(times[label]), peaks.get(label),
+                paired_ratio(times, label, base))
+    # The compute floor of the online ratio: what any implementation that runs
+    # the target encoder's forward every step must add, in counted FLOPs.
+    # Counted on SpeechBrain's attention (explicit matmuls): FlopCounterMode
+    # does not see every fused attention kernel (the CPU one without grad).
+    flops = {}
+    for stage in (0, 1):
+        setup(stage, attention=False)()
+        flops[stage] = counted_flops(brain, batch)
+    setup(1)()
+    if args.compile:  # compiled separately: compilation changes every variant
+        brain.modules.encoder = torch.compile(brain.modules.encoder)
+        for label, stage in (("BEST-RQ, torch.compile(encoder)", 0),
+                             ("Latent-RQ online, torch.compile(encoder)", 1)):
+            setup(stage)()
+            s = time_steps(brain, batch, args.warmup, args.iters)
+            peak = None
+            if str(brain.device).startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+                time_steps(brain, batch, 0, 1)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+            add_row(label, stage, s, peak)
+    qrows = []
+    if args.quantizer_frames:
+        from tools.bench_quantizer import compare_quantizers
+
+        qrows = compare_quantizers(
+            frame_counts=args.quantizer_frames, device=str(brain.device)
+        )
+    summary = _summary(rows, flops, qrows, cache, cache_s)
+    return _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s), summary
 
 
 def parse_args(argv):
@@ -423,7 +448,7 @@ def main(argv=None):
     print(js)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        cmd = "python -m latent_rq_brain.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = "python -m tools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(f"# Performance\n\nProduced by `{cmd}`.\n\n{md}\n\n```json\n{js}\n```\n")
     return summary

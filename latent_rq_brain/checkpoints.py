@@ -1,0 +1,187 @@
+"""Finding, resuming and branching from checkpoints of ``train.py``.
+
+Every way to name a checkpoint goes through :func:`find_checkpoint`: a run's
+output folder, its ``save`` folder (newest checkpoint), one ``CKPT+*`` folder,
+or ``<run folder>@stage<k>`` (the checkpoint written at the transition to
+stage k). Random encoders (``random:<config>``) are the other half of the
+resolver, :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`.
+
+The files of a checkpoint are read by the class that writes them
+(``quantizer.ckpt``: the quantizer, ``stage_schedule.ckpt``: the schedule,
+``encoder_spec.ckpt``: :class:`~latent_rq_brain.pretrained.EncoderSpec`);
+``brain.ckpt`` is SpeechBrain's ``Brain._save``, read here by
+:func:`read_optimizer_step`.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import glob
+import logging
+import os
+import pickle
+
+import torch
+import yaml
+
+from latent_rq_brain.stages import StageSchedule
+from speechbrain.utils.checkpoints import Checkpointer
+
+logger = logging.getLogger(__name__)
+
+#: Files a checkpoint must hold to branch a new stage from it (``--init_from``).
+BRANCH_FILES = ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule")
+
+
+def read_optimizer_step(path):
+    """Optimizer step stored in a ``brain.ckpt`` (SpeechBrain's ``Brain._save``)."""
+    with open(path, encoding="utf-8") as f:
+        return int(yaml.safe_load(f)["optimizer_step"])
+
+
+def transition_checkpoint(run_folder, stage):
+    """The checkpoint a run wrote when it entered ``stage`` (the last weights of stage - 1).
+
+    Pre-training keeps these checkpoints forever (``transition_to_stage: k`` in
+    their ``CKPT.yaml``), so ``results/demo@stage1`` names the BEST-RQ encoder
+    at the end of stage 0 of the demo run.
+
+    Example
+    -------
+    >>> transition_checkpoint("/nonexistent", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: no checkpoint of /nonexistent was written at the transition to stage 1 (found: [])
+    """
+    save = os.path.join(run_folder, "save")
+    folder = save if os.path.isdir(save) else run_folder
+    found = {}
+    for meta in sorted(glob.glob(os.path.join(folder, "CKPT+*", "CKPT.yaml"))):
+        with open(meta, encoding="utf-8") as f:
+            k = (yaml.safe_load(f) or {}).get("transition_to_stage")
+        if k is not None:
+            found[int(k)] = os.path.dirname(meta)
+    if int(stage) not in found:
+        raise ValueError(
+            f"no checkpoint of {run_folder} was written at the transition to stage "
+            f"{stage} (found: {sorted(found)})"
+        )
+    return found[int(stage)]
+
+
+def find_checkpoint(path):
+    """The checkpoint a path names (see the module docstring).
+
+    Returns a :class:`speechbrain.utils.checkpoints.Checkpoint`.
+    """
+    path = os.fspath(path)
+    if "@stage" in path:
+        run, _, stage = path.rpartition("@stage")
+        path = transition_checkpoint(run, int(stage))
+    if os.path.isfile(os.path.join(path, "CKPT.yaml")):
+        parent = Checkpointer(os.path.dirname(os.path.abspath(path)))
+        for ckpt in parent.list_checkpoints():
+            if os.path.samefile(ckpt.path, path):
+                return ckpt
+    elif os.path.isdir(path):
+        for folder in (path, os.path.join(path, "save")):
+            if os.path.isdir(folder):
+                found = Checkpointer(folder).find_checkpoint()
+                if found is not None:
+                    return found
+    raise ValueError(
+        f"no checkpoint found at {path} (expected a run's output folder, its "
+        "save folder with CKPT+* sub-folders, one CKPT+* folder, or "
+        "<run folder>@stage<k>)"
+    )
+
+
+def require_files(ckpt, names, what="checkpoint"):
+    """``ckpt.paramfiles``, checked to hold every recoverable in ``names``."""
+    for name in names:
+        if name not in ckpt.paramfiles:
+            raise ValueError(f"{what} {ckpt.path} lacks {name}.ckpt")
+    return ckpt.paramfiles
+
+
+def checkpoint_info(ckpt):
+    """Where a checkpoint's weights are: path, stage, optimizer step, and
+    ``transition_to_stage`` for one written at a transition (its encoder is
+    the end of the previous stage)."""
+    files = ckpt.paramfiles
+    info = {"checkpoint": str(ckpt.path), "stage": None, "step": None}
+    if "transition_to_stage" in ckpt.meta:
+        info["transition_to_stage"] = int(ckpt.meta["transition_to_stage"])
+    if "stage_schedule" in files:
+        info["stage"] = StageSchedule.read(files["stage_schedule"])["stage"]
+    if "brain" in files:
+        info["step"] = read_optimizer_step(files["brain"])
+    return info
+
+
+def load_state(module, path, device, what):
+    """Loads a state dict file into ``module`` (strict), naming the file on error."""
+    state = torch.load(path, map_location=device)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{what}: {path} does not fit the configured model: {err}") from err
+
+
+def _is_truncated(err):
+    """Whether a load error means a file cut short (a save killed half-way)."""
+    if not isinstance(err, (RuntimeError, ValueError)):
+        return True
+    return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
+
+
+def recover_newest_complete(checkpointer):
+    """Recovers the newest complete checkpoint of a run; returns it, or None.
+
+    A checkpoint folder missing some recoverable's file, or holding a
+    truncated one (a save killed half-way), is skipped with a warning; one
+    that does not fit the configuration raises a clear error.
+    """
+    ckpts = sorted(
+        checkpointer.list_checkpoints(),
+        key=lambda c: c.meta.get("unixtime", 0),
+        reverse=True,
+    )
+    optional = checkpointer.optional_recoverables
+    needed = {
+        k
+        for k in checkpointer.recoverables
+        if not optional.get(k) and not k.startswith("dataloader-")
+    }
+    for ckpt in ckpts:
+        missing = sorted(needed - set(ckpt.paramfiles))
+        if missing:
+            logger.warning(
+                f"skipping checkpoint {ckpt.path}: it lacks {missing} "
+                "(interrupted save, or written by another version)"
+            )
+            continue
+        try:
+            checkpointer.load_checkpoint(ckpt)
+        except (EOFError, KeyError, RuntimeError, ValueError,
+                pickle.UnpicklingError, yaml.YAMLError) as err:
+            if _is_truncated(err):
+                logger.warning(
+                    f"skipping checkpoint {ckpt.path}: a file of it is truncated "
+                    f"or corrupt ({type(err).__name__}: {err}; a save killed half-way?)"
+                )
+                continue
+            raise ValueError(
+                f"cannot resume from checkpoint {ckpt.path}: it does not fit "
+                f"the current configuration ({err}). Restore the settings it "
+                "was written with, or use a new output_folder (with "
+                "--init_from to start from its weights)."
+            ) from err
+        logger.info(f"resumed from {ckpt.path}")
+        return ckpt
+    if ckpts:
+        raise ValueError(
+            f"no complete checkpoint in {checkpointer.checkpoints_dir}: "
+            f"each lacks some of {sorted(needed)}"
+        )
+    return None
