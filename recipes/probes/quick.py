@@ -230,28 +230,6 @@ def encode(enc, wavs, batch_seconds=120):
     return out
 
 
-def build_encoder(spec, seed=1):
-    """A :class:`PretrainedEncoder` from a checkpoint or ``random:<json overrides>``."""
-    from latent_rq_brain.pretrained import PretrainedEncoder
-
-    if spec.startswith("random:"):
-        import yaml
-
-        with open(os.path.join(os.path.dirname(__file__), "..", "..", "hparams", "small",
-                               "latent_rq.yaml"), encoding="utf-8") as f:
-            text = f.read()
-        from hyperpyyaml import load_hyperpyyaml
-
-        overrides = json.loads(spec[len("random:"):] or "{}")
-        hp = load_hyperpyyaml(text, overrides={**overrides, "data_prep": None})
-        from latent_rq_brain.pretrained import EncoderSpec
-
-        config = EncoderSpec.from_hparams(hp).config
-        del yaml
-        return PretrainedEncoder.from_config(config, seed=seed)
-    return PretrainedEncoder.from_checkpoint(spec)
-
-
 # ------------------------------------------------------------------ evaluation
 def run_probes(states, items, phone_frames=None, log=print):
     """All tasks' per-layer and all-layer accuracies (see module docstring)."""
@@ -309,7 +287,8 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     """
     from latent_rq_brain.quantizer import latent_rq_quantizer
     from latent_rq_brain.target_quality import codebook_quality
-    from recipes.analysis.common import extract, layer_source
+    from latent_rq_brain.layers import layer_source
+    from recipes.analysis.common import extract
 
     L = enc.encoder.num_layers
     layers = list(range(-1, L))
@@ -333,12 +312,13 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
 
 def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=print):
     """Quick probes and target quality of one encoder; returns a JSON-able dict."""
+    from latent_rq_brain.pretrained import PretrainedEncoder
     from recipes.analysis.common import phone_frames as label_phones
 
     torch.set_num_threads(max(1, threads))
     t0 = time.time()
     items = probe_items(shared, corpus)
-    enc = build_encoder(spec, seed)
+    enc = PretrainedEncoder.load(spec, seed=seed)
     wavs = {t: load_audio(its, os.path.join(cache, f"audio_{t}_crop{CROP_SECONDS.get(t, 0)}.npz"),
                          CROP_SECONDS.get(t))
             for t, its in items.items()}
@@ -375,7 +355,7 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
 def main(argv=None):
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="run, save/ or CKPT+ folder, or random:<json overrides>")
+    p.add_argument("checkpoint", help="run, save/ or CKPT+ folder, run@stageK, or random:<YAML>")
     p.add_argument("--shared", default="../shared/data")
     p.add_argument("--corpus", default="data/pretrain")
     p.add_argument("--cache", default="results/quick_probe_cache")

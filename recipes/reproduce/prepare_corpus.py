@@ -51,8 +51,8 @@ from recipes.demo.prepare_asterisk import (
     extract_deb,
     prepare_asterisk,
     rms_dbfs,
-    stable_hash,
 )
+from latent_rq_brain.data import stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ Authors
 import os
 
 from latent_rq_brain.data import read_manifest
-from recipes.demo.prepare_asterisk import stable_hash
+from latent_rq_brain.data import stable_hash
 
 #: task -> (pack, label column, group column or None, row filter)
 PACK_TASKS = {

@@ -41,34 +41,17 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-BASE_YAML = os.path.join(ROOT, "hparams", "small", "latent_rq.yaml")
-
-#: scale -> steps S, model/data overrides of hparams/small/latent_rq.yaml, layer sets
+#: scale -> the configuration (a thin YAML over hparams/small/latent_rq.yaml: the
+#: architecture has one home), steps S, and the layer sets of Table 2
 SCALES = {
     "cpu": {
+        "hparams": "hparams/small/reproduce.yaml",
         "steps": 3000,
-        "overrides": {
-            "num_encoder_layers": 6,
-            "d_model": 96,
-            "d_ffn": 384,
-            "warmup_steps": 300,
-            "max_batch_len": 60,
-        },
         "layer_sets": {"middle": [2, 3], "shallow": [0, 1], "deep": [4, 5]},
     },
     "gpu": {
+        "hparams": "hparams/small/reproduce_gpu.yaml",
         "steps": 20000,
-        "overrides": {
-            "num_encoder_layers": 8,
-            "d_model": 256,
-            "d_ffn": 1024,
-            "nhead": 4,
-            "n_codebooks": 8,
-            "codebook_size": 1024,
-            "warmup_steps": 2000,
-            "max_batch_len": 300,
-            "precision": "bf16",
-        },
         "layer_sets": {"middle": [3, 4], "shallow": [0, 1], "deep": [6, 7]},
     },
 }
@@ -142,13 +125,13 @@ class Reproduction:
     def train_args(self, seed, folder, limit, layers, extra=()):
         cfg = SCALES[self.scale]
         args = [
-            self.python, os.path.join(ROOT, "train.py"), BASE_YAML,
+            self.python, os.path.join(ROOT, "train.py"), os.path.join(ROOT, cfg["hparams"]),
             "--data_prep=null", f"--data_folder={self.corpus}",
             f"--train_csv={self.corpus}/train.csv", f"--valid_csv={self.corpus}/valid.csv",
             f"--seed={seed}", f"--output_folder={folder}", "--ckpt_to_keep=1000",
             f"--optimizer_step_limit={limit}",
         ]
-        args += _override_args(dict(cfg["overrides"], target_layers=layers))
+        args += _override_args({"target_layers": layers})
         return args + list(extra)
 
     def arms(self, seed, first_seed, branch_step):
@@ -232,9 +215,8 @@ class Reproduction:
             return
         from recipes.probes import quick
 
-        cfg = dict(SCALES[self.scale]["overrides"])
         result = quick.evaluate_checkpoint(
-            f"random:{json.dumps(cfg)}", shared=self.shared, corpus=self.corpus,
+            "random:" + SCALES[self.scale]["hparams"], shared=self.shared, corpus=self.corpus,
             cache=os.path.join(self.out, "probe_cache"), threads=self.threads, seed=seed,
         )
         result["step"] = 0
