@@ -41,6 +41,12 @@ demo: $(STAMP)
 	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/best_rq $(DEMO_OUT)/probes/best_rq --label BEST-RQ
 	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/latent_rq $(DEMO_OUT)/probes/latent_rq --label Latent-RQ
 	$(BIN)/python -m recipes.probes.run_demo_probes random:small $(DEMO_OUT)/probes/random --label random-init
+	@echo "== Quick probes (recipes/probes/quick.py: keywords, digits, intents, speaker ID, phones)"
+	@if [ -d $(SHARED) ]; then \
+	  $(BIN)/python -m recipes.probes.quick $(DEMO_OUT)/best_rq --label BEST-RQ --corpus none --shared $(SHARED) --cache $(DEMO_OUT)/quick_cache --out $(DEMO_OUT)/quick/best_rq.json && \
+	  $(BIN)/python -m recipes.probes.quick $(DEMO_OUT)/latent_rq --label Latent-RQ --corpus none --shared $(SHARED) --cache $(DEMO_OUT)/quick_cache --out $(DEMO_OUT)/quick/latent_rq.json && \
+	  $(BIN)/python -m recipes.probes.quick random:small --label random-init --corpus none --shared $(SHARED) --cache $(DEMO_OUT)/quick_cache --out $(DEMO_OUT)/quick/random.json; \
+	else echo "skipped: no $(SHARED) (the real-speech packs)"; fi
 	@echo "== 5/5 Summary"
 	@echo "-- BEST-RQ run"; $(BIN)/python -m tools.report $(DEMO_OUT)/best_rq
 	@echo "-- Latent-RQ run (branched at step $(DEMO_BRANCH_STEP))"; $(BIN)/python -m tools.report $(DEMO_OUT)/latent_rq

@@ -137,8 +137,13 @@ def cv_accuracy(x, y, folds, max_train=None, seed=0, classifier="ridge"):
 
 
 # ------------------------------------------------------------------ data
-def probe_items(shared, corpus):
-    """``{task: [(ID, wav, label, group)]}`` of every quick-probe task."""
+def probe_items(shared, corpus=None):
+    """``{task: [(ID, wav, label, group)]}`` of every quick-probe task.
+
+    ``corpus``: the reproduction corpus (:mod:`recipes.reproduce.prepare_corpus`)
+    whose ``lid_holdout.csv`` gives the language-ID task and the English prompts of
+    the phone probe; without it both are left out (language ID is then not in Avg).
+    """
     from recipes.reproduce.probe_sets import PACK_TASKS, PHONE_PACK, read_pack, task_rows
 
     items = {}
@@ -147,10 +152,14 @@ def probe_items(shared, corpus):
                         str(r[group]) if group else None) for r in task_rows(shared, task)]
     import csv
 
-    with open(os.path.join(corpus, "lid_holdout.csv"), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    # prompt-disjoint folds: the same prompt name (any language) in one fold
-    items["language"] = [(r["ID"], r["wav"], r["lang"], r["ID"].split("/", 2)[-1]) for r in rows]
+    rows = []
+    holdout = os.path.join(corpus, "lid_holdout.csv") if corpus else None
+    if holdout and os.path.isfile(holdout):
+        with open(holdout, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        # prompt-disjoint folds: the same prompt name (any language) in one fold
+        items["language"] = [(r["ID"], r["wav"], r["lang"], r["ID"].split("/", 2)[-1])
+                             for r in rows]
     pack, keep = PHONE_PACK
     phones = [(f"{pack}/{r['ID']}", r["wav"], None, r["speaker"])
               for r in read_pack(shared, pack) if keep(r)]
@@ -357,14 +366,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="run, save/ or CKPT+ folder, run@stageK, or random:<YAML>")
     p.add_argument("--shared", default="../shared/data")
-    p.add_argument("--corpus", default="data/pretrain")
+    p.add_argument("--corpus", default="data/pretrain",
+                   help="reproduction corpus (its lid_holdout.csv); missing = no language task")
     p.add_argument("--cache", default="results/quick_probe_cache")
     p.add_argument("--out", default=None, help="JSON file")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--label", default=None, help="a title printed above the table")
     args = p.parse_args(argv)
+    if args.corpus in ("", "none"):
+        args.corpus = None
     r = evaluate_checkpoint(args.checkpoint, args.shared, args.corpus, args.cache, args.threads,
                             args.seed)
+    if args.label:
+        print(f"\n### Quick probes: {args.label} ({args.checkpoint})")
     print("| task | best layer | best acc | all-layer acc (fold std) | n |")
     print("|---|---:|---:|---:|---:|")
     for task, s in r["probes"].items():
