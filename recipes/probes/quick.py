@@ -41,6 +41,8 @@ import torch
 N_FOLDS = 5
 #: frames per fold used to fit the phone probe (subsampled, seeded)
 MAX_PHONE_TRAIN_FRAMES = 10000
+#: languages with fewer held-out prompts are left out of the language-ID task
+MIN_LANGUAGE_ITEMS = 30
 #: regularisation strengths the ridge probes choose from (on the training fold)
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 #: items per task (a seeded, label-stratified subset) and seconds kept of each
@@ -157,9 +159,13 @@ def probe_items(shared, corpus=None):
     if holdout and os.path.isfile(holdout):
         with open(holdout, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        # prompt-disjoint folds: the same prompt name (any language) in one fold
+        # languages with at least MIN_LANGUAGE_ITEMS held-out prompts; prompt-disjoint
+        # folds: the same prompt name (any language) in one fold
+        count = {}
+        for r in rows:
+            count[r["lang"]] = count.get(r["lang"], 0) + 1
         items["language"] = [(r["ID"], r["wav"], r["lang"], r["ID"].split("/", 2)[-1])
-                             for r in rows]
+                             for r in rows if count[r["lang"]] >= MIN_LANGUAGE_ITEMS]
     pack, keep = PHONE_PACK
     phones = [(f"{pack}/{r['ID']}", r["wav"], None, r["speaker"])
               for r in read_pack(shared, pack) if keep(r)]
