@@ -192,3 +192,37 @@ def test_pack_corpus_opus_relative_paths_and_size_limit(tmp_path):
     assert sr == 16000 and abs(len(x) / sr - 2.0) < 0.05
     with pytest.raises(SystemExit, match="MiB"):
         pack(str(corpus), str(tmp_path / "p2"), max_mib=1e-6)
+
+
+def _fake_eval(avg, pnmi_mel, pnmi_layer):
+    probes = {t: {"all": avg, "best": avg, "all_std": 0.02, "layers": [], "best_layer": 0}
+              for t in ("keywords", "phones")}
+    return {"Avg": avg, "Avg_best": avg, "probes": probes,
+            "targets": {"mel": {"pnmi": pnmi_mel}, "layer2": {"pnmi": pnmi_layer}}}
+
+
+def test_report_from_partial_runs(tmp_path):
+    from recipes.reproduce.report import write_report
+
+    out = tmp_path / "repro"
+    S = rp.scaled_steps("cpu")["S"]
+    for seed in (1, 2):
+        sd = out / f"seed{seed}"
+        (sd / "best_rq" / "eval").mkdir(parents=True)
+        (sd / "schedule" / "eval").mkdir(parents=True)
+        json.dump(dict(_fake_eval(0.5, 0.3, 0.2), step=0), open(sd / "random_init.json", "w"))
+        for k, step in enumerate(rp.scaled_steps("cpu")["checkpoints"]):
+            json.dump(dict(_fake_eval(0.5 + 0.01 * k, 0.3, 0.2 + 0.02 * k), step=step),
+                      open(sd / "best_rq" / "eval" / f"step{step}.json", "w"))
+            if step > S // 5:
+                json.dump(dict(_fake_eval(0.52 + 0.012 * k, 0.3, 0.25), step=step),
+                          open(sd / "schedule" / "eval" / f"step{step}.json", "w"))
+        json.dump({str(s): 60.0 for s in rp.scaled_steps("cpu")["checkpoints"]},
+                  open(sd / "best_rq" / "segments.json", "w"))
+    md = tmp_path / "reproduction.md"
+    write_report(str(out), str(md))
+    text = md.read_text()
+    assert "| random init | 0 | 2 |" in text
+    assert "reaches it at step" in text  # 0.52 + 0.012 k passes 0.59 before S
+    assert (tmp_path / "reproduction_fig3.png").stat().st_size > 1000
+    assert (tmp_path / "reproduction_pnmi.png").stat().st_size > 1000
