@@ -206,21 +206,23 @@ class FusedRelPosMHAXL(RelPosMHAXL):
             .view(bsz, -1, heads, dim * 3)
             .chunk(3, dim=-1)
         )
+        dtype = q.dtype  # the autocast dtype, if any: biases are cast to it, so
+        # that no (B, T, H, d) tensor goes to fp32 and back (upstream adds fp32
+        # biases to bf16 projections, which promotes them)
         if self.vbias is not None:
-            v = v + self.value_bias_weight.view(1, 1, heads, self.vhead_dim)
+            v = v + self.value_bias_weight.to(dtype).view(1, 1, heads, self.vhead_dim)
         p_k = self.linear_pos(pos_embs).view(1, -1, heads, dim)
-        q_u = (q + self.pos_bias_u.view(1, 1, heads, dim)).transpose(1, 2)
-        q_v = (q + self.pos_bias_v.view(1, 1, heads, dim)).transpose(1, 2)
+        q_u = (q + self.pos_bias_u.to(dtype).view(1, 1, heads, dim)).transpose(1, 2)
+        q_v = (q + self.pos_bias_v.to(dtype).view(1, 1, heads, dim)).transpose(1, 2)
         # position scores, shifted to (B, H, T, T) exactly as SpeechBrain does
         bias = self.rel_shift(torch.matmul(q_v * self.scale, p_k.permute(0, 2, 3, 1)))
         if key_padding_mask is not None:
             bias = bias.masked_fill(
                 key_padding_mask.view(bsz, 1, 1, -1), self.attn_fill_value
             )
-        dtype = v.dtype  # the autocast dtype, if any
         out = F.scaled_dot_product_attention(
-            q_u.to(dtype),
-            k.transpose(1, 2).to(dtype),
+            q_u,
+            k.transpose(1, 2),
             v.transpose(1, 2),
             attn_mask=bias.to(dtype),
             dropout_p=self.dropout if self.training else 0.0,

@@ -85,6 +85,10 @@ class TargetEncoder:
     truncate : bool
         Drop the layers above the deepest target layer (default; the plain
         path ``False`` keeps and runs the whole encoder, for benchmarks/tests).
+    compile : bool
+        Run the snapshot through ``torch.compile(dynamic=False)`` (one graph
+        per input shape: use it with ``fixed_shapes: True``). The checkpoint
+        holds the plain module either way.
 
     Example
     -------
@@ -93,9 +97,11 @@ class TargetEncoder:
     False
     """
 
-    def __init__(self, target_layers, norm="utterance", truncate=True):
+    def __init__(self, target_layers, norm="utterance", truncate=True, compile=False):
         self.target_layers = check_target_layers(target_layers)
         self.truncate = bool(truncate)
+        self.compile = bool(compile)
+        self._compiled = None
         if norm not in NORMS:
             raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
@@ -123,6 +129,7 @@ class TargetEncoder:
             )
         module.eval()
         module.requires_grad_(False)
+        self._compiled = None
         return module
 
     def snapshot(self, encoder, step):
@@ -131,9 +138,23 @@ class TargetEncoder:
         self.module = self._frozen_copy(encoder)
         self.snapshot_step = int(step)
 
-    @torch.no_grad()
+    def runner(self):
+        """The module that runs the forward: the snapshot, or its compiled form."""
+        if not self.compile:
+            return self.module
+        if self._compiled is None or unwrap(self._compiled) is not self.module:
+            self._compiled = torch.compile(self.module, dynamic=False)
+        return self._compiled
+
+    @torch.inference_mode()
     def forward(self, feats, enc_lens):
         """Normalised hidden states of every target layer.
+
+        Runs in ``torch.inference_mode`` (no autograd bookkeeping, no version
+        counters) and in the caller's autocast dtype: the hidden states are
+        cast to fp32 once, for the normalisation and the fp32 quantizer. The
+        outputs are inference tensors: read them (the quantizer does) outside
+        autograd, never save them for a backward pass.
 
         Returns
         -------
@@ -143,7 +164,7 @@ class TargetEncoder:
         if self.module is None:
             raise RuntimeError("target encoder used before any snapshot was taken")
         self.module.eval()
-        _, states = self.module(feats, enc_lens)
+        _, states = self.runner()(feats, enc_lens)
         n = unwrap(self.template).num_layers if self.template is not None else None
         out = {}
         for layer in self.target_layers:
