@@ -1,4 +1,4 @@
-"""Patches of SpeechBrain 1.1 modules: one bug fix and three exact speed-ups.
+"""Patches of SpeechBrain 1.1 modules: one bug fix and four exact speed-ups.
 
 Each class below is a drop-in subclass of a SpeechBrain module (same
 parameters, same state dict) swapped in by assigning ``__class__``, and each
@@ -33,17 +33,25 @@ Speed-ups (same outputs to float rounding; YAML switches ``fast_frontend``,
   are the additive mask of ``torch.nn.functional.scaled_dot_product_attention``,
   which does the rest in one fused kernel. Same scale (SpeechBrain's
   ``1 / sqrt(d_model)``), same parameters; attention weights are not returned
-  (SpeechBrain's encoder discards them).
+  (SpeechBrain's encoder discards them);
+* :class:`FastRoPEMHA` (with ``attention_type: RoPEMHA``, same switch
+  ``fast_attention``). Upstream: ``speechbrain.nnet.attention.RoPEMHA`` keeps
+  its rotation in a process-wide cache (which breaks when the first call
+  runs under ``torch.inference_mode``), may compare query and key with
+  ``torch.equal`` and expands the padding mask to (B, H, T, T); here the
+  rotation is computed per call and the mask stays (B, 1, 1, T).
 
 Authors
  * latent-rq developers 2026
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
-from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
+from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL, RoPEMHA
 from speechbrain.nnet.CNN import Conv2d, get_padding_elem
 
 
@@ -232,6 +240,114 @@ class FusedRelPosMHAXL(RelPosMHAXL):
         return self.out_proj(out), None
 
 
+def rope_sinusoids(length, head_dim, dtype, device):
+    """Cosines, signed sines and pair swap of SpeechBrain's RoPE, for ``length``.
+
+    The values of ``speechbrain.nnet.attention.PrecomputedRoPESinusoids``
+    (computed in fp32, cast to ``dtype``), made for the length at hand instead
+    of being read from SpeechBrain's process-wide cache: a cache filled under
+    ``torch.inference_mode`` (the target encoder) would hand inference tensors
+    to the training forward, and a cache is opaque to ``torch.compile``.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.attention import PrecomputedRoPESinusoids
+    >>> cos, sin, swap = rope_sinusoids(5, 8, torch.float32, "cpu")
+    >>> ref = PrecomputedRoPESinusoids(5, 8, torch.float32, torch.device("cpu"))
+    >>> bool(torch.equal(cos, ref.cosines)), bool(torch.equal(sin, ref.sines))
+    (True, True)
+    >>> swap.tolist()
+    [1, 0, 3, 2, 5, 4, 7, 6]
+    """
+    angles = torch.exp(
+        torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
+        * -(math.log(10000.0) / head_dim)
+    )
+    times = torch.arange(0, length, dtype=torch.float32, device=device)
+    times_angles = torch.outer(times, angles)
+    cos = torch.cos(times_angles).repeat_interleave(2, dim=-1)
+    sign = (-1) ** torch.arange(head_dim, dtype=torch.float32, device=device)
+    sin = sign * -torch.sin(times_angles).repeat_interleave(2, dim=-1)
+    dims = torch.arange(head_dim, device=device)
+    swap = torch.stack([dims[1::2], dims[::2]], dim=-1).reshape(-1)
+    return cos.to(dtype), sin.to(dtype), swap
+
+
+class FastRoPEMHA(RoPEMHA):
+    """SpeechBrain's ``RoPEMHA`` self-attention, exact, without its global cache.
+
+    Upstream: ``speechbrain.nnet.attention.RoPEMHA`` reads the rotation from
+    a process-wide memo (inference tensors leak from an inference-mode
+    forward into training: "Inference tensors cannot be saved for
+    backward"), compares query and key with ``torch.equal`` when they are not
+    the same object (a device sync) and expands the padding mask to (B, H, T,
+    T). Here the rotation is computed for the length at hand
+    (:func:`rope_sinusoids`), and the padding mask goes to
+    ``scaled_dot_product_attention`` as a (B, 1, 1, T) boolean. Same
+    parameters, same outputs; cross-attention or an ``attn_mask`` fall back to
+    SpeechBrain's forward. Returns ``(output, None)``.
+
+    Example
+    -------
+    >>> mha = RoPEMHA(8, 2)
+    >>> x = torch.randn(2, 5, 8)
+    >>> pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    >>> plain, _ = mha(x, x, x, key_padding_mask=pad)
+    >>> mha.__class__ = FastRoPEMHA
+    >>> fast, weights = mha(x, x, x, key_padding_mask=pad)
+    >>> bool(torch.allclose(fast, plain, atol=1e-6)), weights
+    (True, None)
+    """
+
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        attn_mask=None,
+        pos_embs=None,
+        return_attn_weights=True,
+    ):
+        """See :meth:`speechbrain.nnet.attention.RoPEMHA.forward`."""
+        if (
+            attn_mask is not None
+            or not self._qkv_same_embed_dim
+            or not (query is key and key is value)
+        ):
+            return super().forward(
+                query, key, value, key_padding_mask, attn_mask, pos_embs,
+                return_attn_weights,
+            )
+        bsz, qlen = query.shape[:2]
+        heads, dim = self.num_heads, self.head_dim
+        q, k, v = (
+            F.linear(query, self.in_proj_weight)
+            .view(bsz, qlen, heads, dim * 3)
+            .chunk(3, dim=-1)
+        )
+        if self.vbias is not None:
+            v = v + self.value_bias_weight.to(v.dtype).view(1, 1, heads, self.vhead_dim)
+        cos, sin, swap = rope_sinusoids(qlen, dim, q.dtype, q.device)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, d)
+        q = q * cos + q.index_select(-1, swap) * sin
+        k = k * cos + k.index_select(-1, swap) * sin
+        keep = None
+        if key_padding_mask is not None:
+            keep = ~key_padding_mask.view(bsz, 1, 1, qlen)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=keep,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        out = out.transpose(1, 2).reshape(bsz, qlen, heads * self.vhead_dim)
+        out = self.out_proj(out)
+        return (out, None) if return_attn_weights else out
+
+
 def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
     """Switches the exact speed-ups of the module docstring on or off.
 
@@ -258,6 +374,9 @@ def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
             swapped += 1
         elif type(module) in (RelPosMHAXL, FusedRelPosMHAXL):
             module.__class__ = FusedRelPosMHAXL if attention else RelPosMHAXL
+            swapped += 1
+        elif type(module) in (RoPEMHA, FastRoPEMHA):
+            module.__class__ = FastRoPEMHA if attention else RoPEMHA
             swapped += 1
     return swapped
 

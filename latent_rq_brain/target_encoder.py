@@ -28,6 +28,7 @@ import torch
 
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import check_target_layers, hidden_state_index
+from speechbrain.nnet.attention import RoPEMHA
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -146,7 +147,6 @@ class TargetEncoder:
             self._compiled = torch.compile(self.module, dynamic=False)
         return self._compiled
 
-    @torch.inference_mode()
     def forward(self, feats, enc_lens):
         """Normalised hidden states of every target layer.
 
@@ -164,6 +164,13 @@ class TargetEncoder:
         if self.module is None:
             raise RuntimeError("target encoder used before any snapshot was taken")
         self.module.eval()
+        # SpeechBrain's own RoPEMHA caches its rotation process-wide: filled
+        # in inference mode, it would break the student's backward pass
+        plain_rope = any(type(m) is RoPEMHA for m in self.module.modules())
+        with torch.no_grad() if plain_rope else torch.inference_mode():
+            return self._forward(feats, enc_lens)
+
+    def _forward(self, feats, enc_lens):
         _, states = self.runner()(feats, enc_lens)
         n = unwrap(self.template).num_layers if self.template is not None else None
         out = {}
