@@ -4,6 +4,9 @@
 #                 BEST-RQ to the same step, probe both checkpoints (language ID,
 #                 English ASR) and print a side-by-side table
 #   make test   - venv + install (if needed), run the whole test suite
+#   make gpu-bench - on a GPU machine (wheels in .whl/: tools/fetch_gpu_wheels.sh):
+#                 the paper model's speed, fast paths, compile, RoPE, profile
+#                 -> results/performance_gpu.md (about 8 minutes on one H200)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +16,7 @@ DEMO_BRANCH_STEP ?= 300
 DEMO_STEPS ?= 550
 SMALL := hparams/small/latent_rq.yaml
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo gpu-bench
 
 install: $(STAMP)
 
@@ -46,6 +49,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+gpu-bench:
+	tools/gpu_bench.sh
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

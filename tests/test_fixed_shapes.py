@@ -162,7 +162,7 @@ def test_rope_attention_trains_and_is_padding_exact(tmp_path, corpus):
 )
 def test_compile_with_fixed_shapes_trains(tmp_path, corpus):
     brain, loader = built(tmp_path, corpus, "--fixed_shapes=True", "--max_batch_len=5",
-                          "--fixed_shape_count=2", "--compile=True",
+                          "--fixed_shape_count=2", "--compile",
                           "--compile_target_encoder=True", "--stage_transitions=[1]",
                           "--target_cache=False")
     assert hasattr(brain.modules.encoder, "_orig_mod")
