@@ -49,6 +49,41 @@ def unwrap(module):
         module = inner
 
 
+def autocast_weights(module, dtype):
+    """A frozen copy of ``module`` whose matmul weights are already ``dtype``.
+
+    Autocast casts the weights of linear layers and convolutions to its
+    dtype at every call, unless they are leaves that require grad (the only
+    casts it caches): a frozen target encoder would pay a cast of every
+    weight at every step. This copy holds those weights (``torch.nn.Linear``,
+    ``Conv1d``, ``Conv2d`` weight and bias, and the ``in_proj_weight`` of
+    attention, which SpeechBrain feeds to ``F.linear``) in ``dtype``, so
+    autocast's casts become no-ops; every other parameter (norms, position
+    biases) stays as it is. Under autocast to ``dtype`` its outputs equal
+    those of ``module`` bit for bit.
+
+    Example
+    -------
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    >>> low = autocast_weights(net, torch.bfloat16)
+    >>> low[0].weight.dtype, low[1].weight.dtype, net[0].weight.dtype
+    (torch.bfloat16, torch.float32, torch.float32)
+    >>> x = torch.randn(3, 4)
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     bool(torch.equal(low(x), net(x)))
+    True
+    """
+    low = copy.deepcopy(module)
+    matmul_types = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+    for sub in low.modules():
+        names = ("weight", "bias") if isinstance(sub, matmul_types) else ("in_proj_weight",)
+        for name in names:
+            p = getattr(sub, name, None)
+            if isinstance(p, torch.nn.Parameter) and p.is_floating_point():
+                setattr(sub, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
+    return low
+
+
 def normalize_states(states, enc_lens, norm):
     """Normalises (B, T, d) hidden states as described in the module docstring.
 
@@ -102,7 +137,7 @@ class TargetEncoder:
         self.target_layers = check_target_layers(target_layers)
         self.truncate = bool(truncate)
         self.compile = bool(compile)
-        self._compiled = None
+        self._compiled = self._runner_key = None
         if norm not in NORMS:
             raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
@@ -139,22 +174,38 @@ class TargetEncoder:
         self.module = self._frozen_copy(encoder)
         self.snapshot_step = int(step)
 
-    def runner(self):
-        """The module that runs the forward: the snapshot, or its compiled form."""
-        if not self.compile:
-            return self.module
-        if self._compiled is None or unwrap(self._compiled) is not self.module:
-            self._compiled = torch.compile(self.module, dynamic=False)
+    def runner(self, device_type="cpu"):
+        """The module that runs the forward.
+
+        The snapshot itself, or, under autocast to a lower precision, a copy
+        whose matmul weights (:func:`autocast_weights`) are already in that
+        dtype; compiled if ``compile``. Rebuilt when the snapshot, the
+        autocast dtype or a module class (``set_fast_kernels``) changes.
+        """
+        dtype = None
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+        key = (id(self.module), dtype, self.compile,
+               tuple(type(m) for m in self.module.modules()))
+        if self._compiled is None or self._runner_key != key:
+            module = self.module
+            if dtype not in (None, torch.float32):
+                module = autocast_weights(module, dtype)
+            if self.compile:
+                module = torch.compile(module, dynamic=False)
+            self._compiled, self._runner_key = module, key
         return self._compiled
 
     def forward(self, feats, enc_lens):
         """Normalised hidden states of every target layer.
 
         Runs in ``torch.inference_mode`` (no autograd bookkeeping, no version
-        counters) and in the caller's autocast dtype: the hidden states are
-        cast to fp32 once, for the normalisation and the fp32 quantizer. The
-        outputs are inference tensors: read them (the quantizer does) outside
-        autograd, never save them for a backward pass.
+        counters) and in the caller's autocast dtype, with the matmul weights
+        stored in that dtype (:meth:`runner`: autocast would re-cast frozen
+        weights at every call); the hidden states are cast to fp32 once, for
+        the normalisation and the fp32 quantizer. The outputs are inference
+        tensors: read them (the quantizer does) outside autograd, never save
+        them for a backward pass.
 
         Returns
         -------
@@ -171,7 +222,7 @@ class TargetEncoder:
             return self._forward(feats, enc_lens)
 
     def _forward(self, feats, enc_lens):
-        _, states = self.runner()(feats, enc_lens)
+        _, states = self.runner(feats.device.type)(feats, enc_lens)
         n = unwrap(self.template).num_layers if self.template is not None else None
         out = {}
         for layer in self.target_layers:

@@ -169,3 +169,21 @@ def test_compile_with_fixed_shapes_trains(tmp_path, corpus):
     fit_batches(brain, loader, 3)  # stage 0, the transition, stage 1 online
     assert brain.schedule.stage == 1
     assert brain.target_encoder.runner() is not brain.target_encoder.module
+
+
+def test_target_forward_with_low_precision_weights_is_bitwise_autocast(tmp_path, corpus):
+    brain, loader = stage1_brain(tmp_path, corpus, "--target_cache=False")
+    te = brain.target_encoder
+    feats, enc_lens, _ = brain.batch_features(next(iter(loader)).to(brain.device))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = te(feats, enc_lens)
+        runner = te.runner("cpu")
+        with torch.no_grad():
+            _, states = te.module(feats, enc_lens)  # autocast casts the fp32 weights
+    assert runner is not te.module and runner.transformer.encoder.layers[0].mha_layer \
+        .in_proj_weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in te.module.parameters())  # checkpoint
+    for layer in te.target_layers:
+        ref = normalize_states(states[layer + 1].float(), enc_lens, te.norm)
+        assert torch.equal(fast[layer], ref)
+    assert te.runner("cpu") is te.module  # no autocast: the snapshot itself
