@@ -101,6 +101,8 @@ def run(args):
         f"{' '.join(args.overrides)}, precision {brain.precision}, device {brain.device}, "
         f"{args.steps} profiled calls after one warm-up",
     ]
+    if args.target_only:
+        work = {k: v for k, v in work.items() if k.startswith("target")}
     for name, fn in work.items():
         s = summarize(_profiled(fn, cuda, args.steps), cuda, args.top)
         results[name] = s
@@ -123,6 +125,7 @@ def parse_args(argv):
     p.add_argument("--utt-seconds", type=float, default=10.0)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--target-only", action="store_true", help="profile the target forward only")
     p.add_argument("--out", help="also write the markdown and JSON here")
     p.add_argument("overrides", nargs="*")
     args, unknown = p.parse_known_args(argv)
