@@ -31,6 +31,7 @@ QFRAMES=${QFRAMES:-16000 64000}
 PROFILE_STEPS=${PROFILE_STEPS:-3}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}  # H100/H200 SXM bf16 dense
 EXTRA=${EXTRA:-}
+COMPILE=${COMPILE---compile}  # COMPILE= (empty) skips the compiled rows
 RESULT=${RESULT:-results/performance_gpu.md}
 WORK=${WORK:-$(mktemp -d /tmp/gpu_bench.XXXX)}
 export PYTHONUNBUFFERED=1
@@ -52,7 +53,7 @@ COMMON=(--device "$DEVICE" --batch-seconds "$BATCH_S" --utt-seconds "$UTT_S")
 {
     echo "== 1/3 bench: fast paths, cache, floor, compile, quantizer ($(date +%T))"
     "$PY" -m tools.bench --config "$CONFIG" "${COMMON[@]}" --warmup "$WARMUP" \
-        --iters "$ITERS" --compile --peak-tflops "$PEAK_TFLOPS" \
+        --iters "$ITERS" $COMPILE --peak-tflops "$PEAK_TFLOPS" \
         --quantizer-frames $QFRAMES --out "$WORK/bench.md" --data_folder=/tmp/x $EXTRA
 } 2>&1 | tee "$WORK/bench.log"
 save
