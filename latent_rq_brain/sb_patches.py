@@ -166,6 +166,43 @@ class BatchMajorFeedForward(PositionalwiseFeedForward):
         return self.ffn(x)
 
 
+def _packed_self_attention(mha, query, key, value, attn_mask):
+    """Whether the fused paths apply: self-attention (one tensor), packed
+    projections, no ``attn_mask``; anything else goes to SpeechBrain."""
+    return (
+        attn_mask is None and mha._qkv_same_embed_dim and query is key and key is value
+    )
+
+
+def _packed_qkv(mha, x):
+    """(B, T, H, d) query, key and value of a SpeechBrain self-attention's
+    packed ``in_proj_weight`` (value bias added in the activations' dtype)."""
+    bsz, qlen = x.shape[:2]
+    q, k, v = (
+        F.linear(x, mha.in_proj_weight)
+        .view(bsz, qlen, mha.num_heads, mha.head_dim * 3)
+        .chunk(3, dim=-1)
+    )
+    if mha.vbias is not None:
+        v = v + mha.value_bias_weight.to(v.dtype).view(1, 1, mha.num_heads, mha.vhead_dim)
+    return q, k, v
+
+
+def _attend(mha, q, k, v, attn_mask):
+    """SDPA of (B, T, H, d) q, k, v with SpeechBrain's scale and dropout,
+    then the output projection: (B, T, d_model)."""
+    bsz, qlen = q.shape[:2]
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        attn_mask=attn_mask,
+        dropout_p=mha.dropout if mha.training else 0.0,
+        scale=mha.scale,
+    )
+    return mha.out_proj(out.transpose(1, 2).reshape(bsz, qlen, mha.num_heads * mha.vhead_dim))
+
+
 class FusedRelPosMHAXL(RelPosMHAXL):
     """SpeechBrain's ``RelPosMHAXL`` self-attention on a fused SDPA kernel.
 
@@ -197,47 +234,26 @@ class FusedRelPosMHAXL(RelPosMHAXL):
         return_attn_weights=True,
     ):
         """See :meth:`speechbrain.nnet.attention.RelPosMHAXL.forward`."""
-        if (
-            attn_mask is not None
-            or self.mask_pos_future
-            or not self._qkv_same_embed_dim
-            or not (query is key and key is value)
-        ):
+        if self.mask_pos_future or not _packed_self_attention(self, query, key, value, attn_mask):
             return super().forward(
                 query, key, value, pos_embs, key_padding_mask, attn_mask,
                 return_attn_weights,
             )
-        bsz, qlen = query.shape[:2]
-        heads, dim = self.num_heads, self.head_dim
-        q, k, v = (
-            F.linear(query, self.in_proj_weight)
-            .view(bsz, -1, heads, dim * 3)
-            .chunk(3, dim=-1)
-        )
-        dtype = q.dtype  # the autocast dtype, if any: biases are cast to it, so
-        # that no (B, T, H, d) tensor goes to fp32 and back (upstream adds fp32
-        # biases to bf16 projections, which promotes them)
-        if self.vbias is not None:
-            v = v + self.value_bias_weight.to(dtype).view(1, 1, heads, self.vhead_dim)
+        bsz, heads, dim = query.shape[0], self.num_heads, self.head_dim
+        q, k, v = _packed_qkv(self, query)
+        # biases in the activations' dtype (the autocast one, if any): upstream
+        # adds fp32 biases to bf16 projections, which sends (B, T, H, d)
+        # tensors to fp32 and back
         p_k = self.linear_pos(pos_embs).view(1, -1, heads, dim)
-        q_u = (q + self.pos_bias_u.to(dtype).view(1, 1, heads, dim)).transpose(1, 2)
-        q_v = (q + self.pos_bias_v.to(dtype).view(1, 1, heads, dim)).transpose(1, 2)
+        q_u = q + self.pos_bias_u.to(q.dtype).view(1, 1, heads, dim)
+        q_v = (q + self.pos_bias_v.to(q.dtype).view(1, 1, heads, dim)).transpose(1, 2)
         # position scores, shifted to (B, H, T, T) exactly as SpeechBrain does
         bias = self.rel_shift(torch.matmul(q_v * self.scale, p_k.permute(0, 2, 3, 1)))
         if key_padding_mask is not None:
             bias = bias.masked_fill(
                 key_padding_mask.view(bsz, 1, 1, -1), self.attn_fill_value
             )
-        out = F.scaled_dot_product_attention(
-            q_u,
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=bias.to(dtype),
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
-        out = out.transpose(1, 2).reshape(bsz, qlen, heads * self.vhead_dim)
-        return self.out_proj(out), None
+        return _attend(self, q_u, k, v, bias.to(q.dtype)), None
 
 
 def rope_sinusoids(length, head_dim, dtype, device):
@@ -289,62 +305,33 @@ class FastRoPEMHA(RoPEMHA):
 
     Example
     -------
-    >>> mha = RoPEMHA(8, 2)
-    >>> x = torch.randn(2, 5, 8)
-    >>> pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
-    >>> plain, _ = mha(x, x, x, key_padding_mask=pad)
+    >>> mha, x = RoPEMHA(8, 2), torch.randn(2, 5, 8)
+    >>> padded = torch.arange(5) >= torch.tensor([[5], [3]])  # lengths 5 and 3
+    >>> reference = mha(x, x, x, key_padding_mask=padded)[0]
     >>> mha.__class__ = FastRoPEMHA
-    >>> fast, weights = mha(x, x, x, key_padding_mask=pad)
-    >>> bool(torch.allclose(fast, plain, atol=1e-6)), weights
-    (True, None)
+    >>> out, weights = mha(x, x, x, key_padding_mask=padded)
+    >>> torch.testing.assert_close(out, reference); print(weights)
+    None
     """
 
-    def forward(
-        self,
-        query,
-        key,
-        value,
-        key_padding_mask=None,
-        attn_mask=None,
-        pos_embs=None,
-        return_attn_weights=True,
-    ):
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None,
+                pos_embs=None, return_attn_weights=True):
         """See :meth:`speechbrain.nnet.attention.RoPEMHA.forward`."""
-        if (
-            attn_mask is not None
-            or not self._qkv_same_embed_dim
-            or not (query is key and key is value)
-        ):
+        if not _packed_self_attention(self, query, key, value, attn_mask):
             return super().forward(
                 query, key, value, key_padding_mask, attn_mask, pos_embs,
                 return_attn_weights,
             )
         bsz, qlen = query.shape[:2]
-        heads, dim = self.num_heads, self.head_dim
-        q, k, v = (
-            F.linear(query, self.in_proj_weight)
-            .view(bsz, qlen, heads, dim * 3)
-            .chunk(3, dim=-1)
-        )
-        if self.vbias is not None:
-            v = v + self.value_bias_weight.to(v.dtype).view(1, 1, heads, self.vhead_dim)
-        cos, sin, swap = rope_sinusoids(qlen, dim, q.dtype, q.device)
+        q, k, v = _packed_qkv(self, query)
+        cos, sin, swap = rope_sinusoids(qlen, self.head_dim, q.dtype, q.device)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, d)
         q = q * cos + q.index_select(-1, swap) * sin
         k = k * cos + k.index_select(-1, swap) * sin
         keep = None
         if key_padding_mask is not None:
             keep = ~key_padding_mask.view(bsz, 1, 1, qlen)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=keep,
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
-        out = out.transpose(1, 2).reshape(bsz, qlen, heads * self.vhead_dim)
-        out = self.out_proj(out)
+        out = _attend(self, q, k, v, keep)
         return (out, None) if return_attn_weights else out
 
 

@@ -421,14 +421,27 @@ def run(args):
     return _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s), summary
 
 
+def model_arguments(p, batch_seconds):
+    """Options of :func:`_bench_brain` (config, device, batch), shared by tools."""
+    p.add_argument("--config", default="hparams/small/latent_rq.yaml")
+    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-seconds", type=float, default=batch_seconds)
+    p.add_argument("--utt-seconds", type=float, default=10.0)
+
+
+def parse_with_overrides(p, argv):
+    """Parses ``argv``; unknown ``--key=value`` options join the YAML overrides."""
+    p.add_argument("overrides", nargs="*", help="YAML overrides, e.g. --d_model=256")
+    args, unknown = p.parse_known_args(argv)
+    args.overrides = list(args.overrides) + unknown
+    return args
+
+
 def parse_args(argv):
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CPU-sized run of a few minutes")
-    p.add_argument("--config", default="hparams/small/latent_rq.yaml")
-    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-seconds", type=float, default=60.0)
-    p.add_argument("--utt-seconds", type=float, default=10.0)
+    model_arguments(p, 60.0)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--quantizer-frames", type=int, nargs="*", default=None,
@@ -436,9 +449,7 @@ def parse_args(argv):
     p.add_argument("--compile", action="store_true", help="also time torch.compile(encoder)")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
-    p.add_argument("overrides", nargs="*", help="YAML overrides, e.g. --d_model=256")
-    args, unknown = p.parse_known_args(argv)
-    args.overrides = list(args.overrides) + unknown
+    args = parse_with_overrides(p, argv)
     if args.quantizer_frames is None:
         args.quantizer_frames = [1000, 4000] if args.quick else [1000, 4000, 16000]
     if args.quick:

@@ -26,7 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import speechbrain as sb
-from tools.bench import _bench_brain, _sync
+from tools.bench import _bench_brain, _sync, model_arguments, parse_with_overrides
 
 #: Operators counted as copies or dtype casts.
 COPY_OPS = ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::cat")
@@ -119,18 +119,12 @@ def run(args):
 def parse_args(argv):
     """Command-line options (those of :mod:`tools.bench` that apply)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="hparams/small/latent_rq.yaml")
-    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-seconds", type=float, default=20.0)
-    p.add_argument("--utt-seconds", type=float, default=10.0)
+    model_arguments(p, 20.0)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--target-only", action="store_true", help="profile the target forward only")
     p.add_argument("--out", help="also write the markdown and JSON here")
-    p.add_argument("overrides", nargs="*")
-    args, unknown = p.parse_known_args(argv)
-    args.overrides = list(args.overrides) + unknown
-    return args
+    return parse_with_overrides(p, argv)
 
 
 def main(argv=None):
