@@ -261,8 +261,11 @@ def dataio_prepare(hparams):
             min_samples,
         )
     train_kwargs = dict(hparams["train_dataloader_opts"])
+    valid_kwargs = dict(hparams["valid_dataloader_opts"])
     if hparams.get("fixed_shapes"):
         train_kwargs = fixed_shape_loader_kwargs(sets["train"], hparams, train_kwargs)
+        # validation batches padded to the same lengths (its own batch size)
+        valid_kwargs["collate_fn"] = train_kwargs["collate_fn"]
     elif hparams.get("max_batch_len"):
         train_kwargs["batch_sampler"] = sb.dataio.sampler.DynamicBatchSampler(
             sets["train"],
@@ -274,7 +277,6 @@ def dataio_prepare(hparams):
         )
         train_kwargs.pop("batch_size", None)
         train_kwargs.pop("shuffle", None)
-    valid_kwargs = dict(hparams["valid_dataloader_opts"])
     return sets["train"], sets["valid"], train_kwargs, valid_kwargs
 
 

@@ -15,7 +15,8 @@ import torch
 import speechbrain as sb
 from speechbrain.dataio.batch import PaddedBatch
 from test_speed_paths import forward_eval, stage1_brain
-from test_training import built, fit_batches, write_corpus
+import train
+from test_training import built, fit_batches, tiny_args, write_corpus
 from latent_rq_brain.data import BucketPadding, FixedShapeBatchSampler, LengthBuckets
 from latent_rq_brain.sb_patches import set_fast_kernels
 from latent_rq_brain.target_encoder import normalize_states
@@ -73,6 +74,12 @@ def test_fixed_shape_loader_yields_bucket_shapes_only(tmp_path, corpus):
         assert feats.shape[1] == 4 * buckets.encoder_frames[buckets.samples.index(wavs.shape[1])]
     assert seen and seen <= shapes
     fit_batches(brain, loader, 2)  # trains on them
+    # validation batches are padded to the bucket lengths too
+    _, _, valid_data, _, valid_opts = train.build(
+        tiny_args(tmp_path / "v", corpus, "--fixed_shapes=True", "--max_batch_len=5",
+                  "--fixed_shape_count=2"))
+    valid = brain.make_dataloader(valid_data, stage=sb.Stage.VALID, **valid_opts)
+    assert {b.sig[0].shape[1] for b in valid} <= set(buckets.samples)
 
 
 @pytest.mark.parametrize("stage", [0, 1])
