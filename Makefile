@@ -4,6 +4,9 @@
 #                 BEST-RQ to the same step, probe both checkpoints (language ID,
 #                 English ASR) and print a side-by-side table
 #   make test   - venv + install (if needed), run the whole test suite
+#   make gpu-bench - on a GPU machine (wheels in .whl/: tools/fetch_gpu_wheels.sh):
+#                 the paper model's speed, fast paths, compile, RoPE, profile
+#                 -> results/performance_gpu.md (about 8 minutes on one H200)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +20,7 @@ REPRO_SCALE ?= cpu
 SEEDS ?= 1 2 3
 SHARED ?= ../shared/data
 
-.PHONY: demo test install clean-demo reproduce s3prl-check
+.PHONY: demo test install clean-demo reproduce s3prl-check gpu-bench
 
 install: $(STAMP)
 
@@ -62,6 +65,9 @@ s3prl-check:
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+gpu-bench:
+	tools/gpu_bench.sh
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -269,8 +269,9 @@ class LatentRQBrain(sb.Brain):
             gen = torch.Generator().manual_seed(
                 zlib.crc32(",".join(batch.id).encode()) + self.hparams.seed
             )
-        mask = sample_span_mask(
-            enc_lens, self.hparams.mask_prob, self.hparams.mask_length, gen
+        mask = sample_span_mask(  # as wide as the (possibly bucket-padded) batch
+            enc_lens, self.hparams.mask_prob, self.hparams.mask_length, gen,
+            feats.shape[1] // self.hparams.downsampling,
         )
         audio_s = float(n_samples.sum()) / self.hparams.sample_rate
         return {"feats": feats, "enc_lens": enc_lens, "mask": mask, "audio_s": audio_s}
@@ -281,7 +282,8 @@ class LatentRQBrain(sb.Brain):
         x = self.masked_inputs(batch, stage)
         feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
         if stage == sb.Stage.TRAIN and getattr(self, "target_cache", None) is not None:
-            targets = self.target_cache.lookup(batch.id, enc_lens, self.device)[mask]
+            cached = self.target_cache.lookup(batch.id, enc_lens, self.device)
+            targets = cached[mask[:, : cached.shape[1]]]  # mask: False past max(enc_lens)
         else:
             targets = self.compute_targets(feats, enc_lens, mask)
         out, _ = self.modules.encoder(self.modules.mask_embedding(feats, mask), enc_lens)

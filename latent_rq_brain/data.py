@@ -11,6 +11,7 @@ Authors
 """
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -20,6 +21,8 @@ import soundfile
 import torch
 
 import speechbrain as sb
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 logger = logging.getLogger(__name__)
@@ -258,7 +261,12 @@ def dataio_prepare(hparams):
             min_samples,
         )
     train_kwargs = dict(hparams["train_dataloader_opts"])
-    if hparams.get("max_batch_len"):
+    valid_kwargs = dict(hparams["valid_dataloader_opts"])
+    if hparams.get("fixed_shapes"):
+        train_kwargs = fixed_shape_loader_kwargs(sets["train"], hparams, train_kwargs)
+        # validation batches padded to the same lengths (its own batch size)
+        valid_kwargs["collate_fn"] = train_kwargs["collate_fn"]
+    elif hparams.get("max_batch_len"):
         train_kwargs["batch_sampler"] = sb.dataio.sampler.DynamicBatchSampler(
             sets["train"],
             max_batch_length=hparams["max_batch_len"],
@@ -269,7 +277,6 @@ def dataio_prepare(hparams):
         )
         train_kwargs.pop("batch_size", None)
         train_kwargs.pop("shuffle", None)
-    valid_kwargs = dict(hparams["valid_dataloader_opts"])
     return sets["train"], sets["valid"], train_kwargs, valid_kwargs
 
 
@@ -328,3 +335,279 @@ def write_manifest(rows, csv_file, header=CSV_HEADER, lineterminator="\n"):
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp_file, csv_file)
+
+
+# ---------------------------------------------------------------- fixed shapes
+class LengthBuckets:
+    """A few fixed (batch, samples) shapes chosen from a duration histogram.
+
+    Every batch of a bucket has the same batch size and is padded to the same
+    number of samples, so ``torch.compile`` (static shapes) sees only
+    ``len(buckets)`` input shapes. Bucket ``k`` holds the utterances longer
+    than bucket ``k - 1`` and at most ``samples[k]`` long; its batch size is
+    the most utterances of that length in ``max_batch_len`` seconds. The upper
+    edges are chosen among encoder-frame counts that are multiples of
+    ``frame_multiple`` (tensor-core friendly) by dynamic programming over the
+    histogram of the durations: they minimise the padded seconds of the whole
+    set (:attr:`padding_waste`). An edge of ``n`` encoder frames is
+    ``(downsampling * n - 1) * hop`` samples: exactly ``downsampling * n`` Mel
+    frames (STFT with ``center=True``), no extra padding to a multiple.
+
+    Arguments
+    ---------
+    durations : list of float
+        Seconds of every utterance (the manifest's ``duration`` column).
+    max_batch_len : float
+        Seconds of (padded) audio per batch.
+    num_shapes : int
+        Number of buckets (shapes).
+    sample_rate : int
+        Samples per second.
+    hop_length : float
+        Frame shift in ms.
+    downsampling : int
+        Mel frames per encoder frame.
+    frame_multiple : int
+        Encoder-frame counts of the edges are multiples of this.
+
+    Example
+    -------
+    >>> b = LengthBuckets([1.0, 1.1, 1.2, 3.9, 4.0], max_batch_len=8, num_shapes=2)
+    >>> b.encoder_frames, b.batch_sizes
+    ([32, 104], [6, 1])
+    >>> b.bucket_of(1.1), b.bucket_of(3.95), round(b.padding_waste, 3)
+    (0, 1, 0.075)
+    """
+
+    def __init__(
+        self,
+        durations,
+        max_batch_len,
+        num_shapes,
+        sample_rate=16000,
+        hop_length=10,
+        downsampling=4,
+        frame_multiple=8,
+    ):
+        if not durations:
+            raise ValueError("LengthBuckets needs at least one duration")
+        if int(num_shapes) < 1:
+            raise ValueError(f"num_shapes must be >= 1, got {num_shapes}")
+        self.sample_rate = int(sample_rate)
+        self.hop = int(round(sample_rate * hop_length / 1000))
+        self.downsampling = int(downsampling)
+        step = int(frame_multiple)
+        # candidate edges: every multiple of ``step`` encoder frames up to the
+        # first one that holds the longest utterance
+        n_max = max(durations) * self.sample_rate
+        cands = [step]
+        while self._samples(cands[-1]) < n_max:
+            cands.append(cands[-1] + step)
+        counts = [0] * len(cands)
+        sums = [0.0] * len(cands)
+        for d in durations:
+            k = self._first_fit(cands, d)
+            counts[k] += 1
+            sums[k] += d
+        edges = self._best_edges(cands, counts, sums, min(int(num_shapes), len(cands)))
+        self.encoder_frames = edges
+        self.samples = [self._samples(n) for n in edges]
+        for s in self.samples:
+            if s / self.sample_rate > max_batch_len:
+                raise ValueError(
+                    f"max_batch_len={max_batch_len} s cannot hold one utterance of "
+                    f"{s / self.sample_rate:.2f} s: raise it or lower avoid_if_longer_than"
+                )
+        self.batch_sizes = [
+            int(max_batch_len * self.sample_rate // s) for s in self.samples
+        ]
+        self.counts = [0] * len(edges)
+        padded = 0.0
+        for d in durations:
+            k = self.bucket_of(d)
+            self.counts[k] += 1
+            padded += self.samples[k] / self.sample_rate
+        #: padded seconds over the seconds computed on, over the whole set
+        self.padding_waste = 1.0 - sum(durations) / padded
+
+    def _samples(self, enc_frames):
+        return (self.downsampling * enc_frames - 1) * self.hop
+
+    def _first_fit(self, edges_frames, duration):
+        n = duration * self.sample_rate
+        for k, e in enumerate(edges_frames):
+            if n <= self._samples(e) + 1e-6:
+                return k
+        return len(edges_frames) - 1
+
+    def _best_edges(self, cands, counts, sums, k_max):
+        """Edges (a subset of ``cands`` ending with the last) minimising the
+        padded seconds: DP over the histogram, O(k_max * len(cands)^2)."""
+        n = len(cands)
+        sec = [self._samples(c) / self.sample_rate for c in cands]
+        pc, ps = [0], [0.0]
+        for c, s in zip(counts, sums):
+            pc.append(pc[-1] + c)
+            ps.append(ps[-1] + s)
+
+        def waste(i, j):  # bins i..j (inclusive) padded to cands[j]
+            return (pc[j + 1] - pc[i]) * sec[j] - (ps[j + 1] - ps[i])
+
+        inf = float("inf")
+        # best[k][j]: least waste of bins 0..j with k + 1 edges, the last at j
+        best = [[waste(0, j) for j in range(n)]]
+        back = [[-1] * n]
+        for _ in range(1, k_max):
+            row, brow = [inf] * n, [-1] * n
+            for j in range(n):
+                for i in range(j):
+                    w = best[-1][i] + waste(i + 1, j)
+                    if w < row[j] - 1e-9:
+                        row[j], brow[j] = w, i
+            best.append(row)
+            back.append(brow)
+        k = min(range(k_max), key=lambda k: best[k][n - 1])
+        edges, j = [], n - 1
+        while j >= 0 and k >= 0:
+            edges.append(cands[j])
+            j, k = back[k][j], k - 1
+        return sorted(edges)
+
+    def bucket_of(self, duration):
+        """Index of the bucket of an utterance of ``duration`` seconds."""
+        n = duration * self.sample_rate
+        for k, s in enumerate(self.samples):
+            if n <= s + 1e-6:
+                return k
+        return len(self.samples) - 1
+
+    def pad_length(self, n_samples):
+        """The bucket length (samples) a batch whose longest utterance has
+        ``n_samples`` samples is padded to (itself if longer than all)."""
+        for s in self.samples:
+            if n_samples <= s:
+                return s
+        return int(n_samples)
+
+    def shapes(self):
+        """``[(batch, samples, encoder frames)]`` of every bucket."""
+        return list(zip(self.batch_sizes, self.samples, self.encoder_frames))
+
+    def describe(self):
+        """One line per bucket and the waste, for the log and the README."""
+        lines = [
+            f"bucket {k}: <= {s / self.sample_rate:.2f} s ({n} encoder frames), "
+            f"batch {b}, {c} utterances"
+            for k, (b, s, n, c) in enumerate(
+                zip(self.batch_sizes, self.samples, self.encoder_frames, self.counts)
+            )
+        ]
+        lines.append(f"padding waste {100 * self.padding_waste:.1f}%")
+        return "\n".join(lines)
+
+
+class FixedShapeBatchSampler(torch.utils.data.Sampler):
+    """Batches of a fixed size per :class:`LengthBuckets` bucket.
+
+    Each epoch shuffles the utterances of every bucket, cuts them into
+    batches of the bucket's size, drops the incomplete last batch of each
+    bucket (other utterances each epoch: at most ``batch - 1`` per bucket and
+    epoch are skipped) and shuffles the order of the batches. Together with
+    :class:`BucketPadding` every batch has one of ``len(buckets)`` shapes.
+
+    Example
+    -------
+    >>> durations = [1.0] * 7 + [4.0] * 3
+    >>> b = LengthBuckets(durations, max_batch_len=8, num_shapes=2)
+    >>> sampler = FixedShapeBatchSampler(durations, b, seed=1)
+    >>> sorted(len(batch) for batch in sampler), len(sampler)
+    ([1, 1, 1, 6], 4)
+    """
+
+    def __init__(self, durations, buckets, shuffle=True, seed=0):
+        self.buckets = buckets
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.members = [[] for _ in buckets.samples]
+        for i, d in enumerate(durations):
+            self.members[buckets.bucket_of(d)].append(i)
+
+    def set_epoch(self, epoch):
+        """Called by SpeechBrain's distributed wrapper (and by __iter__)."""
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return sum(
+            len(m) // b for m, b in zip(self.members, self.buckets.batch_sizes)
+        )
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        batches = []
+        for members, size in zip(self.members, self.buckets.batch_sizes):
+            order = members
+            if self.shuffle:
+                order = [members[i] for i in torch.randperm(len(members), generator=g)]
+            batches += [
+                order[i : i + size] for i in range(0, len(order) - size + 1, size)
+            ]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
+        return iter(batches)
+
+
+class BucketPadding:
+    """SpeechBrain's padding function, padding further to the bucket length.
+
+    A drop-in ``padding_func`` of :class:`speechbrain.dataio.batch.PaddedBatch`:
+    1-D signals are padded to :meth:`LengthBuckets.pad_length` of the longest,
+    and their relative lengths rescaled to the new length (the model is
+    padding-exact, so targets and loss do not change).
+
+    Example
+    -------
+    >>> pad = BucketPadding(LengthBuckets([0.1, 0.2], max_batch_len=1, num_shapes=1))
+    >>> x, rel = pad([torch.ones(1000), torch.ones(500)])
+    >>> x.shape, torch.round(rel * x.shape[1]).long().tolist()
+    (torch.Size([2, 4960]), [1000, 500])
+    """
+
+    def __init__(self, buckets):
+        self.buckets = buckets
+
+    def __call__(self, tensors, **kwargs):
+        padded, rel = batch_pad_right(tensors, **kwargs)
+        if padded.dim() != 2:
+            return padded, rel
+        n = padded.shape[1]
+        target = self.buckets.pad_length(n)
+        if target > n:
+            padded = torch.nn.functional.pad(padded, (0, target - n))
+            rel = torch.tensor([t.shape[0] / target for t in tensors])
+        return padded, rel
+
+
+def fixed_shape_loader_kwargs(dataset, hparams, loader_kwargs):
+    """Loader options for ``fixed_shapes: True``: the batch sampler and collate
+    function of :class:`LengthBuckets`, logged with their padding waste."""
+    durations = [float(dataset.data[i]["duration"]) for i in dataset.data_ids]
+    buckets = LengthBuckets(
+        durations,
+        hparams["max_batch_len"],
+        hparams["fixed_shape_count"],
+        hparams["sample_rate"],
+        hparams["hop_length"],
+        hparams["downsampling"],
+        hparams.get("fixed_shape_frame_multiple", 8),
+    )
+    logger.info("fixed-shape buckets:\n" + buckets.describe())
+    kwargs = dict(loader_kwargs)
+    kwargs.pop("batch_size", None)
+    kwargs.pop("shuffle", None)
+    kwargs["batch_sampler"] = FixedShapeBatchSampler(
+        durations, buckets, seed=hparams.get("seed", 0)
+    )
+    kwargs["collate_fn"] = functools.partial(PaddedBatch, padding_func=BucketPadding(buckets))
+    return kwargs

@@ -95,10 +95,11 @@ class MelFeatures(torch.nn.Module):
             feats = self.fbank(wavs.float())
         T = feats.shape[1]
         frame_lens = self.frame_lengths(n_samples)
-        if int(frame_lens.max()) != T:
+        expected = wavs.shape[1] // self.hop + 1  # the batch may be padded further
+        if expected != T or int(frame_lens.max()) > T:  # than its longest utterance
             raise RuntimeError(
                 f"Fbank gave {T} frames for {wavs.shape[1]} samples, expected "
-                f"{int(frame_lens.max())}: is hop_length consistent with fbank?"
+                f"{expected}: is hop_length consistent with fbank?"
             )
         feats = self.normalize(feats, frame_lens.float() / T)
         valid = valid_frames(frame_lens.to(feats.device), T)

@@ -18,7 +18,7 @@ Authors
 import torch
 
 
-def sample_span_mask(enc_lens, mask_prob, mask_length, generator=None):
+def sample_span_mask(enc_lens, mask_prob, mask_length, generator=None, num_frames=None):
     """Random span mask over encoder frames.
 
     Arguments
@@ -31,12 +31,16 @@ def sample_span_mask(enc_lens, mask_prob, mask_length, generator=None):
         Span length in encoder frames.
     generator : torch.Generator, optional
         CPU generator, for reproducible masks (validation, tests).
+    num_frames : int, optional
+        Width of the mask, at least ``max(enc_lens)`` (a batch padded to a
+        fixed shape); the mask is drawn on ``max(enc_lens)`` frames, so the
+        same generator gives the same spans whatever the padding.
 
     Returns
     -------
     torch.Tensor
-        (B, max(enc_lens)) bool on ``enc_lens.device``; never True on padding,
-        at least one True per utterance.
+        (B, num_frames or max(enc_lens)) bool on ``enc_lens.device``; never
+        True on padding, at least one True per utterance.
 
     Example
     -------
@@ -44,6 +48,10 @@ def sample_span_mask(enc_lens, mask_prob, mask_length, generator=None):
     >>> m = sample_span_mask(torch.tensor([50, 20]), 0.4, 5, generator=g)
     >>> m.shape, bool(m[1, 20:].any()), bool(m.any(1).all())
     (torch.Size([2, 50]), False, True)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> wide = sample_span_mask(torch.tensor([50, 20]), 0.4, 5, g, num_frames=64)
+    >>> bool(torch.equal(wide[:, :50], m)), bool(wide[:, 50:].any())
+    (True, False)
     """
     if not 0.0 < float(mask_prob) <= 1.0:
         raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
@@ -63,6 +71,8 @@ def sample_span_mask(enc_lens, mask_prob, mask_length, generator=None):
     c = torch.nn.functional.pad(starts.cumsum(1), (mask_length, 0))
     covered = (c[:, mask_length:] - c[:, :T]) > 0
     covered &= pos[None, :] < lens[:, None]
+    if num_frames is not None and num_frames > T:
+        covered = torch.nn.functional.pad(covered, (0, num_frames - T))
     return covered.to(enc_lens.device)
 
 

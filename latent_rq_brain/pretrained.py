@@ -54,6 +54,8 @@ ARCH_KEYS = (
     "num_encoder_layers",
     "d_ffn",
 )
+#: Architecture settings with a default (older checkpoints lack them).
+OPTIONAL_ARCH_KEYS = {"attention_type": "RelPosMHAXL"}
 #: Settings recorded for information (what the targets were made from).
 INFO_KEYS = ("target_layers", "target_norm", "seed")
 
@@ -81,7 +83,8 @@ class EncoderSpec:
         missing = [k for k in ARCH_KEYS if k not in hparams]
         if missing:
             raise ValueError(f"hparams lack the encoder settings {missing}")
-        config = {k: _plain(hparams[k]) for k in ARCH_KEYS + INFO_KEYS if k in hparams}
+        keys = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS) + INFO_KEYS
+        config = {k: _plain(hparams[k]) for k in keys if k in hparams}
         return cls(config)
 
     @mark_as_saver
@@ -166,7 +169,7 @@ def build_encoder(config):
         activation=torch.nn.GELU,
         conformer_activation=torch.nn.GELU,
         encoder_module="conformer",
-        attention_type="RelPosMHAXL",
+        attention_type=c.get("attention_type", OPTIONAL_ARCH_KEYS["attention_type"]),
         normalize_before=True,
         causal=False,
         output_hidden_states=True,

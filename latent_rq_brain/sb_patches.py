@@ -1,4 +1,4 @@
-"""Patches of SpeechBrain 1.1 modules: one bug fix and three exact speed-ups.
+"""Patches of SpeechBrain 1.1 modules: one bug fix and four exact speed-ups.
 
 Each class below is a drop-in subclass of a SpeechBrain module (same
 parameters, same state dict) swapped in by assigning ``__class__``, and each
@@ -33,17 +33,25 @@ Speed-ups (same outputs to float rounding; YAML switches ``fast_frontend``,
   are the additive mask of ``torch.nn.functional.scaled_dot_product_attention``,
   which does the rest in one fused kernel. Same scale (SpeechBrain's
   ``1 / sqrt(d_model)``), same parameters; attention weights are not returned
-  (SpeechBrain's encoder discards them).
+  (SpeechBrain's encoder discards them);
+* :class:`FastRoPEMHA` (with ``attention_type: RoPEMHA``, same switch
+  ``fast_attention``). Upstream: ``speechbrain.nnet.attention.RoPEMHA`` keeps
+  its rotation in a process-wide cache (which breaks when the first call
+  runs under ``torch.inference_mode``), may compare query and key with
+  ``torch.equal`` and expands the padding mask to (B, H, T, T); here the
+  rotation is computed per call and the mask stays (B, 1, 1, T).
 
 Authors
  * latent-rq developers 2026
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
-from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
+from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL, RoPEMHA
 from speechbrain.nnet.CNN import Conv2d, get_padding_elem
 
 
@@ -158,6 +166,43 @@ class BatchMajorFeedForward(PositionalwiseFeedForward):
         return self.ffn(x)
 
 
+def _packed_self_attention(mha, query, key, value, attn_mask):
+    """Whether the fused paths apply: self-attention (one tensor), packed
+    projections, no ``attn_mask``; anything else goes to SpeechBrain."""
+    return (
+        attn_mask is None and mha._qkv_same_embed_dim and query is key and key is value
+    )
+
+
+def _packed_qkv(mha, x):
+    """(B, T, H, d) query, key and value of a SpeechBrain self-attention's
+    packed ``in_proj_weight`` (value bias added in the activations' dtype)."""
+    bsz, qlen = x.shape[:2]
+    q, k, v = (
+        F.linear(x, mha.in_proj_weight)
+        .view(bsz, qlen, mha.num_heads, mha.head_dim * 3)
+        .chunk(3, dim=-1)
+    )
+    if mha.vbias is not None:
+        v = v + mha.value_bias_weight.to(v.dtype).view(1, 1, mha.num_heads, mha.vhead_dim)
+    return q, k, v
+
+
+def _attend(mha, q, k, v, attn_mask):
+    """SDPA of (B, T, H, d) q, k, v with SpeechBrain's scale and dropout,
+    then the output projection: (B, T, d_model)."""
+    bsz, qlen = q.shape[:2]
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        attn_mask=attn_mask,
+        dropout_p=mha.dropout if mha.training else 0.0,
+        scale=mha.scale,
+    )
+    return mha.out_proj(out.transpose(1, 2).reshape(bsz, qlen, mha.num_heads * mha.vhead_dim))
+
+
 class FusedRelPosMHAXL(RelPosMHAXL):
     """SpeechBrain's ``RelPosMHAXL`` self-attention on a fused SDPA kernel.
 
@@ -189,45 +234,105 @@ class FusedRelPosMHAXL(RelPosMHAXL):
         return_attn_weights=True,
     ):
         """See :meth:`speechbrain.nnet.attention.RelPosMHAXL.forward`."""
-        if (
-            attn_mask is not None
-            or self.mask_pos_future
-            or not self._qkv_same_embed_dim
-            or not (query is key and key is value)
-        ):
+        if self.mask_pos_future or not _packed_self_attention(self, query, key, value, attn_mask):
             return super().forward(
                 query, key, value, pos_embs, key_padding_mask, attn_mask,
                 return_attn_weights,
             )
-        bsz, qlen = query.shape[:2]
-        heads, dim = self.num_heads, self.head_dim
-        q, k, v = (
-            F.linear(query, self.in_proj_weight)
-            .view(bsz, -1, heads, dim * 3)
-            .chunk(3, dim=-1)
-        )
-        if self.vbias is not None:
-            v = v + self.value_bias_weight.view(1, 1, heads, self.vhead_dim)
+        bsz, heads, dim = query.shape[0], self.num_heads, self.head_dim
+        q, k, v = _packed_qkv(self, query)
+        # biases in the activations' dtype (the autocast one, if any): upstream
+        # adds fp32 biases to bf16 projections, which sends (B, T, H, d)
+        # tensors to fp32 and back
         p_k = self.linear_pos(pos_embs).view(1, -1, heads, dim)
-        q_u = (q + self.pos_bias_u.view(1, 1, heads, dim)).transpose(1, 2)
-        q_v = (q + self.pos_bias_v.view(1, 1, heads, dim)).transpose(1, 2)
+        q_u = q + self.pos_bias_u.to(q.dtype).view(1, 1, heads, dim)
+        q_v = (q + self.pos_bias_v.to(q.dtype).view(1, 1, heads, dim)).transpose(1, 2)
         # position scores, shifted to (B, H, T, T) exactly as SpeechBrain does
         bias = self.rel_shift(torch.matmul(q_v * self.scale, p_k.permute(0, 2, 3, 1)))
         if key_padding_mask is not None:
             bias = bias.masked_fill(
                 key_padding_mask.view(bsz, 1, 1, -1), self.attn_fill_value
             )
-        dtype = v.dtype  # the autocast dtype, if any
-        out = F.scaled_dot_product_attention(
-            q_u.to(dtype),
-            k.transpose(1, 2).to(dtype),
-            v.transpose(1, 2),
-            attn_mask=bias.to(dtype),
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
-        out = out.transpose(1, 2).reshape(bsz, qlen, heads * self.vhead_dim)
-        return self.out_proj(out), None
+        return _attend(self, q_u, k, v, bias.to(q.dtype)), None
+
+
+def rope_sinusoids(length, head_dim, dtype, device):
+    """Cosines, signed sines and pair swap of SpeechBrain's RoPE, for ``length``.
+
+    The values of ``speechbrain.nnet.attention.PrecomputedRoPESinusoids``
+    (computed in fp32, cast to ``dtype``), made for the length at hand instead
+    of being read from SpeechBrain's process-wide cache: a cache filled under
+    ``torch.inference_mode`` (the target encoder) would hand inference tensors
+    to the training forward, and a cache is opaque to ``torch.compile``.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.attention import PrecomputedRoPESinusoids
+    >>> cos, sin, swap = rope_sinusoids(5, 8, torch.float32, "cpu")
+    >>> ref = PrecomputedRoPESinusoids(5, 8, torch.float32, torch.device("cpu"))
+    >>> bool(torch.equal(cos, ref.cosines)), bool(torch.equal(sin, ref.sines))
+    (True, True)
+    >>> swap.tolist()
+    [1, 0, 3, 2, 5, 4, 7, 6]
+    """
+    angles = torch.exp(
+        torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
+        * -(math.log(10000.0) / head_dim)
+    )
+    times = torch.arange(0, length, dtype=torch.float32, device=device)
+    times_angles = torch.outer(times, angles)
+    cos = torch.cos(times_angles).repeat_interleave(2, dim=-1)
+    sign = (-1) ** torch.arange(head_dim, dtype=torch.float32, device=device)
+    sin = sign * -torch.sin(times_angles).repeat_interleave(2, dim=-1)
+    dims = torch.arange(head_dim, device=device)
+    swap = torch.stack([dims[1::2], dims[::2]], dim=-1).reshape(-1)
+    return cos.to(dtype), sin.to(dtype), swap
+
+
+class FastRoPEMHA(RoPEMHA):
+    """SpeechBrain's ``RoPEMHA`` self-attention, exact, without its global cache.
+
+    Upstream: ``speechbrain.nnet.attention.RoPEMHA`` reads the rotation from
+    a process-wide memo (inference tensors leak from an inference-mode
+    forward into training: "Inference tensors cannot be saved for
+    backward"), compares query and key with ``torch.equal`` when they are not
+    the same object (a device sync) and expands the padding mask to (B, H, T,
+    T). Here the rotation is computed for the length at hand
+    (:func:`rope_sinusoids`), and the padding mask goes to
+    ``scaled_dot_product_attention`` as a (B, 1, 1, T) boolean. Same
+    parameters, same outputs; cross-attention or an ``attn_mask`` fall back to
+    SpeechBrain's forward. Returns ``(output, None)``.
+
+    Example
+    -------
+    >>> mha, x = RoPEMHA(8, 2), torch.randn(2, 5, 8)
+    >>> padded = torch.arange(5) >= torch.tensor([[5], [3]])  # lengths 5 and 3
+    >>> reference = mha(x, x, x, key_padding_mask=padded)[0]
+    >>> mha.__class__ = FastRoPEMHA
+    >>> out, weights = mha(x, x, x, key_padding_mask=padded)
+    >>> torch.testing.assert_close(out, reference); print(weights)
+    None
+    """
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None,
+                pos_embs=None, return_attn_weights=True):
+        """See :meth:`speechbrain.nnet.attention.RoPEMHA.forward`."""
+        if not _packed_self_attention(self, query, key, value, attn_mask):
+            return super().forward(
+                query, key, value, key_padding_mask, attn_mask, pos_embs,
+                return_attn_weights,
+            )
+        bsz, qlen = query.shape[:2]
+        q, k, v = _packed_qkv(self, query)
+        cos, sin, swap = rope_sinusoids(qlen, self.head_dim, q.dtype, q.device)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, d)
+        q = q * cos + q.index_select(-1, swap) * sin
+        k = k * cos + k.index_select(-1, swap) * sin
+        keep = None
+        if key_padding_mask is not None:
+            keep = ~key_padding_mask.view(bsz, 1, 1, qlen)
+        out = _attend(self, q, k, v, keep)
+        return (out, None) if return_attn_weights else out
 
 
 def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
@@ -256,6 +361,9 @@ def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
             swapped += 1
         elif type(module) in (RelPosMHAXL, FusedRelPosMHAXL):
             module.__class__ = FusedRelPosMHAXL if attention else RelPosMHAXL
+            swapped += 1
+        elif type(module) in (RoPEMHA, FastRoPEMHA):
+            module.__class__ = FastRoPEMHA if attention else RoPEMHA
             swapped += 1
     return swapped
 

@@ -28,6 +28,7 @@ import torch
 
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import check_target_layers, hidden_state_index
+from speechbrain.nnet.attention import RoPEMHA
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -46,6 +47,41 @@ def unwrap(module):
         if inner is None:
             return module
         module = inner
+
+
+def autocast_weights(module, dtype):
+    """A frozen copy of ``module`` whose matmul weights are already ``dtype``.
+
+    Autocast casts the weights of linear layers and convolutions to its
+    dtype at every call, unless they are leaves that require grad (the only
+    casts it caches): a frozen target encoder would pay a cast of every
+    weight at every step. This copy holds those weights (``torch.nn.Linear``,
+    ``Conv1d``, ``Conv2d`` weight and bias, and the ``in_proj_weight`` of
+    attention, which SpeechBrain feeds to ``F.linear``) in ``dtype``, so
+    autocast's casts become no-ops; every other parameter (norms, position
+    biases) stays as it is. Under autocast to ``dtype`` its outputs equal
+    those of ``module`` bit for bit.
+
+    Example
+    -------
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    >>> low = autocast_weights(net, torch.bfloat16)
+    >>> low[0].weight.dtype, low[1].weight.dtype, net[0].weight.dtype
+    (torch.bfloat16, torch.float32, torch.float32)
+    >>> x = torch.randn(3, 4)
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     bool(torch.equal(low(x), net(x)))
+    True
+    """
+    low = copy.deepcopy(module)
+    matmul_types = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+    for sub in low.modules():
+        names = ("weight", "bias") if isinstance(sub, matmul_types) else ("in_proj_weight",)
+        for name in names:
+            p = getattr(sub, name, None)
+            if isinstance(p, torch.nn.Parameter) and p.is_floating_point():
+                setattr(sub, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
+    return low
 
 
 def normalize_states(states, enc_lens, norm):
@@ -85,6 +121,10 @@ class TargetEncoder:
     truncate : bool
         Drop the layers above the deepest target layer (default; the plain
         path ``False`` keeps and runs the whole encoder, for benchmarks/tests).
+    compile : bool
+        Run the snapshot through ``torch.compile(dynamic=False)`` (one graph
+        per input shape: use it with ``fixed_shapes: True``). The checkpoint
+        holds the plain module either way.
 
     Example
     -------
@@ -93,9 +133,11 @@ class TargetEncoder:
     False
     """
 
-    def __init__(self, target_layers, norm="utterance", truncate=True):
+    def __init__(self, target_layers, norm="utterance", truncate=True, compile=False):
         self.target_layers = check_target_layers(target_layers)
         self.truncate = bool(truncate)
+        self.compile = bool(compile)
+        self._compiled = self._runner_key = None
         if norm not in NORMS:
             raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
@@ -123,6 +165,7 @@ class TargetEncoder:
             )
         module.eval()
         module.requires_grad_(False)
+        self._compiled = None
         return module
 
     def snapshot(self, encoder, step):
@@ -131,9 +174,38 @@ class TargetEncoder:
         self.module = self._frozen_copy(encoder)
         self.snapshot_step = int(step)
 
-    @torch.no_grad()
+    def runner(self, device_type="cpu"):
+        """The module that runs the forward.
+
+        The snapshot itself, or, under autocast to a lower precision, a copy
+        whose matmul weights (:func:`autocast_weights`) are already in that
+        dtype; compiled if ``compile``. Rebuilt when the snapshot, the
+        autocast dtype or a module class (``set_fast_kernels``) changes.
+        """
+        dtype = None
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+        key = (id(self.module), dtype, self.compile,
+               tuple(type(m) for m in self.module.modules()))
+        if self._compiled is None or self._runner_key != key:
+            module = self.module
+            if dtype not in (None, torch.float32):
+                module = autocast_weights(module, dtype)
+            if self.compile:
+                module = torch.compile(module, dynamic=False)
+            self._compiled, self._runner_key = module, key
+        return self._compiled
+
     def forward(self, feats, enc_lens):
         """Normalised hidden states of every target layer.
+
+        Runs in ``torch.inference_mode`` (no autograd bookkeeping, no version
+        counters) and in the caller's autocast dtype, with the matmul weights
+        stored in that dtype (:meth:`runner`: autocast would re-cast frozen
+        weights at every call); the hidden states are cast to fp32 once, for
+        the normalisation and the fp32 quantizer. The outputs are inference
+        tensors: read them (the quantizer does) outside autograd, never save
+        them for a backward pass.
 
         Returns
         -------
@@ -143,7 +215,14 @@ class TargetEncoder:
         if self.module is None:
             raise RuntimeError("target encoder used before any snapshot was taken")
         self.module.eval()
-        _, states = self.module(feats, enc_lens)
+        # SpeechBrain's own RoPEMHA caches its rotation process-wide: filled
+        # in inference mode, it would break the student's backward pass
+        plain_rope = any(type(m) is RoPEMHA for m in self.module.modules())
+        with torch.no_grad() if plain_rope else torch.inference_mode():
+            return self._forward(feats, enc_lens)
+
+    def _forward(self, feats, enc_lens):
+        _, states = self.runner(feats.device.type)(feats, enc_lens)
         n = unwrap(self.template).num_layers if self.template is not None else None
         out = {}
         for layer in self.target_layers:

@@ -277,8 +277,15 @@ def _summary(rows, flops, qrows, cache, cache_s):
         "latent_rq_online_step_s": step["Latent-RQ online, all fast paths"],
         "latent_rq_cached_step_s": step.get("Latent-RQ, target cache (all fast paths)"),
     }
+    summary["online_over_floor"] = (
+        summary["step_time_ratio_online"] / summary["step_time_ratio_online_flop_floor"])
+    best = next(r for r in rows if r["variant"] == "BEST-RQ, all fast paths")
+    summary["audio_s_per_s_best_rq"] = best["audio_s_per_s"]
+    if best.get("peak_gib") is not None:
+        summary["peak_gib_best_rq"] = best["peak_gib"]
     compiled = {r["stage"]: r for r in rows if "torch.compile" in r["variant"]}
     if compiled:
+        summary["audio_s_per_s_best_rq_compiled"] = compiled[0]["audio_s_per_s"]
         summary["step_time_ratio_online_compiled"] = compiled[1]["step_s"] / compiled[0]["step_s"]
         summary["compile_speedup_best_rq"] = t0 / compiled[0]["step_s"]
     mfu = {r["variant"]: r["mfu"] for r in rows if "mfu" in r}
@@ -391,7 +398,8 @@ def run(args):
         flops[stage] = counted_flops(brain, batch)
     setup(1)()
     if args.compile:  # compiled separately: compilation changes every variant
-        brain.modules.encoder = torch.compile(brain.modules.encoder)
+        brain.modules.encoder = torch.compile(brain.modules.encoder, dynamic=False)
+        brain.target_encoder.compile = True  # static shapes: one fixed batch
         for label, stage in (("BEST-RQ, torch.compile(encoder)", 0),
                              ("Latent-RQ online, torch.compile(encoder)", 1)):
             setup(stage)()
@@ -413,14 +421,27 @@ def run(args):
     return _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s), summary
 
 
+def model_arguments(p, batch_seconds):
+    """Options of :func:`_bench_brain` (config, device, batch), shared by tools."""
+    p.add_argument("--config", default="hparams/small/latent_rq.yaml")
+    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-seconds", type=float, default=batch_seconds)
+    p.add_argument("--utt-seconds", type=float, default=10.0)
+
+
+def parse_with_overrides(p, argv):
+    """Parses ``argv``; unknown ``--key=value`` options join the YAML overrides."""
+    p.add_argument("overrides", nargs="*", help="YAML overrides, e.g. --d_model=256")
+    args, unknown = p.parse_known_args(argv)
+    args.overrides = list(args.overrides) + unknown
+    return args
+
+
 def parse_args(argv):
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CPU-sized run of a few minutes")
-    p.add_argument("--config", default="hparams/small/latent_rq.yaml")
-    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-seconds", type=float, default=60.0)
-    p.add_argument("--utt-seconds", type=float, default=10.0)
+    model_arguments(p, 60.0)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--quantizer-frames", type=int, nargs="*", default=None,
@@ -428,9 +449,7 @@ def parse_args(argv):
     p.add_argument("--compile", action="store_true", help="also time torch.compile(encoder)")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
-    p.add_argument("overrides", nargs="*", help="YAML overrides, e.g. --d_model=256")
-    args, unknown = p.parse_known_args(argv)
-    args.overrides = list(args.overrides) + unknown
+    args = parse_with_overrides(p, argv)
     if args.quantizer_frames is None:
         args.quantizer_frames = [1000, 4000] if args.quick else [1000, 4000, 16000]
     if args.quick:
