@@ -27,6 +27,8 @@ class IntervalStats:
         self.correct = None
         self.counts = None
         self.batches, self.steps = 0, 0
+        self.skipped_utterances = 0  # non-finite audio or features
+        self.skipped_steps = 0  # non-finite gradients
         self.t0 = time.time()
 
     def update(self, loss, logits, targets, mask, enc_lens, audio_s):
@@ -71,6 +73,8 @@ class IntervalStats:
             "mask_fraction": masked / max(frames, 1),
             "step_time_s": elapsed / max(self.steps, 1),
             "audio_s_per_s": audio_s / elapsed,
+            "skipped_utterances": self.skipped_utterances,
+            "skipped_steps": self.skipped_steps,
         }
 
 
