@@ -237,6 +237,7 @@ class LatentRQBrain(sb.Brain):
             dataset,
             self.hparams.target_cache_batch_seconds,
             self.hparams.train_dataloader_opts.get("num_workers", 0),
+            self.hparams.codebook_size,
         )
 
     @torch.no_grad()

@@ -89,3 +89,107 @@ def test_run_never_ends_with_status_0_and_non_finite_weights(tmp_path, corpus, m
     with pytest.raises(RuntimeError, match="non-finite weights at the end of training"):
         train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[]",
                              "--optimizer_step_limit=1"))
+
+
+# ---------------------------------------------------------------- target cache integrity
+from latent_rq_brain import target_cache  # noqa: E402
+from latent_rq_brain.target_cache import TargetCache  # noqa: E402
+from speechbrain.dataio.dataset import DynamicItemDataset  # noqa: E402
+
+
+def cache_dataset(n=12):
+    data = {f"u{i}": {"duration": 1.0 + 0.1 * i} for i in range(n)}
+    ds = DynamicItemDataset(data)
+    ds.add_dynamic_item(lambda d: torch.zeros(int(d * 100)), takes="duration", provides="sig")
+    ds.set_output_keys(["id", "sig"])
+    return ds
+
+
+def fake_targets(codebook_size, n_codebooks=3):
+    """A make_targets whose codes depend on the utterance ID only."""
+
+    def make(batch):
+        lens = torch.tensor([10 + int(u[1:]) for u in batch.id])
+        codes = [torch.randint(0, codebook_size, (int(n), n_codebooks),
+                               generator=torch.Generator().manual_seed(int(u[1:])))
+                 for u, n in zip(batch.id, lens)]
+        return torch.cat(codes), lens
+
+    return make
+
+
+def cached_codes(cache, ds):
+    ids = list(ds.data_ids)
+    lens = torch.tensor([10 + int(u[1:]) for u in ids])
+    return cache.lookup(ids, lens, "cpu")
+
+
+def prepare(folder, ds, codebook_size=64):
+    return TargetCache.prepare(str(folder), "k", 3, fake_targets(codebook_size), ds, 5.0,
+                               codebook_size=codebook_size)
+
+
+def test_cache_dtype_holds_codebook_size(tmp_path):
+    ds = cache_dataset()
+    codes = cached_codes(prepare(tmp_path, ds, 70000), ds)
+    assert int(codes.max()) >= 65536  # would wrap in uint16
+    lens = [10 + int(u[1:]) for u in ds.data_ids]
+    expect = [torch.randint(0, 70000, (n, 3), generator=torch.Generator().manual_seed(int(u[1:])))
+              for u, n in zip(ds.data_ids, lens)]
+    for b, (e, n) in enumerate(zip(expect, lens)):
+        assert torch.equal(codes[b, :n], e)
+
+
+def _rewrite_codes(path):
+    x = np.fromfile(path, dtype=np.uint16)
+    np.random.default_rng(0).integers(0, 64, x.shape).astype(np.uint16).tofile(path)
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip(path):
+    with open(path, "r+b") as f:
+        f.seek(10)
+        b = f.read(1)
+        f.seek(10)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("victim,damage", [
+    ("uint16", _rewrite_codes), ("uint16", _truncate), ("uint16", _flip),
+    ("json", _truncate), ("done", lambda p: open(p, "w").close()),
+])
+def test_corrupted_cache_shard_is_rebuilt_with_a_warning(tmp_path, monkeypatch, victim, damage):
+    ds = cache_dataset()
+    clean = cached_codes(prepare(tmp_path, ds), ds)
+    (path,) = [os.path.join(tmp_path, f) for f in os.listdir(tmp_path) if f.endswith("." + victim)]
+    damage(path)
+    warnings = []
+    monkeypatch.setattr(target_cache.logger, "warning", warnings.append)
+    assert torch.equal(cached_codes(prepare(tmp_path, ds), ds), clean)
+    assert len(warnings) == 1 and "failed its check" in warnings[0] and "rebuilding" in warnings[0]
+
+
+def test_corrupted_shard_of_another_rank_stops_naming_the_cache(tmp_path):
+    ds = cache_dataset()
+    for rank in (0, 1):
+        TargetCache(str(tmp_path), "k", 3, 64, world_size=2).build_shard(
+            fake_targets(64), ds, rank, 2, 5.0)
+    _flip(os.path.join(tmp_path, "k.world2.rank1.uint16"))
+    with pytest.raises(RuntimeError, match=r"target cache .*k.world2.rank1.uint16 failed its "
+                                           r"check .*delete .* to rebuild"):
+        TargetCache(str(tmp_path), "k", 3, 64, world_size=2).open()
+
+
+def test_cache_of_another_world_size_is_not_read(tmp_path):
+    """A 1-rank resume of a 2-rank run builds its own cache (world size in the name)."""
+    ds = cache_dataset()
+    for rank in (0, 1):  # what a 2-rank run left
+        TargetCache(str(tmp_path), "k", 3, 64, world_size=2).build_shard(
+            fake_targets(64), ds, rank, 2, 5.0)
+    cache = prepare(tmp_path, ds)  # 1 rank
+    assert cached_codes(cache, ds).shape[0] == len(ds)
+    assert not [f for f in os.listdir(tmp_path) if ".world2." in f]  # stale files removed
