@@ -19,6 +19,7 @@ Authors
 import glob
 import logging
 import os
+import pathlib
 import pickle
 
 import torch
@@ -26,6 +27,7 @@ import yaml
 
 from latent_rq_brain.stages import StageSchedule
 from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -135,24 +137,65 @@ def _is_truncated(err):
     return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
 
 
+def list_checkpoints_checked(checkpointer):
+    """The checkpoints of a checkpointer, and the folders whose ``CKPT.yaml``
+    is empty or unreadable (a save killed while writing it).
+
+    Returns
+    -------
+    checkpoints : list
+        :class:`speechbrain.utils.checkpoints.Checkpoint` with a dict ``meta``.
+    unreadable : list
+        ``(folder, reason)`` pairs.
+    """
+    folder = pathlib.Path(checkpointer.checkpoints_dir)
+    ckpts, unreadable = [], []
+    if not folder.is_dir():
+        return ckpts, unreadable
+    for path in sorted(folder.glob("CKPT+*")):
+        if not (path / "CKPT.yaml").is_file():
+            continue
+        try:
+            (ckpt,) = Checkpointer._construct_checkpoint_objects([path])
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            unreadable.append((path, f"{type(err).__name__}: {err}"))
+            continue
+        if not isinstance(ckpt.meta, dict):
+            unreadable.append((path, "its CKPT.yaml is empty or not a mapping"))
+            continue
+        ckpts.append(ckpt)
+    return ckpts, unreadable
+
+
+def set_aside(unreadable):
+    """Renames checkpoint folders with unreadable metadata to ``incomplete-CKPT+*``
+    (SpeechBrain's own listing would crash on them), with a warning each."""
+    ddp_barrier()  # every rank has listed them
+    if if_main_process():
+        for path, reason in unreadable:
+            target = path.with_name("incomplete-" + path.name)
+            os.replace(path, target)
+            logger.warning(
+                f"checkpoint {path} is incomplete ({reason}; a save killed "
+                f"half-way?): moved to {target}"
+            )
+    ddp_barrier()
+
+
 def recover_newest_complete(checkpointer):
     """Recovers the newest complete checkpoint of a run; returns it, or None.
 
     A checkpoint folder missing some recoverable's file, or holding a
     truncated one (a save killed half-way), is skipped with a warning; one
-    that does not fit the configuration raises a clear error.
+    whose ``CKPT.yaml`` is empty or unreadable is moved aside
+    (:func:`set_aside`); one that does not fit the configuration raises a
+    clear error. With no complete checkpoint the run starts fresh, with a
+    warning.
     """
-    ckpts = sorted(
-        checkpointer.list_checkpoints(),
-        key=lambda c: c.meta.get("unixtime", 0),
-        reverse=True,
-    )
-    optional = checkpointer.optional_recoverables
-    needed = {
-        k
-        for k in checkpointer.recoverables
-        if not optional.get(k) and not k.startswith("dataloader-")
-    }
+    ckpts, unreadable = list_checkpoints_checked(checkpointer)
+    set_aside(unreadable)
+    ckpts.sort(key=lambda c: c.meta.get("unixtime", 0), reverse=True)
+    needed = needed_recoverables(checkpointer)
     for ckpt in ckpts:
         missing = sorted(needed - set(ckpt.paramfiles))
         if missing:
@@ -179,9 +222,20 @@ def recover_newest_complete(checkpointer):
             ) from err
         logger.info(f"resumed from {ckpt.path}")
         return ckpt
-    if ckpts:
-        raise ValueError(
-            f"no complete checkpoint in {checkpointer.checkpoints_dir}: "
-            f"each lacks some of {sorted(needed)}"
+    if ckpts or unreadable:
+        logger.warning(
+            f"no complete checkpoint in {checkpointer.checkpoints_dir} (each lacks "
+            f"some of {sorted(needed)} or is truncated): starting fresh; the "
+            "incomplete ones are left in place"
         )
     return None
+
+
+def needed_recoverables(checkpointer):
+    """Names of the recoverables a checkpoint must hold to be resumed."""
+    optional = checkpointer.optional_recoverables
+    return {
+        k
+        for k in checkpointer.recoverables
+        if not optional.get(k) and not k.startswith("dataloader-")
+    }

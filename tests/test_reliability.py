@@ -193,3 +193,33 @@ def test_cache_of_another_world_size_is_not_read(tmp_path):
     cache = prepare(tmp_path, ds)  # 1 rank
     assert cached_codes(cache, ds).shape[0] == len(ds)
     assert not [f for f in os.listdir(tmp_path) if ".world2." in f]  # stale files removed
+
+
+# ---------------------------------------------------------------- resume
+def log_of(out):
+    return open(os.path.join(out, "log.txt")).read()
+
+
+def test_no_complete_checkpoint_starts_fresh_with_a_warning(tmp_path, corpus):
+    """A kill during the first save: every checkpoint lacks a file."""
+    train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[]", "--optimizer_step_limit=1"))
+    ckpt = latest_ckpt(tmp_path / "save")
+    os.remove(ckpt.paramfiles["encoder"])
+    brain = train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[]",
+                                 "--optimizer_step_limit=2"))
+    assert brain.resumed_from is None and brain.optimizer_step == 2
+    assert "no complete checkpoint" in log_of(tmp_path) and "starting fresh" in log_of(tmp_path)
+
+
+@pytest.mark.parametrize("meta", ["", "unixtime: [1, 2\n", "\xff\xfe"])
+def test_empty_or_unreadable_ckpt_yaml_is_an_incomplete_checkpoint(tmp_path, corpus, meta):
+    args = ("--stage_transitions=[2]",)
+    train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=3"))
+    newest = latest_ckpt(tmp_path / "save")
+    with open(newest.path / "CKPT.yaml", "w", encoding="latin-1") as f:
+        f.write(meta)
+    brain = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=4"))
+    assert brain.optimizer_step == 4
+    assert brain.resumed_from.meta.get("transition_to_stage") == 1  # the older, complete one
+    assert (newest.path.parent / ("incomplete-" + newest.path.name)).is_dir()
+    assert "is incomplete" in log_of(tmp_path)
