@@ -16,6 +16,7 @@ Authors
  * latent-rq developers 2026
 """
 
+import copy
 import glob
 import logging
 import os
@@ -182,7 +183,26 @@ def set_aside(unreadable):
     ddp_barrier()
 
 
-def recover_newest_complete(checkpointer):
+def check_resume_fits(checkpointer, prepare=None):
+    """Raises the error a resume would raise, changing nothing.
+
+    Loads the newest complete checkpoint into deep copies of the
+    recoverables (``prepare(copies)`` may link them, e.g. attach the target
+    encoder to its encoder), so that ``train.py`` can refuse an incompatible
+    resume before it writes anything to the output folder. Costs one extra
+    checkpoint read and a copy of the model in memory, at start-up only.
+    """
+    if not os.path.isdir(checkpointer.checkpoints_dir):
+        return None
+    copies = copy.deepcopy(checkpointer.recoverables)
+    if prepare is not None:
+        prepare(copies)
+    probe = Checkpointer(checkpointer.checkpoints_dir, copies)
+    probe.optional_recoverables = dict(checkpointer.optional_recoverables)
+    return recover_newest_complete(probe, dry_run=True)
+
+
+def recover_newest_complete(checkpointer, dry_run=False):
     """Recovers the newest complete checkpoint of a run; returns it, or None.
 
     A checkpoint folder missing some recoverable's file, or holding a
@@ -190,15 +210,18 @@ def recover_newest_complete(checkpointer):
     whose ``CKPT.yaml`` is empty or unreadable is moved aside
     (:func:`set_aside`); one that does not fit the configuration raises a
     clear error. With no complete checkpoint the run starts fresh, with a
-    warning.
+    warning. ``dry_run``: nothing is moved or logged (:func:`check_resume_fits`).
     """
     ckpts, unreadable = list_checkpoints_checked(checkpointer)
-    set_aside(unreadable)
+    if not dry_run:
+        set_aside(unreadable)
     ckpts.sort(key=lambda c: c.meta.get("unixtime", 0), reverse=True)
     needed = needed_recoverables(checkpointer)
     for ckpt in ckpts:
         missing = sorted(needed - set(ckpt.paramfiles))
         if missing:
+            if dry_run:
+                continue
             logger.warning(
                 f"skipping checkpoint {ckpt.path}: it lacks {missing} "
                 "(interrupted save, or written by another version)"
@@ -209,6 +232,8 @@ def recover_newest_complete(checkpointer):
         except (EOFError, KeyError, RuntimeError, ValueError,
                 pickle.UnpicklingError, yaml.YAMLError) as err:
             if _is_truncated(err):
+                if dry_run:
+                    continue
                 logger.warning(
                     f"skipping checkpoint {ckpt.path}: a file of it is truncated "
                     f"or corrupt ({type(err).__name__}: {err}; a save killed half-way?)"
@@ -220,9 +245,10 @@ def recover_newest_complete(checkpointer):
                 "was written with, or use a new output_folder (with "
                 "--init_from to start from its weights)."
             ) from err
-        logger.info(f"resumed from {ckpt.path}")
+        if not dry_run:
+            logger.info(f"resumed from {ckpt.path}")
         return ckpt
-    if ckpts or unreadable:
+    if (ckpts or unreadable) and not dry_run:
         logger.warning(
             f"no complete checkpoint in {checkpointer.checkpoints_dir} (each lacks "
             f"some of {sorted(needed)} or is truncated): starting fresh; the "

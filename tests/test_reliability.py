@@ -223,3 +223,62 @@ def test_empty_or_unreadable_ckpt_yaml_is_an_incomplete_checkpoint(tmp_path, cor
     assert brain.resumed_from.meta.get("transition_to_stage") == 1  # the older, complete one
     assert (newest.path.parent / ("incomplete-" + newest.path.name)).is_dir()
     assert "is incomplete" in log_of(tmp_path)
+
+
+# ---------------------------------------------------------------- output folder
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from latent_rq_brain import output_lock  # noqa: E402
+from test_training import REPO  # noqa: E402
+
+
+def folder_bytes(folder):
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, folder)] = open(p, "rb").read()
+    return out
+
+
+def test_refused_resume_writes_nothing(tmp_path, corpus):
+    out = tmp_path / "run"
+    train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=1"))
+    output_lock.release_output_lock(str(out / ".lock"))  # as at the end of that process
+    before = folder_bytes(out)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"),
+         *tiny_args(out, corpus, "--stage_transitions=[]", "--d_model=48")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "cannot resume from checkpoint" in proc.stderr
+    assert folder_bytes(out) == before  # hyperparams.yaml and logs included
+
+
+def test_second_run_into_a_folder_stops_naming_the_holder(tmp_path, corpus):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        with pytest.raises(RuntimeError, match=rf"in use by PID {holder.pid} on host "
+                                               rf"{socket.gethostname()}"):
+            train.main(tiny_args(tmp_path, corpus))
+    finally:
+        holder.kill()
+        holder.wait()
+    # nothing else written (SpeechBrain's Checkpointer makes the empty save/ at YAML load)
+    assert list(folder_bytes(tmp_path)) == [".lock"]
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, corpus, monkeypatch):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    warnings = []
+    monkeypatch.setattr(output_lock.logger, "warning", warnings.append)
+    built(tmp_path, corpus, "--stage_transitions=[]")
+    assert len(warnings) == 1 and f"PID {dead.pid}, which is not running" in warnings[0]
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    output_lock.release_output_lock(str(tmp_path / ".lock"))
+    assert not (tmp_path / ".lock").exists()
