@@ -124,7 +124,7 @@ def checkpoint_info(ckpt):
 
 def load_state(module, path, device, what):
     """Loads a state dict file into ``module`` (strict), naming the file on error."""
-    state = torch.load(path, map_location=device)
+    state = torch.load(path, map_location=device, weights_only=True)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
