@@ -102,9 +102,10 @@ class LatentRQBrain(sb.Brain):
                 f"{self.checkpointer.checkpoints_dir}"
             )
         if self.schedule.stage > 0 and not self.target_encoder.active:
+            source = self.resumed_from.path if self.resumed_from else init_from
             raise ValueError(
-                f"checkpoint says stage {self.schedule.stage} but holds no target "
-                "encoder snapshot"
+                f"checkpoint {source} is in stage {self.schedule.stage} but its "
+                "target_encoder.ckpt holds no target encoder snapshot"
             )
         self.check_rank_consistency("start")
         self.target_cache = None
@@ -145,6 +146,15 @@ class LatentRQBrain(sb.Brain):
             raise ValueError(f"{what}: {err}") from err
         self.optimizer_step = read_optimizer_step(files["brain"])
         self.schedule.stage = StageSchedule.read(files["stage_schedule"])["stage"]
+        if self.schedule.stage > 0 and self.schedule.due(self.optimizer_step) is None:
+            # trains on in the checkpoint's stage: its targets are needed as they were
+            if "target_encoder" not in files:
+                raise ValueError(
+                    f"{what}: {found.path} is in stage {self.schedule.stage}, which "
+                    "this config trains on, but it lacks target_encoder.ckpt; set "
+                    f"initial_stage above {self.schedule.stage} to branch a new stage"
+                )
+            self.target_encoder._load(files["target_encoder"])
         logger.info(
             f"initialised from {found.path}: stage {self.schedule.stage}, "
             f"optimizer step {self.optimizer_step}"

@@ -282,3 +282,74 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, corpus, monkeypatc
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     output_lock.release_output_lock(str(tmp_path / ".lock"))
     assert not (tmp_path / ".lock").exists()
+
+
+# ---------------------------------------------------------------- degenerate settings and data
+from latent_rq_brain.data import DataError, read_manifest  # noqa: E402
+
+
+@pytest.mark.parametrize("setting,match", [
+    ("--codebook_size=1", r"codebook_size: 1 must be >= 2"),
+    ("--mask_prob=0", r"mask_prob: 0 must be in \(0, 1\]"),
+    ("--mask_prob=1.5", r"mask_prob: 1.5 must be in \(0, 1\]"),
+    ("--mask_length=40", r"mask_length: 40 .* masks every frame"),
+])
+def test_degenerate_setting_is_refused_at_start_up_naming_it(tmp_path, corpus, setting, match):
+    with pytest.raises(ValueError, match=match):
+        train.build(tiny_args(tmp_path / "run", corpus, setting))
+    assert not (tmp_path / "run").exists() or not folder_bytes(tmp_path / "run")
+
+
+def test_mask_length_masking_nearly_everything_is_warned(tmp_path, corpus, monkeypatch):
+    from latent_rq_brain import hparams
+
+    warnings = []
+    monkeypatch.setattr(hparams.logger, "warning", warnings.append)
+    train.build(tiny_args(tmp_path, corpus, "--mask_length=20", "--mask_prob=0.8"))
+    assert len(warnings) == 1 and "mask_length: 20" in warnings[0] and "masks" in warnings[0]
+
+
+def test_duration_filter_drops_are_logged_with_counts_and_hours(tmp_path, corpus):
+    train.build(tiny_args(tmp_path, corpus, "--avoid_if_shorter_than=1.5"))
+    log = log_of(tmp_path)
+    assert "duration filters dropped" in log and "shorter than 1.5 s (" in log and " h)" in log
+
+
+def test_non_utf8_manifest_names_file_and_line(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"ID,duration,wav\nu1,1.0,a.wav\nu2,1.0,caf\xe9.wav\n")
+    with pytest.raises(DataError, match=rf"manifest {path}, line 3: byte .* is not UTF-8"):
+        read_manifest(str(path))
+
+
+def test_branch_from_a_stage1_checkpoint_loads_its_target_encoder(tmp_path, corpus):
+    train.main(tiny_args(tmp_path / "s0", corpus, "--stage_transitions=[2]",
+                         "--optimizer_step_limit=3"))
+    brain, _ = built(tmp_path / "s1", corpus, "--stage_transitions=[]", "--initial_stage=1",
+                     f"--init_from={tmp_path / 's0' / 'save'}")
+    assert brain.schedule.stage == 1 and brain.target_encoder.snapshot_step == 2
+
+
+# ---------------------------------------------------------------- torch.load
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch " + os.environ["EXPLOIT_MARK"],))
+
+
+def test_checkpoint_loading_never_unpickles_code(tmp_path, corpus, monkeypatch):
+    """Even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (told to s3prl users)."""
+    brain, _ = built(tmp_path / "run", corpus, "--stage_transitions=[]")
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARK", str(mark))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"config": _Exploit(), "state": {}}, bad)
+    loaders = [brain.quantizer.check_same, brain.quantizer._load,
+               brain.target_encoder._load, type(brain.quantizer).from_file]
+    for load in loaders:
+        with pytest.raises(Exception):
+            load(str(bad))
+    from latent_rq_brain.checkpoints import load_state
+    with pytest.raises(Exception):
+        load_state(brain.modules.heads, str(bad), "cpu", "test")
+    assert not mark.exists()
