@@ -192,8 +192,8 @@ def check_resume_fits(checkpointer, prepare=None):
     resume before it writes anything to the output folder. Costs one extra
     checkpoint read and a copy of the model in memory, at start-up only.
     """
-    if not os.path.isdir(checkpointer.checkpoints_dir):
-        return None
+    if not list_checkpoints_checked(checkpointer)[0]:
+        return None  # nothing to resume: no copy needed
     copies = copy.deepcopy(checkpointer.recoverables)
     if prepare is not None:
         prepare(copies)
