@@ -291,6 +291,9 @@ class LatentRQBrain(sb.Brain):
         if keep is not None:
             feats, enc_lens, n_samples = feats[keep], enc_lens[keep], n_samples[keep]
             ids = [uid for uid, k in zip(ids, keep.tolist()) if k]
+        if not ids:
+            return {"feats": feats, "enc_lens": enc_lens, "mask": None, "audio_s": 0.0,
+                    "ids": ids}
         gen = None
         if stage != sb.Stage.TRAIN:
             gen = torch.Generator().manual_seed(
@@ -328,9 +331,9 @@ class LatentRQBrain(sb.Brain):
         """Masks, targets and the student's logits, on masked frames only."""
         batch = batch.to(self.device)
         x = self.masked_inputs(batch, stage)
-        feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
         if not x["ids"]:  # every utterance was skipped
             return {"skipped": True}
+        feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
         if stage == sb.Stage.TRAIN and getattr(self, "target_cache", None) is not None:
             targets = self.target_cache.lookup(x["ids"], enc_lens, self.device)[mask]
         else:
@@ -443,7 +446,7 @@ class LatentRQBrain(sb.Brain):
             meta, train_stats={k: _fmt(v) for k, v in s.items()}
         )
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if tb is not None:
+        if tb is not None and "codes_used" in s:
             scalars = {k: v for k, v in s.items() if not isinstance(v, list)}
             scalars.update(
                 codes_used=sum(s["codes_used"]) / len(s["codes_used"]),

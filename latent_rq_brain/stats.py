@@ -57,8 +57,10 @@ class IntervalStats:
     def summary(self):
         """Dict of the interval's statistics (per-codebook lists included)."""
         elapsed = max(time.time() - self.t0, 1e-9)
-        if self.sums is None:
-            return {}
+        if self.sums is None:  # no batch with a finite utterance
+            skipped = {"skipped_utterances": self.skipped_utterances,
+                       "skipped_steps": self.skipped_steps}
+            return skipped if any(skipped.values()) else {}
         loss_sum, masked, frames, audio_s = self.sums.tolist()
         counts = self.counts.view(self.n, self.v).double().cpu()
         p = counts / counts.sum(1, keepdim=True).clamp(min=1)

@@ -353,3 +353,14 @@ def test_checkpoint_loading_never_unpickles_code(tmp_path, corpus, monkeypatch):
     with pytest.raises(Exception):
         load_state(brain.modules.heads, str(bad), "cpu", "test")
     assert not mark.exists()
+
+
+def test_batch_of_only_non_finite_utterances_updates_nothing_it_should_not(tmp_path, corpus):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]", "--log_interval=100")
+    brain.nonfinite_count = 0
+    batch = next(iter(loader))
+    batch.sig.data[:] = float("inf")
+    brain.step += 1
+    loss = brain.fit_batch(batch)
+    assert float(loss) == 0.0 and brain.train_stats.skipped_utterances == len(batch.id)
+    assert all_finite(brain.modules.encoder) and all_finite(brain.modules.heads)
