@@ -282,18 +282,25 @@ class LatentRQBrain(sb.Brain):
         """Clean features and span masks of a batch (the same masks at every
         evaluation): ``{"feats", "enc_lens", "mask", "audio_s", "ids"}``.
 
-        Utterances whose features are not finite (NaN or infinite audio) are
-        dropped with a warning naming them (:meth:`finite_utterances`).
+        Utterances whose audio or features are not finite (NaN, Inf) are
+        dropped with a warning naming them (:meth:`finite_utterances`); ``ids``
+        is then empty if none is left.
         """
-        feats, enc_lens, n_samples = self.batch_features(batch)
+        wavs, rel = batch.sig
+        n_samples = torch.round(rel * wavs.shape[1]).long()
         ids = list(batch.id)
-        keep = self.finite_utterances(feats, ids, stage)
-        if keep is not None:
-            feats, enc_lens, n_samples = feats[keep], enc_lens[keep], n_samples[keep]
-            ids = [uid for uid, k in zip(ids, keep.tolist()) if k]
-        if not ids:
-            return {"feats": feats, "enc_lens": enc_lens, "mask": None, "audio_s": 0.0,
-                    "ids": ids}
+        finite = torch.isfinite(wavs).all(1)
+        for check in ("audio", "features"):
+            keep = self.finite_utterances(finite, ids, stage, check)
+            if keep is not None:
+                ids = [uid for uid, k in zip(ids, keep.tolist()) if k]
+                if not ids:
+                    return {"ids": ids}
+                n_samples = n_samples[keep]
+                wavs = wavs[keep][:, : int(n_samples.max())]  # padded to the longest kept
+            if check == "audio" or keep is not None:
+                feats, _, enc_lens = self.modules.features(wavs, n_samples)
+                finite = torch.isfinite(feats).flatten(1).all(1)
         gen = None
         if stage != sb.Stage.TRAIN:
             gen = torch.Generator().manual_seed(
@@ -306,22 +313,20 @@ class LatentRQBrain(sb.Brain):
         return {"feats": feats, "enc_lens": enc_lens, "mask": mask, "audio_s": audio_s,
                 "ids": ids}
 
-    def finite_utterances(self, feats, ids, stage):
-        """None if every utterance's features are finite, else the (B,) bool
-        mask of those that are; the others are logged by ID and counted.
+    def finite_utterances(self, finite, ids, stage, what):
+        """None if ``finite`` (B,) is all True, else ``finite``; the other
+        utterances are logged by ID and file and counted in the interval log.
 
-        One reduction on the device and one host read per batch: non-finite
-        audio gives non-finite features, so checking the features covers both.
+        One reduction on the device and one host read per batch and check.
         """
-        finite = torch.isfinite(feats).flatten(1).all(1)
         if bool(finite.all()):
             return None
         bad = [uid for uid, ok in zip(ids, finite.tolist()) if not ok]
         data = getattr(getattr(self, "train_dataset", None), "data", {})
         where = ", ".join(f"{uid} ({data.get(uid, {}).get('wav', '?')})" for uid in bad)
         logger.warning(
-            f"skipping {len(bad)} utterance(s) with non-finite audio or features "
-            f"(NaN/Inf): {where}; fix or remove them in the manifest"
+            f"skipping {len(bad)} utterance(s) with non-finite {what} (NaN/Inf): "
+            f"{where}; fix or remove them in the manifest"
         )
         stats = self.train_stats if stage == sb.Stage.TRAIN else self.valid_stats
         stats.skipped_utterances += len(bad)
