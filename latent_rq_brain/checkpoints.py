@@ -217,6 +217,7 @@ def recover_newest_complete(checkpointer, dry_run=False):
         set_aside(unreadable)
     ckpts.sort(key=lambda c: c.meta.get("unixtime", 0), reverse=True)
     needed = needed_recoverables(checkpointer)
+    before = None  # the recoverables' state, to undo a half-loaded checkpoint
     for ckpt in ckpts:
         missing = sorted(needed - set(ckpt.paramfiles))
         if missing:
@@ -227,9 +228,11 @@ def recover_newest_complete(checkpointer, dry_run=False):
                 "(interrupted save, or written by another version)"
             )
             continue
+        if before is None:
+            before = {k: _state_of(obj) for k, obj in checkpointer.recoverables.items()}
         try:
             checkpointer.load_checkpoint(ckpt)
-        except (EOFError, KeyError, RuntimeError, ValueError,
+        except (EOFError, KeyError, TypeError, RuntimeError, ValueError,
                 pickle.UnpicklingError, yaml.YAMLError) as err:
             if _is_truncated(err):
                 if dry_run:
@@ -248,6 +251,9 @@ def recover_newest_complete(checkpointer, dry_run=False):
         if not dry_run:
             logger.info(f"resumed from {ckpt.path}")
         return ckpt
+    if before is not None:  # a skipped checkpoint may have loaded some files
+        for k, obj in checkpointer.recoverables.items():
+            _restore(obj, before[k])
     if (ckpts or unreadable) and not dry_run:
         logger.warning(
             f"no complete checkpoint in {checkpointer.checkpoints_dir} (each lacks "
@@ -255,6 +261,23 @@ def recover_newest_complete(checkpointer, dry_run=False):
             "incomplete ones are left in place"
         )
     return None
+
+
+def _state_of(obj):
+    """What loading a checkpoint may change in a recoverable: a copy of the
+    state dict of modules and optimizers, the attributes of anything else."""
+    if isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
+        return copy.deepcopy(obj.state_dict())
+    return dict(vars(obj))
+
+
+def _restore(obj, state):
+    """Undoes a load into ``obj`` (see :func:`_state_of`)."""
+    if isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
+        obj.load_state_dict(state)
+    else:
+        vars(obj).clear()
+        vars(obj).update(state)
 
 
 def needed_recoverables(checkpointer):

@@ -370,3 +370,21 @@ def test_batch_of_only_non_finite_utterances_updates_nothing_it_should_not(tmp_p
     loss = brain.fit_batch(batch)
     assert float(loss) == 0.0 and brain.train_stats.skipped_utterances == len(batch.id)
     assert all_finite(brain.modules.encoder) and all_finite(brain.modules.heads)
+
+
+def test_skipped_half_loaded_checkpoint_leaves_a_fresh_start_fresh(tmp_path, corpus):
+    """Every checkpoint has a truncated brain.ckpt (loaded after the weights)."""
+    args = ("--stage_transitions=[2]",)
+    train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=3"))
+    for ckpt in [latest_ckpt(tmp_path / "save")] + [
+            c for c in __import__("speechbrain").utils.checkpoints.Checkpointer(
+                tmp_path / "save").list_checkpoints()]:
+        path = ckpt.paramfiles["brain"]
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 3)
+    fresh, _ = built(tmp_path / "fresh", corpus, *args)
+    brain, _ = built(tmp_path, corpus, *args)
+    assert brain.resumed_from is None and brain.optimizer_step == 0
+    assert brain.schedule.stage == 0 and not brain.target_encoder.active
+    a, b = state_copy(brain.modules.encoder), state_copy(fresh.modules.encoder)
+    assert all(torch.equal(a[k], b[k]) for k in a)
