@@ -18,6 +18,7 @@ Authors
 """
 
 import dataclasses
+import logging
 import sys
 import typing
 
@@ -25,10 +26,14 @@ from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 from latent_rq_brain.brain import LatentRQBrain
+from latent_rq_brain.checkpoints import check_resume_fits
 from latent_rq_brain.data import dataio_prepare
-from latent_rq_brain.hparams import expand_hparams_file
-from speechbrain.utils.distributed import run_on_main
+from latent_rq_brain.hparams import check_settings, expand_hparams_file
+from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
+from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.run_opts import RunOptions
+
+logger = logging.getLogger(__name__)
 
 
 def typed_run_opts(run_opts):
@@ -68,10 +73,21 @@ def build(argv):
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
+    check_settings(hparams)
 
-    data = None
-    if hparams.get("data_prep") is None:  # check given manifests before writing
-        data = dataio_prepare(hparams)
+    # One run per output folder; nothing is written there before the data and
+    # the resume (if any) are known to fit this configuration.
+    lock = acquire_output_lock(hparams["output_folder"]) if if_main_process() else None
+    try:
+        if hparams.get("checkpointer") is not None:
+            check_resume_fits(hparams["checkpointer"], _link_recoverables)
+        data = None
+        if hparams.get("data_prep") is None:  # check given manifests before writing
+            data = dataio_prepare(hparams)
+    except BaseException:
+        if lock is not None:
+            release_output_lock(lock)
+        raise
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -81,6 +97,9 @@ def build(argv):
         run_on_main(hparams["data_prep"])
         data = dataio_prepare(hparams)
     train_data, valid_data, train_opts, valid_opts = data
+    for dataset in (train_data, valid_data):  # now that the log file is set up
+        if getattr(dataset, "filter_report", None):
+            logger.info(dataset.filter_report)
 
     if hparams.get("use_tensorboard"):
         from speechbrain.utils.train_logger import TensorboardLogger
@@ -95,6 +114,11 @@ def build(argv):
         checkpointer=hparams["checkpointer"],
     )
     return brain, train_data, valid_data, train_opts, valid_opts
+
+
+def _link_recoverables(recoverables):
+    """Links copies of the recoverables as on_fit_start links the originals."""
+    recoverables["target_encoder"].attach(recoverables["encoder"])
 
 
 def main(argv):

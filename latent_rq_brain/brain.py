@@ -58,9 +58,15 @@ class LatentRQBrain(sb.Brain):
 
     # ------------------------------------------------------------ set-up
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
-        """SpeechBrain's fit; keeps the training set for the target cache."""
+        """SpeechBrain's fit; keeps the training set for the target cache.
+
+        Raises if the weights are not finite at the end, so that a run never
+        ends with exit status 0 and non-finite weights.
+        """
         self.train_dataset = getattr(train_set, "dataset", train_set)
-        return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+        result = super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+        self.check_finite_weights("the end of training")
+        return result
 
     def on_fit_start(self):
         """Attaches frozen parts, resumes or branches, checks ranks agree."""
@@ -96,9 +102,10 @@ class LatentRQBrain(sb.Brain):
                 f"{self.checkpointer.checkpoints_dir}"
             )
         if self.schedule.stage > 0 and not self.target_encoder.active:
+            source = self.resumed_from.path if self.resumed_from else init_from
             raise ValueError(
-                f"checkpoint says stage {self.schedule.stage} but holds no target "
-                "encoder snapshot"
+                f"checkpoint {source} is in stage {self.schedule.stage} but its "
+                "target_encoder.ckpt holds no target encoder snapshot"
             )
         self.check_rank_consistency("start")
         self.target_cache = None
@@ -139,6 +146,15 @@ class LatentRQBrain(sb.Brain):
             raise ValueError(f"{what}: {err}") from err
         self.optimizer_step = read_optimizer_step(files["brain"])
         self.schedule.stage = StageSchedule.read(files["stage_schedule"])["stage"]
+        if self.schedule.stage > 0 and self.schedule.due(self.optimizer_step) is None:
+            # trains on in the checkpoint's stage: its targets are needed as they were
+            if "target_encoder" not in files:
+                raise ValueError(
+                    f"{what}: {found.path} is in stage {self.schedule.stage}, which "
+                    "this config trains on, but it lacks target_encoder.ckpt; set "
+                    f"initial_stage above {self.schedule.stage} to branch a new stage"
+                )
+            self.target_encoder._load(files["target_encoder"])
         logger.info(
             f"initialised from {found.path}: stage {self.schedule.stage}, "
             f"optimizer step {self.optimizer_step}"
@@ -189,6 +205,7 @@ class LatentRQBrain(sb.Brain):
             {"transition_to_stage": stage, "step": self.optimizer_step}
         )
         if self.checkpointer is not None:
+            self.check_finite_weights(f"the transition to stage {stage}")
             self.checkpointer.save_checkpoint(
                 meta={"transition_to_stage": stage, "optimizer_step": self.optimizer_step},
                 end_of_epoch=False,
@@ -230,6 +247,7 @@ class LatentRQBrain(sb.Brain):
             dataset,
             self.hparams.target_cache_batch_seconds,
             self.hparams.train_dataloader_opts.get("num_workers", 0),
+            self.hparams.codebook_size,
         )
 
     @torch.no_grad()
@@ -262,27 +280,68 @@ class LatentRQBrain(sb.Brain):
 
     def masked_inputs(self, batch, stage):
         """Clean features and span masks of a batch (the same masks at every
-        evaluation): ``{"feats", "enc_lens", "mask", "audio_s"}``."""
-        feats, enc_lens, n_samples = self.batch_features(batch)
+        evaluation): ``{"feats", "enc_lens", "mask", "audio_s", "ids"}``.
+
+        Utterances whose audio or features are not finite (NaN, Inf) are
+        dropped with a warning naming them (:meth:`finite_utterances`); ``ids``
+        is then empty if none is left.
+        """
+        wavs, rel = batch.sig
+        n_samples = torch.round(rel * wavs.shape[1]).long()
+        ids = list(batch.id)
+        finite = torch.isfinite(wavs).all(1)
+        for check in ("audio", "features"):
+            keep = self.finite_utterances(finite, ids, stage, check)
+            if keep is not None:
+                ids = [uid for uid, k in zip(ids, keep.tolist()) if k]
+                if not ids:
+                    return {"ids": ids}
+                n_samples = n_samples[keep]
+                wavs = wavs[keep][:, : int(n_samples.max())]  # padded to the longest kept
+            if check == "audio" or keep is not None:
+                feats, _, enc_lens = self.modules.features(wavs, n_samples)
+                finite = torch.isfinite(feats).flatten(1).all(1)
         gen = None
         if stage != sb.Stage.TRAIN:
             gen = torch.Generator().manual_seed(
-                zlib.crc32(",".join(batch.id).encode()) + self.hparams.seed
+                zlib.crc32(",".join(ids).encode()) + self.hparams.seed
             )
         mask = sample_span_mask(  # as wide as the (possibly bucket-padded) batch
             enc_lens, self.hparams.mask_prob, self.hparams.mask_length, gen,
             feats.shape[1] // self.hparams.downsampling,
         )
         audio_s = float(n_samples.sum()) / self.hparams.sample_rate
-        return {"feats": feats, "enc_lens": enc_lens, "mask": mask, "audio_s": audio_s}
+        return {"feats": feats, "enc_lens": enc_lens, "mask": mask, "audio_s": audio_s,
+                "ids": ids}
+
+    def finite_utterances(self, finite, ids, stage, what):
+        """None if ``finite`` (B,) is all True, else ``finite``; the other
+        utterances are logged by ID and file and counted in the interval log.
+
+        One reduction on the device and one host read per batch and check.
+        """
+        if bool(finite.all()):
+            return None
+        bad = [uid for uid, ok in zip(ids, finite.tolist()) if not ok]
+        data = getattr(getattr(self, "train_dataset", None), "data", {})
+        where = ", ".join(f"{uid} ({data.get(uid, {}).get('wav', '?')})" for uid in bad)
+        logger.warning(
+            f"skipping {len(bad)} utterance(s) with non-finite {what} (NaN/Inf): "
+            f"{where}; fix or remove them in the manifest"
+        )
+        stats = self.train_stats if stage == sb.Stage.TRAIN else self.valid_stats
+        stats.skipped_utterances += len(bad)
+        return finite
 
     def compute_forward(self, batch, stage):
         """Masks, targets and the student's logits, on masked frames only."""
         batch = batch.to(self.device)
         x = self.masked_inputs(batch, stage)
+        if not x["ids"]:  # every utterance was skipped
+            return {"skipped": True}
         feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
         if stage == sb.Stage.TRAIN and getattr(self, "target_cache", None) is not None:
-            cached = self.target_cache.lookup(batch.id, enc_lens, self.device)
+            cached = self.target_cache.lookup(x["ids"], enc_lens, self.device)
             targets = cached[mask[:, : cached.shape[1]]]  # mask: False past max(enc_lens)
         else:
             targets = self.compute_targets(feats, enc_lens, mask)
@@ -297,6 +356,10 @@ class LatentRQBrain(sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         """Cross-entropy over masked frames and all codebooks."""
+        if predictions.get("skipped"):
+            # a zero loss that still reaches every parameter (DDP needs all
+            # of them in the graph); no statistics
+            return sum(p.sum() for p in self.modules.parameters() if p.requires_grad) * 0.0
         logits, targets = predictions["logits"], predictions["targets"]
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1)
@@ -312,6 +375,56 @@ class LatentRQBrain(sb.Brain):
         )
         return loss
 
+    # ------------------------------------------------------------ non-finite guards
+    def optimizers_step(self):
+        """SpeechBrain's step, skipped when the gradients are not finite.
+
+        The gradient norm (computed for clipping anyway) is the test: it is
+        not finite if any gradient is, and it is the same on every rank after
+        the DDP all-reduce, so every rank skips the same steps. A skipped step
+        leaves the weights and the optimizer state unchanged and is counted
+        in the interval log (``skipped_steps``); SpeechBrain's
+        ``nonfinite_patience`` stops the run after too many non-finite losses.
+        """
+        self.step_skipped = False
+        if self.scaler.is_enabled():  # fp16: the GradScaler skips by itself
+            return super().optimizers_step()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if not bool(torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step_skipped = True
+            self.train_stats.skipped_steps += 1
+            logger.warning(
+                f"skipped optimizer step {self.optimizer_step + 1}: non-finite "
+                "gradients (the weights are unchanged)"
+            )
+            return
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+
+    def check_finite_weights(self, when):
+        """Raises if a trained weight is not finite (before any checkpoint
+        is written, and at the end of training)."""
+        bad = [
+            name
+            for name, p in self.modules.named_parameters()
+            if not bool(torch.isfinite(p).all())
+        ]
+        if bad:
+            raise RuntimeError(
+                f"non-finite weights at {when} in {len(bad)} tensor(s), e.g. "
+                f"{bad[:3]}: no checkpoint is written. Resume from the last "
+                f"checkpoint in {getattr(self.checkpointer, 'checkpoints_dir', '?')} "
+                "with a lower lr or a higher warmup_steps."
+            )
+
+    def _save_intra_epoch_ckpt(self):
+        """SpeechBrain's intra-epoch checkpoint, refused for non-finite weights."""
+        self.check_finite_weights("an intra-epoch checkpoint")
+        super()._save_intra_epoch_ckpt()
+
     # ------------------------------------------------------------ hooks
     def on_fit_batch_start(self, batch, should_step):
         """Stage transitions (at an accumulation boundary) and LR warm-up."""
@@ -324,7 +437,7 @@ class LatentRQBrain(sb.Brain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Logs every ``log_interval`` optimizer steps."""
-        if not should_step:
+        if not should_step or getattr(self, "step_skipped", False):
             return
         self.train_stats.steps += 1
         if self.optimizer_step % self.hparams.log_interval:
@@ -340,7 +453,7 @@ class LatentRQBrain(sb.Brain):
             meta, train_stats={k: _fmt(v) for k, v in s.items()}
         )
         tb = getattr(self.hparams, "tensorboard_logger", None)
-        if tb is not None:
+        if tb is not None and "codes_used" in s:
             scalars = {k: v for k, v in s.items() if not isinstance(v, list)}
             scalars.update(
                 codes_used=sum(s["codes_used"]) / len(s["codes_used"]),
@@ -374,6 +487,7 @@ class LatentRQBrain(sb.Brain):
             },
         )
         if stage == sb.Stage.VALID and self.checkpointer is not None:
+            self.check_finite_weights(f"the end of epoch {epoch}")
             self.checkpointer.save_and_keep_only(
                 meta={"valid_loss": s["loss"], "stage": self.schedule.stage},
                 num_to_keep=self.hparams.ckpt_to_keep,

@@ -16,9 +16,11 @@ Authors
  * latent-rq developers 2026
 """
 
+import copy
 import glob
 import logging
 import os
+import pathlib
 import pickle
 
 import torch
@@ -26,6 +28,7 @@ import yaml
 
 from latent_rq_brain.stages import StageSchedule
 from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ def checkpoint_info(ckpt):
 
 def load_state(module, path, device, what):
     """Loads a state dict file into ``module`` (strict), naming the file on error."""
-    state = torch.load(path, map_location=device)
+    state = torch.load(path, map_location=device, weights_only=True)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -135,37 +138,105 @@ def _is_truncated(err):
     return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
 
 
-def recover_newest_complete(checkpointer):
+def list_checkpoints_checked(checkpointer):
+    """The checkpoints of a checkpointer, and the folders whose ``CKPT.yaml``
+    is empty or unreadable (a save killed while writing it).
+
+    Returns
+    -------
+    checkpoints : list
+        :class:`speechbrain.utils.checkpoints.Checkpoint` with a dict ``meta``.
+    unreadable : list
+        ``(folder, reason)`` pairs.
+    """
+    folder = pathlib.Path(checkpointer.checkpoints_dir)
+    ckpts, unreadable = [], []
+    if not folder.is_dir():
+        return ckpts, unreadable
+    for path in sorted(folder.glob("CKPT+*")):
+        if not (path / "CKPT.yaml").is_file():
+            continue
+        try:
+            (ckpt,) = Checkpointer._construct_checkpoint_objects([path])
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            unreadable.append((path, f"{type(err).__name__}: {err}"))
+            continue
+        if not isinstance(ckpt.meta, dict):
+            unreadable.append((path, "its CKPT.yaml is empty or not a mapping"))
+            continue
+        ckpts.append(ckpt)
+    return ckpts, unreadable
+
+
+def set_aside(unreadable):
+    """Renames checkpoint folders with unreadable metadata to ``incomplete-CKPT+*``
+    (SpeechBrain's own listing would crash on them), with a warning each."""
+    ddp_barrier()  # every rank has listed them
+    if if_main_process():
+        for path, reason in unreadable:
+            target = path.with_name("incomplete-" + path.name)
+            os.replace(path, target)
+            logger.warning(
+                f"checkpoint {path} is incomplete ({reason}; a save killed "
+                f"half-way?): moved to {target}"
+            )
+    ddp_barrier()
+
+
+def check_resume_fits(checkpointer, prepare=None):
+    """Raises the error a resume would raise, changing nothing.
+
+    Loads the newest complete checkpoint into deep copies of the
+    recoverables (``prepare(copies)`` may link them, e.g. attach the target
+    encoder to its encoder), so that ``train.py`` can refuse an incompatible
+    resume before it writes anything to the output folder. Costs one extra
+    checkpoint read and a copy of the model in memory, at start-up only.
+    """
+    if not list_checkpoints_checked(checkpointer)[0]:
+        return None  # nothing to resume: no copy needed
+    copies = copy.deepcopy(checkpointer.recoverables)
+    if prepare is not None:
+        prepare(copies)
+    probe = Checkpointer(checkpointer.checkpoints_dir, copies)
+    probe.optional_recoverables = dict(checkpointer.optional_recoverables)
+    return recover_newest_complete(probe, dry_run=True)
+
+
+def recover_newest_complete(checkpointer, dry_run=False):
     """Recovers the newest complete checkpoint of a run; returns it, or None.
 
     A checkpoint folder missing some recoverable's file, or holding a
     truncated one (a save killed half-way), is skipped with a warning; one
-    that does not fit the configuration raises a clear error.
+    whose ``CKPT.yaml`` is empty or unreadable is moved aside
+    (:func:`set_aside`); one that does not fit the configuration raises a
+    clear error. With no complete checkpoint the run starts fresh, with a
+    warning. ``dry_run``: nothing is moved or logged (:func:`check_resume_fits`).
     """
-    ckpts = sorted(
-        checkpointer.list_checkpoints(),
-        key=lambda c: c.meta.get("unixtime", 0),
-        reverse=True,
-    )
-    optional = checkpointer.optional_recoverables
-    needed = {
-        k
-        for k in checkpointer.recoverables
-        if not optional.get(k) and not k.startswith("dataloader-")
-    }
+    ckpts, unreadable = list_checkpoints_checked(checkpointer)
+    if not dry_run:
+        set_aside(unreadable)
+    ckpts.sort(key=lambda c: c.meta.get("unixtime", 0), reverse=True)
+    needed = needed_recoverables(checkpointer)
+    before = None  # the recoverables' state, to undo a half-loaded checkpoint
     for ckpt in ckpts:
         missing = sorted(needed - set(ckpt.paramfiles))
         if missing:
+            if dry_run:
+                continue
             logger.warning(
                 f"skipping checkpoint {ckpt.path}: it lacks {missing} "
                 "(interrupted save, or written by another version)"
             )
             continue
+        if before is None:
+            before = {k: _state_of(obj) for k, obj in checkpointer.recoverables.items()}
         try:
             checkpointer.load_checkpoint(ckpt)
-        except (EOFError, KeyError, RuntimeError, ValueError,
+        except (EOFError, KeyError, TypeError, RuntimeError, ValueError,
                 pickle.UnpicklingError, yaml.YAMLError) as err:
             if _is_truncated(err):
+                if dry_run:
+                    continue
                 logger.warning(
                     f"skipping checkpoint {ckpt.path}: a file of it is truncated "
                     f"or corrupt ({type(err).__name__}: {err}; a save killed half-way?)"
@@ -177,11 +248,43 @@ def recover_newest_complete(checkpointer):
                 "was written with, or use a new output_folder (with "
                 "--init_from to start from its weights)."
             ) from err
-        logger.info(f"resumed from {ckpt.path}")
+        if not dry_run:
+            logger.info(f"resumed from {ckpt.path}")
         return ckpt
-    if ckpts:
-        raise ValueError(
-            f"no complete checkpoint in {checkpointer.checkpoints_dir}: "
-            f"each lacks some of {sorted(needed)}"
+    if before is not None:  # a skipped checkpoint may have loaded some files
+        for k, obj in checkpointer.recoverables.items():
+            _restore(obj, before[k])
+    if (ckpts or unreadable) and not dry_run:
+        logger.warning(
+            f"no complete checkpoint in {checkpointer.checkpoints_dir} (each lacks "
+            f"some of {sorted(needed)} or is truncated): starting fresh; the "
+            "incomplete ones are left in place"
         )
     return None
+
+
+def _state_of(obj):
+    """What loading a checkpoint may change in a recoverable: a copy of the
+    state dict of modules and optimizers, the attributes of anything else."""
+    if isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
+        return copy.deepcopy(obj.state_dict())
+    return dict(vars(obj))
+
+
+def _restore(obj, state):
+    """Undoes a load into ``obj`` (see :func:`_state_of`)."""
+    if isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
+        obj.load_state_dict(state)
+    else:
+        vars(obj).clear()
+        vars(obj).update(state)
+
+
+def needed_recoverables(checkpointer):
+    """Names of the recoverables a checkpoint must hold to be resumed."""
+    optional = checkpointer.optional_recoverables
+    return {
+        k
+        for k in checkpointer.recoverables
+        if not optional.get(k) and not k.startswith("dataloader-")
+    }

@@ -61,6 +61,7 @@ def read_manifest(csv_path, data_root=None):
     if not csv_path or not os.path.isfile(csv_path):
         raise DataError(f"manifest {csv_path!r} does not exist")
     base = os.path.dirname(os.path.abspath(csv_path))
+    check_utf8(csv_path)
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -112,6 +113,22 @@ def read_manifest(csv_path, data_root=None):
     if not rows:
         raise DataError(f"manifest {csv_path} is empty: it has a header but no utterances")
     return rows
+
+
+def check_utf8(path):
+    """Raises a :class:`DataError` naming the file and line of the first
+    byte sequence that is not UTF-8."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"manifest {path}, line {line}: byte {raw[err.start:err.start + 1]!r} at "
+            f"offset {err.start} is not UTF-8 ({err.reason}); re-save the manifest "
+            "as UTF-8"
+        ) from None
 
 
 def check_audio_files(rows, csv_path, sample_rate, tolerance=0.1):
@@ -199,6 +216,29 @@ def read_audio_checked(path, sample_rate, min_samples=1):
     return torch.from_numpy(data.mean(axis=1))
 
 
+def duration_filter_report(rows, csv_path, min_duration, max_duration):
+    """A line on the utterances the duration filters drop, with hours; None if none.
+
+    Example
+    -------
+    >>> rows = {"a": {"duration": 0.5}, "b": {"duration": 3.0}, "c": {"duration": 30.0}}
+    >>> duration_filter_report(rows, "m.csv", 1.0, 20.0)
+    'm.csv: duration filters dropped 1 utterance(s) shorter than 1.0 s (0.000 h) and 1 longer than 20.0 s (0.008 h); kept 1 (0.001 h)'
+    """
+    durs = [float(r["duration"]) for r in rows.values()]
+    short = [d for d in durs if d < min_duration]
+    long = [d for d in durs if d > max_duration]
+    if not short and not long:
+        return None
+    kept = sum(durs) - sum(short) - sum(long)
+    return (
+        f"{csv_path}: duration filters dropped {len(short)} utterance(s) shorter than "
+        f"{min_duration} s ({sum(short) / 3600:.3f} h) and {len(long)} longer than "
+        f"{max_duration} s ({sum(long) / 3600:.3f} h); kept "
+        f"{len(durs) - len(short) - len(long)} ({kept / 3600:.3f} h)"
+    )
+
+
 def make_dataset(rows, csv_path, min_duration, max_duration, sample_rate, min_samples):
     """DynamicItemDataset with the audio pipeline, filtered by duration."""
     data = {uid: {"duration": r["duration"], "wav": r["wav"]} for uid, r in rows.items()}
@@ -214,9 +254,7 @@ def make_dataset(rows, csv_path, min_duration, max_duration, sample_rate, min_sa
             f"{max_duration} s (its durations range from {min(durs):.2f} to "
             f"{max(durs):.2f} s): adjust avoid_if_shorter_than / avoid_if_longer_than"
         )
-    dropped = len(rows) - len(kept)
-    if dropped:
-        logger.info(f"{csv_path}: kept {len(kept)} utterances, dropped {dropped} by duration")
+    kept.filter_report = duration_filter_report(rows, csv_path, min_duration, max_duration)
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")

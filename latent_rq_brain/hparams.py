@@ -19,9 +19,18 @@ Authors
 """
 
 import io
+import logging
 import os
 
 import ruamel.yaml
+import torch
+
+from latent_rq_brain.masking import sample_span_mask
+
+logger = logging.getLogger(__name__)
+
+#: Masked fraction of the shortest utterance above which start-up warns.
+MASK_FRACTION_WARN = 0.75
 
 BASE_KEY = "base_hparams"
 
@@ -56,3 +65,42 @@ def expand_hparams_file(hparams_file, overrides=None):
     out = io.StringIO()
     ruamel.yaml.YAML().dump(thin, out)
     return expand_hparams_file(base, out.getvalue())
+
+
+def check_settings(hparams):
+    """Refuses or warns about degenerate training settings, naming each one.
+
+    Refused: ``codebook_size < 2`` (one code is always right: loss 0),
+    ``mask_prob`` outside (0, 1], ``mask_length < 1``, and a ``mask_length``
+    that masks every frame of the shortest utterance allowed
+    (``avoid_if_shorter_than``). Warned: a masked fraction above
+    ``MASK_FRACTION_WARN`` there (measured with the training mask sampler).
+    """
+    if int(hparams["codebook_size"]) < 2:
+        raise ValueError(
+            f"codebook_size: {hparams['codebook_size']} must be >= 2 (with one code "
+            "every target is the same: loss 0, nothing learned)"
+        )
+    p, length = hparams["mask_prob"], hparams["mask_length"]
+    if not 0.0 < float(p) <= 1.0:
+        raise ValueError(f"mask_prob: {p} must be in (0, 1]")
+    if int(length) < 1:
+        raise ValueError(f"mask_length: {length} must be >= 1 (encoder frames)")
+    features = hparams.get("features")
+    shortest = hparams.get("avoid_if_shorter_than")
+    if features is None or not shortest:
+        return
+    n_samples = torch.tensor([int(float(shortest) * hparams["sample_rate"])])
+    frames = int(features.encoder_lengths(features.frame_lengths(n_samples))[0])
+    gen = torch.Generator().manual_seed(0)
+    fraction = float(sample_span_mask(torch.full((256,), max(frames, 1)), p, length, gen)
+                     .float().mean())
+    where = (f"mask_length: {length} (mask_prob: {p}) on the shortest utterances "
+             f"(avoid_if_shorter_than: {shortest} s = {frames} encoder frames)")
+    if fraction >= 0.999:
+        raise ValueError(
+            f"{where} masks every frame: nothing is left to predict from. Lower "
+            "mask_length or raise avoid_if_shorter_than"
+        )
+    if fraction > MASK_FRACTION_WARN:
+        logger.warning(f"{where} masks {fraction:.0%} of the frames")

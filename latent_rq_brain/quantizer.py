@@ -207,7 +207,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     @classmethod
     def from_file(cls, path):
         """The quantizer saved in a checkpoint's ``quantizer.ckpt``."""
-        saved = torch.load(path, map_location="cpu")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         c = saved["config"]
         sources = {k: tuple(v) for k, v in c["sources"].items()}
         quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"])
@@ -217,7 +217,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     def check_same(self, path):
         """Raises unless every buffer saved in ``path`` that this quantizer
         also has is equal to its own (branching: comparable targets)."""
-        saved = torch.load(path, map_location="cpu")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         mine = self.state_dict()
         for key, value in saved["state"].items():
             if key in mine and not torch.equal(mine[key].cpu(), value):
@@ -230,7 +230,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
-        saved = torch.load(path, map_location="cpu")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         mine = self.config()
         theirs = saved["config"]
         for key in ("codebook_size", "codebook_dim", "seed"):

@@ -27,6 +27,8 @@ class IntervalStats:
         self.correct = None
         self.counts = None
         self.batches, self.steps = 0, 0
+        self.skipped_utterances = 0  # non-finite audio or features
+        self.skipped_steps = 0  # non-finite gradients
         self.t0 = time.time()
 
     def update(self, loss, logits, targets, mask, enc_lens, audio_s):
@@ -55,8 +57,10 @@ class IntervalStats:
     def summary(self):
         """Dict of the interval's statistics (per-codebook lists included)."""
         elapsed = max(time.time() - self.t0, 1e-9)
-        if self.sums is None:
-            return {}
+        if self.sums is None:  # no batch with a finite utterance
+            skipped = {"skipped_utterances": self.skipped_utterances,
+                       "skipped_steps": self.skipped_steps}
+            return skipped if any(skipped.values()) else {}
         loss_sum, masked, frames, audio_s = self.sums.tolist()
         counts = self.counts.view(self.n, self.v).double().cpu()
         p = counts / counts.sum(1, keepdim=True).clamp(min=1)
@@ -71,6 +75,8 @@ class IntervalStats:
             "mask_fraction": masked / max(frames, 1),
             "step_time_s": elapsed / max(self.steps, 1),
             "audio_s_per_s": audio_s / elapsed,
+            "skipped_utterances": self.skipped_utterances,
+            "skipped_steps": self.skipped_steps,
         }
 
 

@@ -4,8 +4,16 @@ In a Latent-RQ stage the target encoder and the quantizer are frozen, and the
 features are deterministic, so the target of every (utterance, encoder frame,
 codebook) is fixed for the whole stage. The cache computes them once, at the
 start of the stage, and training reads them instead of running the target
-encoder every step. Codes are stored as uint16 (V <= 65536) in one flat file
-per rank, with a JSON index ``{id: [shard, offset, frames]}``.
+encoder every step. Codes are stored in one flat file per rank, as uint16 when
+``codebook_size <= 65536`` and int32 otherwise, with a JSON index
+``{id: [shard, offset, frames]}``.
+
+Integrity: each rank's ``.done`` file, written last, holds the SHA-256 of its
+shard and index. Opening the cache verifies them, which reads the whole cache
+once per stage start (about 1 s per GB); a shard that fails (truncated,
+flipped or rewritten bytes, a cut index, a missing or unreadable ``.done``) is
+rebuilt with a warning. The world size is part of the file names: a run
+resumed with another number of ranks builds its own cache.
 
 The file name is a key over everything the targets depend on: the target
 encoder's weights, the quantizer's buffers, target layers and normalisation,
@@ -50,6 +58,29 @@ def cache_key(target_encoder, quantizer, settings, dataset):
     return h.hexdigest()[:20]
 
 
+def code_dtype(codebook_size):
+    """Smallest NumPy integer type that holds every code of ``codebook_size``.
+
+    Example
+    -------
+    >>> code_dtype(65536).__name__, code_dtype(70000).__name__
+    ('uint16', 'int32')
+    """
+    if codebook_size <= 2**16:
+        return np.uint16
+    if codebook_size <= 2**31:
+        return np.int32
+    raise ValueError(f"codebook_size {codebook_size} is too large for the target cache")
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class TargetCache:
     """Reads and writes the cached targets of one stage.
 
@@ -61,19 +92,47 @@ class TargetCache:
         From :func:`cache_key`.
     n_codebooks : int
         Codebooks per frame.
+    codebook_size : int
+        Codes per codebook (chooses the stored integer type).
+    world_size : int
+        Ranks that build the cache, one shard each (part of the file names).
     """
 
-    def __init__(self, folder, key, n_codebooks):
+    def __init__(self, folder, key, n_codebooks, codebook_size=2**16, world_size=1):
         self.folder, self.key, self.n = folder, key, int(n_codebooks)
+        self.dtype = code_dtype(int(codebook_size))
+        self.world_size = int(world_size)
         self.index = None
         self.shards = None
+        self.verified = set()  # ranks whose shard this process checked or wrote
 
     def _path(self, rank, ext):
-        return os.path.join(self.folder, f"{self.key}.rank{rank}.{ext}")
+        return os.path.join(
+            self.folder, f"{self.key}.world{self.world_size}.rank{rank}.{ext}"
+        )
 
-    def complete(self, world_size):
+    def _data_path(self, rank):
+        return self._path(rank, np.dtype(self.dtype).name)
+
+    def complete(self, world_size=None):
         """Whether every rank's shard and index are written."""
+        world_size = self.world_size if world_size is None else world_size
         return all(os.path.exists(self._path(r, "done")) for r in range(world_size))
+
+    def verify(self, rank):
+        """None if the shard of ``rank`` matches the checksums written with it,
+        else what is wrong (reads the whole shard)."""
+        try:
+            with open(self._path(rank, "done"), encoding="utf-8") as f:
+                done = json.load(f)
+            sums = {ext: _sha256(self._path(rank, ext))
+                    for ext in ("json", np.dtype(self.dtype).name)}
+        except (OSError, ValueError) as err:
+            return f"{type(err).__name__}: {err}"
+        if not isinstance(done, dict) or done.get("sha256") != sums:
+            return "checksum mismatch (files changed, truncated or corrupted)"
+        self.verified.add(rank)
+        return None
 
     @torch.no_grad()
     def build_shard(self, make_targets, dataset, rank, world_size, max_batch_seconds,
@@ -110,29 +169,53 @@ class TargetCache:
             collate_fn=PaddedBatch,
             num_workers=num_workers,
         )
-        index, offset = {}, 0
-        with open(self._path(rank, "u16"), "wb") as out:
+        index, offset, data_sum = {}, 0, hashlib.sha256()
+        if os.path.exists(self._path(rank, "done")):
+            os.remove(self._path(rank, "done"))
+        with open(self._data_path(rank), "wb") as out:
             for batch in loader:
                 codes, enc_lens = make_targets(batch)
-                arr = codes.cpu().numpy().astype(np.uint16)
-                out.write(arr.tobytes())
+                data = codes.cpu().numpy().astype(self.dtype).tobytes()
+                out.write(data)
+                data_sum.update(data)
                 for uid, n in zip(batch.id, enc_lens.tolist()):
                     index[uid] = [rank, offset, n]
                     offset += n
-        with open(self._path(rank, "json"), "w", encoding="utf-8") as f:
-            json.dump(index, f)
-        open(self._path(rank, "done"), "w").close()
+        index_bytes = json.dumps(index).encode()
+        with open(self._path(rank, "json"), "wb") as f:
+            f.write(index_bytes)
+        sums = {"json": hashlib.sha256(index_bytes).hexdigest(),
+                np.dtype(self.dtype).name: data_sum.hexdigest()}
+        with open(self._path(rank, "done.tmp"), "w", encoding="utf-8") as f:
+            json.dump({"sha256": sums, "frames": offset}, f)
+        os.replace(self._path(rank, "done.tmp"), self._path(rank, "done"))
+        self.verified.add(rank)
         logger.info(f"target cache {self.key}: rank {rank} wrote {offset} frames")
 
     @classmethod
     def prepare(cls, folder, key, n_codebooks, make_targets, dataset, max_batch_seconds,
-                num_workers=0):
+                num_workers=0, codebook_size=2**16):
         """The cache of ``key``, built if needed by every rank (its share), then
-        opened; files of other keys are removed. See :meth:`build_shard`."""
-        cache = cls(folder, key, n_codebooks)
+        opened; files of other keys are removed. See :meth:`build_shard`.
+
+        Each rank verifies its own shard first and rebuilds it, with a
+        warning, if it is missing or fails its checksums."""
         world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
         rank = torch.distributed.get_rank() if is_distributed_initialized() else 0
-        if not cache.complete(world):
+        cache = cls(folder, key, n_codebooks, codebook_size, world)
+        problem = "not built yet"
+        if os.path.exists(cache._path(rank, "done")):
+            start = time.time()
+            problem = cache.verify(rank)
+            if problem is not None:
+                logger.warning(
+                    f"target cache {cache._data_path(rank)} failed its check ({problem}): "
+                    "rebuilding this shard"
+                )
+            else:
+                logger.info(f"target cache {key}: rank {rank} shard verified in "
+                            f"{time.time() - start:.1f} s")
+        if problem is not None:
             start = time.time()
             cache.build_shard(make_targets, dataset, rank, world, max_batch_seconds,
                               num_workers)
@@ -142,13 +225,14 @@ class TargetCache:
             )
         if is_distributed_initialized():
             torch.distributed.barrier()
-        cache.open(world)
+        cache.open()
         if rank == 0:
             cache.remove_others()
         return cache
 
-    def open(self, world_size):
-        """Loads the indexes and maps the shards (read-only)."""
+    def open(self, world_size=None):
+        """Verifies every shard, loads the indexes and maps the shards (read-only)."""
+        world_size = self.world_size if world_size is None else world_size
         if not self.complete(world_size):
             raise RuntimeError(
                 f"target cache {self.key} in {self.folder} is incomplete: every rank "
@@ -156,15 +240,26 @@ class TargetCache:
                 "target_cache: False"
             )
         self.index, self.shards = {}, []
+        itemsize = np.dtype(self.dtype).itemsize
+        start = time.time()
         for r in range(world_size):
+            problem = None if r in self.verified else self.verify(r)
+            if problem is not None:
+                raise RuntimeError(
+                    f"target cache {self._data_path(r)} failed its check ({problem}): "
+                    f"delete {self.folder} to rebuild it, or set target_cache: False"
+                )
             with open(self._path(r, "json"), encoding="utf-8") as f:
                 self.index.update(json.load(f))
-            size = os.path.getsize(self._path(r, "u16"))
+            path = self._data_path(r)
+            size = os.path.getsize(path)
             self.shards.append(
-                np.memmap(self._path(r, "u16"), dtype=np.uint16, mode="r",
-                          shape=(size // (2 * self.n), self.n))
-                if size else np.zeros((0, self.n), dtype=np.uint16)
+                np.memmap(path, dtype=self.dtype, mode="r",
+                          shape=(size // (itemsize * self.n), self.n))
+                if size else np.zeros((0, self.n), dtype=self.dtype)
             )
+        logger.info(f"target cache {self.key}: {world_size} shard(s) verified and "
+                    f"opened in {time.time() - start:.1f} s")
 
     def lookup(self, ids, enc_lens, device):
         """(B, max(enc_lens), N) int64 targets of a batch (padding: 0)."""
@@ -183,8 +278,9 @@ class TargetCache:
         return out.to(device)
 
     def remove_others(self):
-        """Deletes cache files of other keys (stale stages or settings)."""
+        """Deletes cache files of other keys or world sizes (stale stages or settings)."""
+        mine = f"{self.key}.world{self.world_size}."
         for path in glob.glob(os.path.join(self.folder, "*.rank*.*")):
-            if not os.path.basename(path).startswith(self.key + "."):
+            if not os.path.basename(path).startswith(mine):
                 os.remove(path)
 

@@ -257,7 +257,7 @@ class TargetEncoder:
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
-        saved = torch.load(path, map_location="cpu")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved["state"] is None:
             self.module, self.snapshot_step = None, None
             return

@@ -236,8 +236,8 @@ def test_killed_run_resumes_with_identical_state(tmp_path, corpus):
     # the newest checkpoint, or an older one if the kill truncated the newest
     resumed = brain.resumed_from
     saved_brain = yaml.safe_load(open(resumed.paramfiles["brain"]))
-    saved_te = torch.load(resumed.paramfiles["target_encoder"])
-    saved_q = torch.load(resumed.paramfiles["quantizer"])
+    saved_te = torch.load(resumed.paramfiles["target_encoder"], weights_only=True)
+    saved_q = torch.load(resumed.paramfiles["quantizer"], weights_only=True)
     assert brain.optimizer_step == saved_brain["optimizer_step"] >= 3  # in stage 1
     assert brain.schedule.stage == 1
     assert brain.target_encoder.snapshot_step == 2 == saved_te["snapshot_step"]
@@ -321,7 +321,7 @@ def test_two_process_ddp_run_has_identical_targets_on_both_ranks(tmp_path, corpu
            "--master_port=29571", str(driver), *args]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for r in (r0, r1):
         assert r["step"] == 4 and r["stage"] == 1 and r["snapshot_step"] == 2
     assert r0["sums"] == r1["sums"]

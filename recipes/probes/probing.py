@@ -268,7 +268,7 @@ class HiddenStateCache:
         """The (T, layers, D) fp16 hidden states of utterance ``uid``."""
         item = self.items[uid]
         if isinstance(item, str):
-            tensor = torch.load(item, map_location="cpu")
+            tensor = torch.load(item, map_location="cpu", weights_only=True)
             if self.keep_in_memory:
                 self.items[uid] = tensor
             return tensor

@@ -1,0 +1,390 @@
+"""Reliability: non-finite data and weights, target cache integrity, resume,
+the output-folder lock and degenerate settings (issue 12).
+
+Each test fails on the code before the guard it checks. Tiny runs as in
+``tests/test_training.py``, on synthetic audio.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from latent_rq_brain.target_encoder import unwrap
+from test_training import built, fit_batches, latest_ckpt, state_copy, tiny_args, train, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+def poison_wav(path, n_nan=None):
+    """Rewrites a wav as float samples, with NaN in all (None) or n_nan samples."""
+    x, sr = soundfile.read(path, dtype="float32")
+    if n_nan is None:
+        x[:] = np.nan
+    else:
+        x[np.linspace(0, len(x) - 1, n_nan).astype(int)] = np.nan
+    soundfile.write(path, x, sr, subtype="FLOAT")
+
+
+def all_finite(module):
+    return all(bool(torch.isfinite(v).all()) for v in unwrap(module).state_dict().values())
+
+
+# ---------------------------------------------------------------- non-finite data and weights
+@pytest.mark.parametrize("n_nan", [None, 100])
+def test_nan_audio_is_skipped_named_and_counted(tmp_path, n_nan):
+    """The NaN utterance is the longest of the corpus, hence of its batch."""
+    corpus = write_corpus(str(tmp_path / "data"), n_train=8, n_valid=2)
+    # the longest utterance: dropping it shortens the padded batch too
+    durations = {f.name: soundfile.info(str(f)).duration
+                 for f in (tmp_path / "data").glob("train*.wav")}
+    longest = max(durations, key=durations.get)
+    poison_wav(str(tmp_path / "data" / longest), n_nan)
+    out = tmp_path / "run"
+    brain = train.main(tiny_args(out, corpus, "--stage_transitions=[]",
+                                 "--optimizer_step_limit=4"))
+    uid = longest[: -len(".wav")]
+    assert f"non-finite audio (NaN/Inf): {uid}" in open(out / "log.txt").read()
+    assert brain.optimizer_step == 4
+    assert all_finite(brain.modules.encoder) and all_finite(brain.modules.heads)
+    ckpt = latest_ckpt(out / "save")
+    saved = torch.load(ckpt.paramfiles["encoder"], weights_only=True)
+    assert all(bool(torch.isfinite(v).all()) for v in saved.values())
+    log = open(out / "train_log.txt").read()
+    assert "skipped_utterances: 1" in log
+
+
+def test_non_finite_loss_never_updates_weights(tmp_path, corpus, monkeypatch):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
+    fit_batches(brain, loader, 1)
+    before, step = state_copy(brain.modules.encoder), brain.optimizer_step
+    orig = type(brain).compute_objectives
+    monkeypatch.setattr(type(brain), "compute_objectives",
+                        lambda self, *a: orig(self, *a) * float("nan"))
+    brain.nonfinite_count = 0  # set by SpeechBrain's epoch loop
+    fit_batches(brain, loader, 2)  # within SpeechBrain's nonfinite_patience (3)
+    after = state_copy(brain.modules.encoder)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert brain.optimizer_step == step and brain.train_stats.skipped_steps == 2
+
+
+def test_checkpoint_with_non_finite_weights_is_never_written(tmp_path, corpus):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
+    fit_batches(brain, loader, 1)
+    with torch.no_grad():
+        next(unwrap(brain.modules.encoder).parameters())[0] = float("nan")
+    before = latest_ckpt(tmp_path / "save")
+    with pytest.raises(RuntimeError, match="non-finite weights .* no checkpoint is written"):
+        brain._save_intra_epoch_ckpt()
+    assert latest_ckpt(tmp_path / "save") == before
+
+
+def test_run_never_ends_with_status_0_and_non_finite_weights(tmp_path, corpus, monkeypatch):
+    from latent_rq_brain.brain import LatentRQBrain
+
+    def poison_without_saving(self, stage, stage_loss, epoch=None):
+        with torch.no_grad():
+            next(unwrap(self.modules.heads).parameters())[0] = float("nan")
+
+    monkeypatch.setattr(LatentRQBrain, "on_stage_end", poison_without_saving)
+    with pytest.raises(RuntimeError, match="non-finite weights at the end of training"):
+        train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[]",
+                             "--optimizer_step_limit=1"))
+
+
+# ---------------------------------------------------------------- target cache integrity
+from latent_rq_brain import target_cache  # noqa: E402
+from latent_rq_brain.target_cache import TargetCache  # noqa: E402
+from speechbrain.dataio.dataset import DynamicItemDataset  # noqa: E402
+
+
+def cache_dataset(n=12):
+    data = {f"u{i}": {"duration": 1.0 + 0.1 * i} for i in range(n)}
+    ds = DynamicItemDataset(data)
+    ds.add_dynamic_item(lambda d: torch.zeros(int(d * 100)), takes="duration", provides="sig")
+    ds.set_output_keys(["id", "sig"])
+    return ds
+
+
+def fake_targets(codebook_size, n_codebooks=3):
+    """A make_targets whose codes depend on the utterance ID only."""
+
+    def make(batch):
+        lens = torch.tensor([10 + int(u[1:]) for u in batch.id])
+        codes = [torch.randint(0, codebook_size, (int(n), n_codebooks),
+                               generator=torch.Generator().manual_seed(int(u[1:])))
+                 for u, n in zip(batch.id, lens)]
+        return torch.cat(codes), lens
+
+    return make
+
+
+def cached_codes(cache, ds):
+    ids = list(ds.data_ids)
+    lens = torch.tensor([10 + int(u[1:]) for u in ids])
+    return cache.lookup(ids, lens, "cpu")
+
+
+def prepare(folder, ds, codebook_size=64):
+    return TargetCache.prepare(str(folder), "k", 3, fake_targets(codebook_size), ds, 5.0,
+                               codebook_size=codebook_size)
+
+
+def test_cache_dtype_holds_codebook_size(tmp_path):
+    ds = cache_dataset()
+    codes = cached_codes(prepare(tmp_path, ds, 70000), ds)
+    assert int(codes.max()) >= 65536  # would wrap in uint16
+    lens = [10 + int(u[1:]) for u in ds.data_ids]
+    expect = [torch.randint(0, 70000, (n, 3), generator=torch.Generator().manual_seed(int(u[1:])))
+              for u, n in zip(ds.data_ids, lens)]
+    for b, (e, n) in enumerate(zip(expect, lens)):
+        assert torch.equal(codes[b, :n], e)
+
+
+def _rewrite_codes(path):
+    x = np.fromfile(path, dtype=np.uint16)
+    np.random.default_rng(0).integers(0, 64, x.shape).astype(np.uint16).tofile(path)
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip(path):
+    with open(path, "r+b") as f:
+        f.seek(10)
+        b = f.read(1)
+        f.seek(10)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("victim,damage", [
+    ("uint16", _rewrite_codes), ("uint16", _truncate), ("uint16", _flip),
+    ("json", _truncate), ("done", lambda p: open(p, "w").close()),
+])
+def test_corrupted_cache_shard_is_rebuilt_with_a_warning(tmp_path, monkeypatch, victim, damage):
+    ds = cache_dataset()
+    clean = cached_codes(prepare(tmp_path, ds), ds)
+    (path,) = [os.path.join(tmp_path, f) for f in os.listdir(tmp_path) if f.endswith("." + victim)]
+    damage(path)
+    warnings = []
+    monkeypatch.setattr(target_cache.logger, "warning", warnings.append)
+    assert torch.equal(cached_codes(prepare(tmp_path, ds), ds), clean)
+    assert len(warnings) == 1 and "failed its check" in warnings[0] and "rebuilding" in warnings[0]
+
+
+def test_corrupted_shard_of_another_rank_stops_naming_the_cache(tmp_path):
+    ds = cache_dataset()
+    for rank in (0, 1):
+        TargetCache(str(tmp_path), "k", 3, 64, world_size=2).build_shard(
+            fake_targets(64), ds, rank, 2, 5.0)
+    _flip(os.path.join(tmp_path, "k.world2.rank1.uint16"))
+    with pytest.raises(RuntimeError, match=r"target cache .*k.world2.rank1.uint16 failed its "
+                                           r"check .*delete .* to rebuild"):
+        TargetCache(str(tmp_path), "k", 3, 64, world_size=2).open()
+
+
+def test_cache_of_another_world_size_is_not_read(tmp_path):
+    """A 1-rank resume of a 2-rank run builds its own cache (world size in the name)."""
+    ds = cache_dataset()
+    for rank in (0, 1):  # what a 2-rank run left
+        TargetCache(str(tmp_path), "k", 3, 64, world_size=2).build_shard(
+            fake_targets(64), ds, rank, 2, 5.0)
+    cache = prepare(tmp_path, ds)  # 1 rank
+    assert cached_codes(cache, ds).shape[0] == len(ds)
+    assert not [f for f in os.listdir(tmp_path) if ".world2." in f]  # stale files removed
+
+
+# ---------------------------------------------------------------- resume
+def log_of(out):
+    return open(os.path.join(out, "log.txt")).read()
+
+
+def test_no_complete_checkpoint_starts_fresh_with_a_warning(tmp_path, corpus):
+    """A kill during the first save: every checkpoint lacks a file."""
+    train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[]", "--optimizer_step_limit=1"))
+    ckpt = latest_ckpt(tmp_path / "save")
+    os.remove(ckpt.paramfiles["encoder"])
+    brain = train.main(tiny_args(tmp_path, corpus, "--stage_transitions=[]",
+                                 "--optimizer_step_limit=2"))
+    assert brain.resumed_from is None and brain.optimizer_step == 2
+    assert "no complete checkpoint" in log_of(tmp_path) and "starting fresh" in log_of(tmp_path)
+
+
+@pytest.mark.parametrize("meta", ["", "unixtime: [1, 2\n", "\xff\xfe"])
+def test_empty_or_unreadable_ckpt_yaml_is_an_incomplete_checkpoint(tmp_path, corpus, meta):
+    args = ("--stage_transitions=[2]",)
+    train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=3"))
+    newest = latest_ckpt(tmp_path / "save")
+    with open(newest.path / "CKPT.yaml", "w", encoding="latin-1") as f:
+        f.write(meta)
+    brain = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=4"))
+    assert brain.optimizer_step == 4
+    assert brain.resumed_from.meta.get("transition_to_stage") == 1  # the older, complete one
+    assert (newest.path.parent / ("incomplete-" + newest.path.name)).is_dir()
+    assert "is incomplete" in log_of(tmp_path)
+
+
+# ---------------------------------------------------------------- output folder
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from latent_rq_brain import output_lock  # noqa: E402
+from test_training import REPO  # noqa: E402
+
+
+def folder_bytes(folder):
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, folder)] = open(p, "rb").read()
+    return out
+
+
+def test_refused_resume_writes_nothing(tmp_path, corpus):
+    out = tmp_path / "run"
+    train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=1"))
+    output_lock.release_output_lock(str(out / ".lock"))  # as at the end of that process
+    before = folder_bytes(out)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"),
+         *tiny_args(out, corpus, "--stage_transitions=[]", "--d_model=48")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "cannot resume from checkpoint" in proc.stderr
+    assert folder_bytes(out) == before  # hyperparams.yaml and logs included
+
+
+def test_second_run_into_a_folder_stops_naming_the_holder(tmp_path, corpus):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        with pytest.raises(RuntimeError, match=rf"in use by PID {holder.pid} on host "
+                                               rf"{socket.gethostname()}"):
+            train.main(tiny_args(tmp_path, corpus))
+    finally:
+        holder.kill()
+        holder.wait()
+    # nothing else written (SpeechBrain's Checkpointer makes the empty save/ at YAML load)
+    assert list(folder_bytes(tmp_path)) == [".lock"]
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, corpus, monkeypatch):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    warnings = []
+    monkeypatch.setattr(output_lock.logger, "warning", warnings.append)
+    built(tmp_path, corpus, "--stage_transitions=[]")
+    assert len(warnings) == 1 and f"PID {dead.pid}, which is not running" in warnings[0]
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    output_lock.release_output_lock(str(tmp_path / ".lock"))
+    assert not (tmp_path / ".lock").exists()
+
+
+# ---------------------------------------------------------------- degenerate settings and data
+from latent_rq_brain.data import DataError, read_manifest  # noqa: E402
+
+
+@pytest.mark.parametrize("setting,match", [
+    ("--codebook_size=1", r"codebook_size: 1 must be >= 2"),
+    ("--mask_prob=0", r"mask_prob: 0 must be in \(0, 1\]"),
+    ("--mask_prob=1.5", r"mask_prob: 1.5 must be in \(0, 1\]"),
+    ("--mask_length=40", r"mask_length: 40 .* masks every frame"),
+])
+def test_degenerate_setting_is_refused_at_start_up_naming_it(tmp_path, corpus, setting, match):
+    with pytest.raises(ValueError, match=match):
+        train.build(tiny_args(tmp_path / "run", corpus, setting))
+    assert not (tmp_path / "run").exists() or not folder_bytes(tmp_path / "run")
+
+
+def test_mask_length_masking_nearly_everything_is_warned(tmp_path, corpus, monkeypatch):
+    from latent_rq_brain import hparams
+
+    warnings = []
+    monkeypatch.setattr(hparams.logger, "warning", warnings.append)
+    train.build(tiny_args(tmp_path, corpus, "--mask_length=20", "--mask_prob=0.8"))
+    assert len(warnings) == 1 and "mask_length: 20" in warnings[0] and "masks" in warnings[0]
+
+
+def test_duration_filter_drops_are_logged_with_counts_and_hours(tmp_path, corpus):
+    train.build(tiny_args(tmp_path, corpus, "--avoid_if_shorter_than=1.5"))
+    log = log_of(tmp_path)
+    assert "duration filters dropped" in log and "shorter than 1.5 s (" in log and " h)" in log
+
+
+def test_non_utf8_manifest_names_file_and_line(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"ID,duration,wav\nu1,1.0,a.wav\nu2,1.0,caf\xe9.wav\n")
+    with pytest.raises(DataError, match=rf"manifest {path}, line 3: byte .* is not UTF-8"):
+        read_manifest(str(path))
+
+
+def test_branch_from_a_stage1_checkpoint_loads_its_target_encoder(tmp_path, corpus):
+    train.main(tiny_args(tmp_path / "s0", corpus, "--stage_transitions=[2]",
+                         "--optimizer_step_limit=3"))
+    brain, _ = built(tmp_path / "s1", corpus, "--stage_transitions=[]", "--initial_stage=1",
+                     f"--init_from={tmp_path / 's0' / 'save'}")
+    assert brain.schedule.stage == 1 and brain.target_encoder.snapshot_step == 2
+
+
+# ---------------------------------------------------------------- torch.load
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch " + os.environ["EXPLOIT_MARK"],))
+
+
+def test_checkpoint_loading_never_unpickles_code(tmp_path, corpus, monkeypatch):
+    """Even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (told to s3prl users)."""
+    brain, _ = built(tmp_path / "run", corpus, "--stage_transitions=[]")
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARK", str(mark))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"config": _Exploit(), "state": {}}, bad)
+    loaders = [brain.quantizer.check_same, brain.quantizer._load,
+               brain.target_encoder._load, type(brain.quantizer).from_file]
+    for load in loaders:
+        with pytest.raises(Exception):
+            load(str(bad))
+    from latent_rq_brain.checkpoints import load_state
+    with pytest.raises(Exception):
+        load_state(brain.modules.heads, str(bad), "cpu", "test")
+    assert not mark.exists()
+
+
+def test_batch_of_only_non_finite_utterances_updates_nothing_it_should_not(tmp_path, corpus):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]", "--log_interval=100")
+    brain.nonfinite_count = 0
+    batch = next(iter(loader))
+    batch.sig.data[:] = float("inf")
+    brain.step += 1
+    loss = brain.fit_batch(batch)
+    assert float(loss) == 0.0 and brain.train_stats.skipped_utterances == len(batch.id)
+    assert all_finite(brain.modules.encoder) and all_finite(brain.modules.heads)
+
+
+def test_skipped_half_loaded_checkpoint_leaves_a_fresh_start_fresh(tmp_path, corpus):
+    """Every checkpoint has a truncated brain.ckpt (loaded after the weights)."""
+    args = ("--stage_transitions=[2]",)
+    train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=3"))
+    for ckpt in [latest_ckpt(tmp_path / "save")] + [
+            c for c in __import__("speechbrain").utils.checkpoints.Checkpointer(
+                tmp_path / "save").list_checkpoints()]:
+        path = ckpt.paramfiles["brain"]
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 3)
+    fresh, _ = built(tmp_path / "fresh", corpus, *args)
+    brain, _ = built(tmp_path, corpus, *args)
+    assert brain.resumed_from is None and brain.optimizer_step == 0
+    assert brain.schedule.stage == 0 and not brain.target_encoder.active
+    a, b = state_copy(brain.modules.encoder), state_copy(fresh.modules.encoder)
+    assert all(torch.equal(a[k], b[k]) for k in a)
