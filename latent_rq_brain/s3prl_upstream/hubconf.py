@@ -13,12 +13,12 @@ Example
 >>> latent_rq_local("/nonexistent")
 Traceback (most recent call last):
 ...
-ValueError: no checkpoint found at /nonexistent (expected a run's output folder, its save folder with CKPT+* sub-folders, or one CKPT+* folder)
+ValueError: no checkpoint found at /nonexistent (expected a run's output folder, its save folder with CKPT+* sub-folders, one CKPT+* folder, or <run folder>@stage<k>)
 """
 
 import os
 
-from latent_rq_brain.pretrained import find_checkpoint
+from latent_rq_brain.checkpoints import find_checkpoint
 
 from .expert import UpstreamExpert as _UpstreamExpert
 

@@ -22,8 +22,8 @@ import argparse
 import glob
 import os
 
-from latent_rq_brain.data import DataError
-from recipes.LibriSpeech.librispeech_prepare import CSV_HEADER, collect_split
+from latent_rq_brain.data import CSV_HEADER, DataError
+from recipes.LibriSpeech.librispeech_prepare import collect_split
 from recipes.probes.manifests import exit_on_data_error, write_task
 
 TRAIN_SETS = ("100h", "10h", "1h")

@@ -2,7 +2,7 @@
 """CTC fine-tuning of a pre-trained encoder over SentencePiece units.
 
 The encoder comes from any latent-rq checkpoint (or a seeded random one, the
-baseline) through :func:`recipes.probes.probing.load_encoder`; no training
+baseline) through :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`; no training
 YAML is needed. A softmax-weighted sum of its hidden states feeds a BiLSTM
 (or MLP) CTC head over the units of a SentencePiece tokenizer trained on the
 training transcripts (SpeechBrain's wrapper). Two optimizers, as in
