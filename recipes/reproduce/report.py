@@ -102,6 +102,18 @@ def _fmt(vals, scale=100.0):
     return f"{np.mean(vals):.1f} ± {np.std(vals):.1f}"
 
 
+def _save(fig, axes, folder, png, title):
+    """Legends, saves and closes ``fig``; returns its markdown lines."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, png), dpi=110)
+    plt.close(fig)
+    return [f"![{title}]({png})", ""]
+
+
 def write_report(out, md_path, scale="cpu"):
     """Writes the markdown report and its PNGs next to ``md_path``."""
     import matplotlib
@@ -147,12 +159,7 @@ def write_report(out, md_path, scale="cpu"):
     axes[1].set_xlabel("training wall-clock (min, 2 CPU cores)")
     for ax in axes:
         ax.set_ylabel("quick-probe Avg (%)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig3 = f"{stem}_fig3.png"
-    fig.savefig(os.path.join(folder, fig3), dpi=110)
-    plt.close(fig)
-    lines += [f"![Fig. 3]({fig3})", ""]
+    lines += _save(fig, axes, folder, f"{stem}_fig3.png", "Fig. 3")
 
     # ---- Table 1 at the last step every arm reached
     tasks = list(next(iter(next(iter(runs["best_rq"].values())).values()))["probes"]) \
@@ -226,10 +233,5 @@ def write_report(out, md_path, scale="cpu"):
             lines.append(f"| {s} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
         ax.set_xlabel("BEST-RQ optimizer step")
         ax.set_ylabel("phone PNMI of the targets")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        png = f"{stem}_pnmi.png"
-        fig.savefig(os.path.join(folder, png), dpi=110)
-        plt.close(fig)
-        lines += ["", f"![target PNMI]({png})", ""]
+        lines += [""] + _save(fig, [ax], folder, f"{stem}_pnmi.png", "target PNMI")
     open(md_path, "w").write("\n".join(lines) + "\n")
