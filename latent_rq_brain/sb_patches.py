@@ -352,19 +352,18 @@ def set_fast_kernels(encoder, frontend=True, ffn=True, attention=True):
     2
     """
     swapped = 0
+    pairs = [  # (SpeechBrain's class, our fast twin, switch)
+        (Conv2d, ChannelsLastConv2d, frontend),
+        (PositionalwiseFeedForward, BatchMajorFeedForward, ffn),
+        (RelPosMHAXL, FusedRelPosMHAXL, attention),
+        (RoPEMHA, FastRoPEMHA, attention),
+    ]
     for module in encoder.modules():
-        if type(module) in (Conv2d, ChannelsLastConv2d):
-            module.__class__ = ChannelsLastConv2d if frontend else Conv2d
-            swapped += 1
-        elif type(module) in (PositionalwiseFeedForward, BatchMajorFeedForward):
-            module.__class__ = BatchMajorFeedForward if ffn else PositionalwiseFeedForward
-            swapped += 1
-        elif type(module) in (RelPosMHAXL, FusedRelPosMHAXL):
-            module.__class__ = FusedRelPosMHAXL if attention else RelPosMHAXL
-            swapped += 1
-        elif type(module) in (RoPEMHA, FastRoPEMHA):
-            module.__class__ = FastRoPEMHA if attention else RoPEMHA
-            swapped += 1
+        for plain, fast, on in pairs:
+            if type(module) in (plain, fast):
+                module.__class__ = fast if on else plain
+                swapped += 1
+                break
     return swapped
 
 
