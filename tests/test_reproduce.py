@@ -162,8 +162,9 @@ def test_checkpoint_at_skips_transition_and_intra_epoch(tmp_path):
     save = tmp_path / "run" / "save"
     for name, step, meta in [("CKPT+a", 300, "stage: 0\n"),
                              ("CKPT+b", 600, "transition_to_stage: 1\n"),
-                             ("CKPT+c", 600, "INTRA_EPOCH_CKPT_FLAG: true\n"),
-                             ("CKPT+d", 600, "stage: 1\n")]:
+                             ("CKPT+d", 600, "stage: 1\n"),
+                             # SpeechBrain's mid-epoch checkpoint of a killed run, newest
+                             ("CKPT+e", 600, "brain_intra_epoch_ckpt: true\n")]:
         (save / name).mkdir(parents=True)
         (save / name / "CKPT.yaml").write_text(meta)
         (save / name / "brain.ckpt").write_text(f"optimizer_step: {step}\n")
@@ -212,7 +213,7 @@ def test_report_from_partial_runs(tmp_path):
         (sd / "schedule" / "eval").mkdir(parents=True)
         json.dump(dict(_fake_eval(0.5, 0.3, 0.2), step=0), open(sd / "random_init.json", "w"))
         for k, step in enumerate(rp.scaled_steps("cpu")["checkpoints"]):
-            json.dump(dict(_fake_eval(0.5 + 0.01 * k, 0.3, 0.2 + 0.02 * k), step=step),
+            json.dump(dict(_fake_eval(0.5 + 0.01 * k, 0.31, 0.2 + 0.02 * k), step=step),
                       open(sd / "best_rq" / "eval" / f"step{step}.json", "w"))
             if step > S // 5:
                 json.dump(dict(_fake_eval(0.52 + 0.012 * k, 0.3, 0.25), step=step),
@@ -226,3 +227,43 @@ def test_report_from_partial_runs(tmp_path):
     assert "reaches it at step" in text  # 0.52 + 0.012 k passes 0.59 before S
     assert (tmp_path / "reproduction_fig3.png").stat().st_size > 1000
     assert (tmp_path / "reproduction_pnmi.png").stat().st_size > 1000
+    # layer2 PNMI 0.2 + 0.02 k first exceeds Mel's 0.31 at k = 6
+    steps = rp.scaled_steps("cpu")["checkpoints"]
+    assert f"first beat Mel's at step {steps[6]}" in text
+
+
+def test_report_says_when_no_layer_beats_mel_and_shows_diagnosis(tmp_path):
+    from recipes.reproduce.report import write_report
+    from recipes.reproduce.target_diagnosis import NORMS
+
+    sd = tmp_path / "repro" / "seed1"
+    (sd / "best_rq" / "eval").mkdir(parents=True)
+    for step in (300, 600):
+        json.dump(dict(_fake_eval(0.5, 0.3, 0.1 if step == 300 else 0.2), step=step),
+                  open(sd / "best_rq" / "eval" / f"step{step}.json", "w"))
+    (sd / "diagnosis").mkdir()
+    srcs = ("mel", "layer2")
+    diag = {"checkpoint": "run@600", "frames": 123,
+            "effective_dimension": {s: 4.0 for s in srcs}, "input_dim": {s: 8 for s in srcs},
+            "kmeans_pnmi": {"mel": 0.41, "layer2": 0.37},
+            "norms": {n: {s: {"pnmi": 0.25, "perplexity": 99.0} for s in srcs} for n in NORMS}}
+    json.dump(diag, open(sd / "diagnosis" / "step600.json", "w"))
+    md = tmp_path / "r.md"
+    write_report(str(tmp_path / "repro"), str(md))
+    text = md.read_text()
+    assert "no layer's targets beat Mel's at any evaluated step up to 600" in text
+    assert "-0.200 at step 300, -0.100 at step 600" in text
+    assert "| layer2 | 4.0 / 8 | 0.370 | 0.250 | 0.250 | 0.250 | 99 |" in text
+
+
+def test_target_diagnosis_resolves_run_at_step(tmp_path):
+    from recipes.reproduce.target_diagnosis import resolve
+
+    ck = tmp_path / "run" / "save" / "CKPT+a"
+    ck.mkdir(parents=True)
+    (ck / "CKPT.yaml").write_text("end-of-epoch: true\n")
+    (ck / "brain.ckpt").write_text("optimizer_step: 600\n")
+    assert resolve(f"{tmp_path}/run@600") == str(ck)
+    assert resolve("random:tiny") == "random:tiny"
+    with pytest.raises(FileNotFoundError, match="no checkpoint at optimizer step 900"):
+        resolve(f"{tmp_path}/run@900")

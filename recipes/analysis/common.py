@@ -178,7 +178,8 @@ def select_utterances(manifest, filters=None, max_utts=None, max_seconds=None, s
 
 
 @torch.no_grad()
-def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
+def extract(enc, quantizer, sources, wavs, batch_size=8, project=False, norm=None,
+            keep_inputs=False):
     """Codes (and optionally projected inputs) of every valid frame.
 
     Arguments
@@ -192,6 +193,12 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
     project : bool
         Also return ``quantizer.project`` outputs (unit vectors, the inputs of
         the argmin) per frame.
+    norm : str, optional
+        Target normalisation of the layer states (default: the run's
+        ``target_norm``, else ``"utterance"``).
+    keep_inputs : bool
+        Also return what each source quantizes (stacked Mel frames,
+        normalised layer states) per frame.
 
     Returns
     -------
@@ -199,7 +206,8 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
         Valid encoder frames of each utterance.
     out : dict
         ``{source: {"codes": [(T_i, n) int64 array], "proj": [(T_i, n, d)
-        float32 array]}}`` (``proj`` only if ``project``).
+        float32 array], "inputs": [(T_i, dim) float32 array]}}`` (``proj``
+        only if ``project``, ``inputs`` only if ``keep_inputs``).
 
     Example
     -------
@@ -211,10 +219,11 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
     layers = [source_layer(s) for s in sources if s != MEL_SOURCE]
     target_encoder = None
     if layers:  # the checkpoint's encoder as target encoder, the run's norm
-        target_encoder = TargetEncoder(layers, enc.info.get("target_norm") or "utterance")
+        norm = norm or enc.info.get("target_norm") or "utterance"
+        target_encoder = TargetEncoder(layers, norm)
         target_encoder.snapshot(enc.encoder, step=0)
     make = TargetMaker(quantizer, target_encoder, int(enc.config["downsampling"]))
-    out = {s: {"codes": [], "proj": []} for s in sources}
+    out = {s: {"codes": [], "proj": [], "inputs": []} for s in sources}
     lens = []
     for i in range(0, len(wavs), batch_size):
         chunk = wavs[i : i + batch_size]
@@ -230,6 +239,8 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False):
                 out[name]["codes"].append(quantizer(xb, name).numpy())
                 if project:
                     out[name]["proj"].append(quantizer.project(xb, name).numpy())
+                if keep_inputs:
+                    out[name]["inputs"].append(xb.float().numpy())
         lens += [int(t) for t in enc_lens]
     return lens, out
 

@@ -293,12 +293,13 @@ def _summary(layers, allm, alls, n_folds, n):
 
 
 def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, codebook_dim=16,
-                   seed=1):
+                   seed=1, norm=None):
     """Phone PNMI and code usage of Mel targets and of every layer's targets.
 
     The quantizers are the ones a Latent-RQ stage would use (seeded per source with
     ``seed``, :func:`latent_rq_brain.quantizer.latent_rq_quantizer`), so a stage-0
-    checkpoint shows what its layers would give as targets.
+    checkpoint shows what its layers would give as targets. ``norm``: the
+    target normalisation of the layer states (default: the run's ``target_norm``).
     """
     from latent_rq_brain.quantizer import latent_rq_quantizer
     from latent_rq_brain.target_quality import codebook_quality
@@ -310,14 +311,13 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     q = latent_rq_quantizer(n_codebooks * (len(layers)), codebook_size, codebook_dim,
                             4 * int(enc.config["n_mels"]), enc.hidden_size, layers, L, seed)
     sources = ["mel"] + [layer_source(l) for l in layers]
-    lens, out = extract(enc, q, sources, wavs)
+    lens, out = extract(enc, q, sources, wavs, norm=norm)
+    lab, valid = phone_targets(frames)
     keep = [k for k in range(len(wavs)) if frames[k] is not None]
-    lab = np.concatenate([np.array(frames[k], dtype=object) for k in keep])
-    valid = np.array([l not in (None, "SIL", "+NSN+", "+SPN+") for l in lab])
     result = {}
     for name in sources:
         codes = np.concatenate([out[name]["codes"][k] for k in keep])[valid]
-        qual = codebook_quality(codes, {"phone": lab[valid].astype(str)}, codebook_size)
+        qual = codebook_quality(codes, {"phone": lab}, codebook_size)
         m = qual["mean"]
         result[name] = {"pnmi": float(m["phone"]["pnmi"]),
                         "purity": float(m["phone"]["cluster_purity"]),
@@ -325,34 +325,53 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     return result
 
 
-def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=print):
-    """Quick probes and target quality of one encoder; returns a JSON-able dict."""
-    from latent_rq_brain.pretrained import PretrainedEncoder
+def phone_targets(frames):
+    """``(labels, valid)``: the phone label of every scored frame of the labelled
+    utterances, and which of all their frames are scored (not silence/noise)."""
+    lab = np.concatenate([np.array(f, dtype=object) for f in frames if f is not None])
+    valid = np.array([l not in (None, "SIL", "+NSN+", "+SPN+") for l in lab])
+    return lab[valid].astype(str), valid
+
+
+def label_phone_items(items, wavs, enc_lens, cache, log=print):
+    """Per-frame PocketSphinx phones of the phone-probe items (aligned where the
+    item has words, recognised otherwise), cached under ``cache``."""
     from recipes.analysis.common import phone_frames as label_phones
 
-    torch.set_num_threads(max(1, threads))
-    t0 = time.time()
-    items = probe_items(shared, corpus)
-    enc = PretrainedEncoder.load(spec, seed=seed)
-    wavs = {t: load_audio(its, os.path.join(cache, f"audio_{t}_crop{CROP_SECONDS.get(t, 0)}.npz"),
-                         CROP_SECONDS.get(t))
-            for t, its in items.items()}
-    t1 = time.time()
-    states = {t: encode(enc, w) for t, w in wavs.items()}
-    t2 = time.time()
-    pitems = items["phones"]
-    rows = [(i[0], {"wav": i[1], "wrd": i[2] or ""}) for i in pitems]
-    enc_lens = [len(s[0]) for s in states["phones"]]
-    with_words = [k for k, i in enumerate(pitems) if i[2]]
-    without = [k for k, i in enumerate(pitems) if not i[2]]
-    frames = [None] * len(pitems)
+    rows = [(i[0], {"wav": i[1], "wrd": i[2] or ""}) for i in items]
+    with_words = [k for k, i in enumerate(items) if i[2]]
+    without = [k for k, i in enumerate(items) if not i[2]]
+    frames = [None] * len(items)
     for idx, col in ((with_words, "wrd"), (without, None)):
-        f, _ = label_phones([rows[k] for k in idx], [wavs["phones"][k] for k in idx],
+        f, _ = label_phones([rows[k] for k in idx], [wavs[k] for k in idx],
                             [enc_lens[k] for k in idx], col,
                             cache=os.path.join(cache, f"phones_{'aligned' if col else 'rec'}.json"),
                             log=log)
         for k, fr in zip(idx, f):
             frames[k] = fr
+    return frames
+
+
+def audio_file(cache, task):
+    """The int16 audio cache of one task's items."""
+    return os.path.join(cache, f"audio_{task}_crop{CROP_SECONDS.get(task, 0)}.npz")
+
+
+def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=print):
+    """Quick probes and target quality of one encoder; returns a JSON-able dict."""
+    from latent_rq_brain.pretrained import PretrainedEncoder
+
+    torch.set_num_threads(max(1, threads))
+    t0 = time.time()
+    items = probe_items(shared, corpus)
+    enc = PretrainedEncoder.load(spec, seed=seed)
+    wavs = {t: load_audio(its, audio_file(cache, t), CROP_SECONDS.get(t))
+            for t, its in items.items()}
+    t1 = time.time()
+    states = {t: encode(enc, w) for t, w in wavs.items()}
+    t2 = time.time()
+    frames = label_phone_items(items["phones"], wavs["phones"],
+                               [len(s[0]) for s in states["phones"]], cache, log)
     probes = run_probes(states, items, frames)
     t3 = time.time()
     targets = target_quality(enc, spec, wavs["phones"], frames, seed=seed)

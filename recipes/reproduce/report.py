@@ -29,6 +29,15 @@ import numpy as np
 ARM_LABELS = {"best_rq": "BEST-RQ", "schedule": "Latent-RQ (schedule)"}
 
 
+def arm_label(arm):
+    """Human name of an arm (``branch2400`` -> one transition at step 2400)."""
+    if arm.startswith("branch"):
+        return f"Latent-RQ (branch at {arm[6:]})"
+    if arm.startswith("schedule_"):
+        return f"Latent-RQ (schedule, {arm[9:]} layers)"
+    return ARM_LABELS.get(arm, arm)
+
+
 def load_runs(out):
     """``{arm: {seed: {step: eval dict}}}``, plus ``{seed: random-init eval}``."""
     runs, random = {}, {}
@@ -139,7 +148,7 @@ def write_report(out, md_path, scale="cpu"):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for arm in sorted(runs):
         steps, mean, std, n = curve(runs, arm)
-        label = ARM_LABELS.get(arm, arm) + f" ({max(n)} seed{'s' if max(n) > 1 else ''})"
+        label = arm_label(arm) + f" ({max(n)} seed{'s' if max(n) > 1 else ''})"
         axes[0].errorbar(steps, 100 * mean, yerr=100 * std, label=label, capsize=2, marker="o",
                          ms=3)
         seeds = sorted(runs[arm])
@@ -175,7 +184,7 @@ def write_report(out, md_path, scale="cpu"):
     for arm in sorted(runs):
         last = max(s for per in runs[arm].values() for s in per)
         vals = [per[last] for per in runs[arm].values() if last in per]
-        lines.append(f"| {ARM_LABELS.get(arm, arm)} | {last} | {len(vals)} | " + " | ".join(
+        lines.append(f"| {arm_label(arm)} | {last} | {len(vals)} | " + " | ".join(
             _fmt([v["probes"][t]["all"] for v in vals]) for t in tasks)
             + f" | {_fmt([v['Avg'] for v in vals])} | {_fmt([v['Avg_best'] for v in vals])} |")
     lines.append("")
@@ -234,4 +243,61 @@ def write_report(out, md_path, scale="cpu"):
         ax.set_xlabel("BEST-RQ optimizer step")
         ax.set_ylabel("phone PNMI of the targets")
         lines += [""] + _save(fig, [ax], folder, f"{stem}_pnmi.png", "target PNMI")
+    lines += branch_rule_lines(runs, st)
+    lines += diagnosis_lines(out)
     open(md_path, "w").write("\n".join(lines) + "\n")
+
+
+def branch_rule_lines(runs, st):
+    """Where (if anywhere) the best layer's targets first beat Mel's, per seed."""
+    lines = []
+    for seed, per in sorted(runs.get("best_rq", {}).items()):
+        first = None
+        for step in sorted(per):
+            tq = per[step]["targets"]
+            if max(v["pnmi"] for k, v in tq.items() if k != "mel") > tq["mel"]["pnmi"]:
+                first = step
+                break
+        gap = [max(v["pnmi"] for k, v in per[s]["targets"].items() if k != "mel")
+               - per[s]["targets"]["mel"]["pnmi"] for s in sorted(per)]
+        lines.append(f"- seed {seed}: " + (
+            f"the best layer's targets first beat Mel's at step {first}" if first else
+            f"no layer's targets beat Mel's at any evaluated step up to {max(per)} "
+            f"(best layer minus Mel PNMI: {gap[0]:+.3f} at step {min(per)}, "
+            f"{gap[-1]:+.3f} at step {max(per)}), so the branch arm of the rule has no branch "
+            "point within S"))
+    if lines:
+        lines = ["## The branch point rule (phone PNMI of a layer's targets > Mel's)", ""] + lines
+        lines.append("")
+    return lines
+
+
+def diagnosis_lines(out):
+    """The tables of :mod:`recipes.reproduce.target_diagnosis` found under ``out``."""
+    from recipes.reproduce.target_diagnosis import NORMS
+
+    files = sorted(glob.glob(os.path.join(out, "seed*", "diagnosis", "*.json")))
+    if not files:
+        return []
+    lines = ["## Why: target diagnosis", "",
+             "`python -m recipes.reproduce.target_diagnosis RUN@STEP ... --out OUT/seed1/diagnosis`, "
+             "on the phone-probe frames. RPQ = the random-projection targets of the method "
+             "(6 codebooks x 512, phone PNMI, mean over codebooks) under each `target_norm`; "
+             "k-means = 512 k-means clusters of the same inputs (HuBERT's kind of target); "
+             "eff. dim = participation ratio of the input covariance spectrum.", ""]
+    for f in files:
+        r = json.load(open(f))
+        name = os.path.splitext(os.path.basename(f))[0]
+        seed = os.path.basename(os.path.dirname(os.path.dirname(f)))
+        lines += [f"**{seed}, {name}** (`{r.get('checkpoint', '')}`, {r['frames']} phone frames)", "",
+                  "| source | eff. dim | k-means PNMI | " + " | ".join(
+                      f"RPQ PNMI ({n})" for n in NORMS) + " | RPQ perplexity (utterance) |",
+                  "|---|---:|---:|" + "---:|" * (len(NORMS) + 1)]
+        for src in r["effective_dimension"]:
+            lines.append(
+                f"| {src} | {r['effective_dimension'][src]:.1f} / {r['input_dim'][src]} | "
+                f"{r['kmeans_pnmi'][src]:.3f} | "
+                + " | ".join(f"{r['norms'][n][src]['pnmi']:.3f}" for n in NORMS if n in r["norms"])
+                + f" | {r['norms']['utterance'][src]['perplexity']:.0f} |")
+        lines.append("")
+    return lines

@@ -38,6 +38,7 @@ import sys
 import time
 
 import yaml
+from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -96,7 +97,7 @@ def checkpoint_at(run_folder, step):
             continue
         with open(meta, encoding="utf-8") as f:
             m = yaml.safe_load(f) or {}
-        if "transition_to_stage" in m or "INTRA_EPOCH_CKPT_FLAG" in m:
+        if "transition_to_stage" in m or m.get(INTRA_EPOCH_CKPT_FLAG):
             continue
         with open(brain, encoding="utf-8") as f:
             b = yaml.safe_load(f) or {}
