@@ -267,3 +267,30 @@ def test_target_diagnosis_resolves_run_at_step(tmp_path):
     assert resolve("random:tiny") == "random:tiny"
     with pytest.raises(FileNotFoundError, match="no checkpoint at optimizer step 900"):
         resolve(f"{tmp_path}/run@900")
+
+
+def test_superb_check_ranks_and_reuses_results(tmp_path, monkeypatch, capsys):
+    from recipes.reproduce import superb_check
+    from tests.test_probes import fake_packs
+
+    monkeypatch.setattr(superb_check, "TASKS", {k: superb_check.TASKS[k]
+                                                for k in ("ks_arabic", "ic_coffee")})
+    monkeypatch.setattr(superb_check, "OVERRIDES", dict(superb_check.OVERRIDES,
+                                                        number_of_epochs=1, batch_size=8))
+    packs = fake_packs(str(tmp_path / "packs"))
+    quick_json = tmp_path / "q.json"
+    json.dump({"Avg": 0.4}, open(quick_json, "w"))
+    out = tmp_path / "superb"
+    argv = ["a=random:tiny", "b=random:tiny", "--out", str(out), "--shared", packs,
+            "--quick", f"a={quick_json}"]
+    superb_check.main(argv)
+    summary = json.load(open(out / "summary.json"))
+    assert sorted(summary["ranking"]) == ["a", "b"]
+    assert set(summary["scores"]["a"]) == {"ks_arabic", "ic_coffee"}
+    assert all(0 <= v <= 100 for s in summary["scores"].values() for v in s.values())
+    assert summary["quick_ranking"] == ["a"]
+    result = out / "a" / "ks_arabic" / "results.json"
+    before = result.stat().st_mtime
+    superb_check.main(argv)  # rerun: results reused, nothing retrained
+    assert result.stat().st_mtime == before
+    assert "SUPERB-style ranking" in capsys.readouterr().out
