@@ -240,7 +240,24 @@ def write_report(out, md_path, scale="cpu"):
             vals = [np.mean([per[s]["targets"][src]["pnmi"] for per in runs["best_rq"].values()
                              if s in per]) for src in sources]
             lines.append(f"| {s} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
-        ax.set_xlabel("BEST-RQ optimizer step")
+        lines.append("")
+
+        def best_layer(r):
+            return max(v["pnmi"] for k, v in r["targets"].items() if k != "mel")
+
+        others = [a for a in sorted(runs) if a != "best_rq"]
+        if others:
+            lines += ["Best layer's target PNMI of the encoders of the other arms (their own "
+                      "next targets), mean over seeds:", "",
+                      "| arm | " + " | ".join(f"step {s}" for s in steps) + " |",
+                      "|---|" + "---:|" * len(steps)]
+        for arm in others:
+            steps_, mean, std, _ = curve(runs, arm, key=best_layer)
+            ax.errorbar(steps_, mean, yerr=std, label=f"{arm_label(arm)}: best layer", ls="--")
+            got = dict(zip(steps_.tolist(), mean))
+            lines.append(f"| {arm_label(arm)} | " + " | ".join(
+                f"{got[s]:.3f}" if s in got else "" for s in steps) + " |")
+        ax.set_xlabel("optimizer step")
         ax.set_ylabel("phone PNMI of the targets")
         lines += [""] + _save(fig, [ax], folder, f"{stem}_pnmi.png", "target PNMI")
     lines += branch_rule_lines(runs, st)
