@@ -294,3 +294,22 @@ def test_superb_check_ranks_and_reuses_results(tmp_path, monkeypatch, capsys):
     superb_check.main(argv)  # rerun: results reused, nothing retrained
     assert result.stat().st_mtime == before
     assert "SUPERB-style ranking" in capsys.readouterr().out
+
+
+def test_longer_arm_continues_from_a_copy_of_the_s_checkpoint(tmp_path):
+    r = rp.Reproduction(str(tmp_path / "out"), longer=4500)
+    assert r.arm_steps("best_rq_longer") == list(range(300, 4501, 300))
+    assert r.arm_steps("best_rq") == rp.scaled_steps("cpu")["checkpoints"]
+    assert [a[0] for a in r.arms(1, 1, None)][-1] == "best_rq_longer"
+    best = tmp_path / "out" / "seed1" / "best_rq"
+    ck = best / "save" / "CKPT+s"
+    ck.mkdir(parents=True)
+    (ck / "CKPT.yaml").write_text("end-of-epoch: true\n")
+    (ck / "brain.ckpt").write_text("optimizer_step: 3000\n")
+    (best / "segments.json").write_text('{"3000": 60.0}')
+    folder = tmp_path / "out" / "seed1" / "best_rq_longer"
+    r.continue_from(1, str(folder))
+    assert rp.checkpoint_at(str(folder), 3000).endswith("CKPT+s")
+    assert json.load(open(folder / "segments.json")) == {"3000": 60.0}
+    with pytest.raises(RuntimeError, match="no checkpoint at S = 3000"):
+        r.continue_from(2, str(tmp_path / "out" / "seed2" / "best_rq_longer"))

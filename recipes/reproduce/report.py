@@ -33,6 +33,8 @@ def arm_label(arm):
     """Human name of an arm (``branch2400`` -> one transition at step 2400)."""
     if arm.startswith("branch"):
         return f"Latent-RQ (branch at {arm[6:]})"
+    if arm == "best_rq_longer":
+        return "BEST-RQ continued past S"
     if arm.startswith("schedule_"):
         return f"Latent-RQ (schedule, {arm[9:]} layers)"
     return ARM_LABELS.get(arm, arm)

@@ -33,6 +33,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -110,7 +111,7 @@ class Reproduction:
     """Plans and runs the arms of one scale; every step is skipped when done."""
 
     def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
-                 python=sys.executable, threads=2, evaluate=True, train=True):
+                 python=sys.executable, threads=2, evaluate=True, train=True, longer=None):
         self.out = os.path.abspath(out)
         self.scale = scale
         self.corpus = os.path.abspath(corpus)
@@ -120,6 +121,8 @@ class Reproduction:
         self.evaluate = evaluate
         self.train = train
         self.steps = scaled_steps(scale)
+        #: optional step past S that BEST-RQ is continued to (arm ``best_rq_longer``)
+        self.longer = longer
         os.makedirs(self.out, exist_ok=True)
 
     # ------------------------------------------------------------ commands
@@ -159,15 +162,43 @@ class Reproduction:
         if seed == first_seed:
             for name in ("shallow", "deep"):
                 arms.append((f"schedule_{name}", sets[name], branch(t0, st["transitions"]), t0))
+        if self.longer:
+            arms.append(("best_rq_longer", sets["middle"], lambda: ["--stage_transitions=[]"],
+                         st["S"]))
         return arms
+
+    def arm_steps(self, name):
+        """Checkpoint steps of an arm: every S/10 up to S, or to ``longer`` for
+        ``best_rq_longer``."""
+        st = self.steps
+        if name != "best_rq_longer":
+            return st["checkpoints"]
+        every = st["S"] // 10
+        return list(range(every, max(self.longer, st["S"]) + 1, every))
+
+    def continue_from(self, seed, folder):
+        """Seeds ``best_rq_longer`` with a copy of BEST-RQ's checkpoint at S, so that
+        training resumes it exactly (same optimizer, LR schedule and data order)."""
+        if glob.glob(os.path.join(folder, "save", "CKPT+*")):
+            return
+        best = os.path.join(self.out, f"seed{seed}", "best_rq")
+        ckpt = checkpoint_at(best, self.steps["S"])
+        if ckpt is None:
+            raise RuntimeError(f"{best} has no checkpoint at S = {self.steps['S']} to continue")
+        shutil.copytree(ckpt, os.path.join(folder, "save", os.path.basename(ckpt)))
+        timing = os.path.join(best, "segments.json")
+        if os.path.isfile(timing):
+            shutil.copy(timing, os.path.join(folder, "segments.json"))
 
     # ------------------------------------------------------------ running
     def run_arm(self, seed, name, layers, extra, start):
         folder = os.path.join(self.out, f"seed{seed}", name)
         os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
         timing_file = os.path.join(folder, "segments.json")
+        if name == "best_rq_longer" and self.train:
+            self.continue_from(seed, folder)
         timing = json.load(open(timing_file)) if os.path.isfile(timing_file) else {}
-        for step in self.steps["checkpoints"]:
+        for step in self.arm_steps(name):
             if step <= start:
                 continue
             if checkpoint_at(folder, step) is None:
@@ -264,6 +295,8 @@ def main(argv=None):
     p.add_argument("--arms", nargs="+", default=None,
                    help="only these arms (best_rq schedule branch schedule_shallow schedule_deep)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--longer", type=int, default=None,
+                   help="also continue BEST-RQ past S to this step (arm best_rq_longer)")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoints that exist, train nothing (beside a training run)")
@@ -275,7 +308,8 @@ def main(argv=None):
         write_report(args.out, args.report, args.scale)
         return 0
     Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
-                 evaluate=not args.no_eval, train=not args.eval_only).run(args.seeds, args.branch_step, args.arms)
+                 evaluate=not args.no_eval, train=not args.eval_only,
+                 longer=args.longer).run(args.seeds, args.branch_step, args.arms)
     return 0
 
 
