@@ -73,6 +73,24 @@ def wall_clock(out, seed, arm, branch_from=None):
     return out_
 
 
+def branch_step(arm, st):
+    """The BEST-RQ step an arm starts from (None for BEST-RQ itself).
+
+    Example
+    -------
+    >>> st = {"S": 3000, "transitions": [600, 1500, 2400]}
+    >>> [branch_step(a, st) for a in ("best_rq", "schedule_deep", "branch2400", "best_rq_longer")]
+    [None, 600, 2400, 3000]
+    """
+    if arm.startswith("schedule"):
+        return st["transitions"][0]
+    if arm.startswith("branch"):
+        return int(arm[6:])
+    if arm == "best_rq_longer":
+        return st["S"]
+    return None
+
+
 def curve(runs, arm, key=lambda r: r["Avg"]):
     """``(steps, mean, std, n_seeds)`` over the seeds that have each step."""
     steps = sorted({s for per in runs.get(arm, {}).values() for s in per})
@@ -148,17 +166,26 @@ def write_report(out, md_path, scale="cpu"):
 
     # ---- Fig. 3
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    best_curve = curve(runs, "best_rq") if "best_rq" in runs else None
     for arm in sorted(runs):
         steps, mean, std, n = curve(runs, arm)
         label = arm_label(arm) + f" ({max(n)} seed{'s' if max(n) > 1 else ''})"
-        axes[0].errorbar(steps, 100 * mean, yerr=100 * std, label=label, capsize=2, marker="o",
-                         ms=3)
         seeds = sorted(runs[arm])
-        branch = st["transitions"][0] if arm.startswith("schedule") else (
-            int(arm[6:]) if arm.startswith("branch") else None)
-        wc = [wall_clock(out, s, arm, branch) for s in seeds]
+        branch = branch_step(arm, st)
+        wc = [wall_clock(out, s, arm, None if arm == "best_rq_longer" else branch)
+              for s in seeds]
         xs = [np.mean([w[s] for w in wc if s in w]) / 60 if any(s in w for w in wc) else np.nan
               for s in steps]
+        if branch is not None and best_curve is not None and branch in best_curve[0]:
+            # the arm starts from BEST-RQ's checkpoint at its branch point
+            i = int(np.flatnonzero(best_curve[0] == branch)[0])
+            bw = [wall_clock(out, s, "best_rq").get(branch) for s in seeds]
+            bw = [w for w in bw if w is not None]
+            steps = np.r_[branch, steps]
+            mean, std = np.r_[best_curve[1][i], mean], np.r_[best_curve[2][i], std]
+            xs = [np.mean(bw) / 60 if bw else np.nan] + xs
+        axes[0].errorbar(steps, 100 * mean, yerr=100 * std, label=label, capsize=2, marker="o",
+                         ms=3)
         axes[1].plot(xs, 100 * mean, marker="o", ms=3, label=label)
     if random:
         r = [v["Avg"] for v in random.values()]
@@ -167,7 +194,7 @@ def write_report(out, md_path, scale="cpu"):
     for t in st["transitions"]:
         axes[0].axvline(t, color="k", lw=0.5, ls="--")
     axes[0].set_xlabel("optimizer step")
-    axes[1].set_xlabel("training wall-clock (min, 2 CPU cores)")
+    axes[1].set_xlabel("training wall-clock (min, shared 2-core CPU)")
     for ax in axes:
         ax.set_ylabel("quick-probe Avg (%)")
     lines += _save(fig, axes, folder, f"{stem}_fig3.png", "Fig. 3")
@@ -295,7 +322,11 @@ def diagnosis_lines(out):
     """The tables of :mod:`recipes.reproduce.target_diagnosis` found under ``out``."""
     from recipes.reproduce.target_diagnosis import NORMS
 
-    files = sorted(glob.glob(os.path.join(out, "seed*", "diagnosis", "*.json")))
+    def order(f):  # by seed, then step (a random-init encoder, no step, first)
+        m = re.search(r"step(\d+)\.json$", f)
+        return (os.path.dirname(f), int(m.group(1)) if m else -1, f)
+
+    files = sorted(glob.glob(os.path.join(out, "seed*", "diagnosis", "*.json")), key=order)
     if not files:
         return []
     lines = ["## Why: target diagnosis", "",
