@@ -252,8 +252,10 @@ class Reproduction:
             cache=os.path.join(self.out, "probe_cache"), threads=self.threads, seed=seed,
         )
         result["step"] = 0
-        with open(out, "w") as f:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out + ".tmp", "w") as f:
             json.dump(result, f, indent=1)
+        os.replace(out + ".tmp", out)
 
     def find_branch_step(self, seed):
         """First checkpoint of ``best_rq`` whose best layer target beats Mel in phone PNMI."""
