@@ -96,3 +96,17 @@ class LatentRQEncoder(torch.nn.Module):
         rel = enc_lens.to(src.device).float() / src.shape[1]
         out, hidden_states = self.transformer.encode(src, rel)
         return out, hidden_states
+
+
+def frontend_output_size(cnn_channels, n_mels, downsampling):
+    """Width of the CNN front-end's flattened output: the Conformer's ``input_size``.
+
+    The last block's channels times the Mel bins left after ``downsampling``
+    (both blocks stride the frequency axis too).
+
+    Example
+    -------
+    >>> frontend_output_size((32, 16), 80, 4), frontend_output_size((128, 32), 80, 4)
+    (320, 640)
+    """
+    return int(cnn_channels[-1]) * int(n_mels) // int(downsampling)

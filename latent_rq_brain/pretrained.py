@@ -116,65 +116,39 @@ def _plain(value):
     return value
 
 
+#: The one definition of features + encoder (the training YAMLs include it).
+ARCHITECTURE_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "architecture.yaml")
+
+
 def build_encoder(config):
-    """Builds (features, encoder) as the training YAMLs do, randomly initialised.
+    """Builds (features, encoder) from :data:`ARCHITECTURE_YAML`, randomly initialised.
+
+    ``config`` gives :data:`ARCH_KEYS` (and optionally :data:`OPTIONAL_ARCH_KEYS`);
+    the modules, their order and names are those the training YAMLs build.
 
     Example
     -------
     >>> features, encoder = build_encoder(PretrainedEncoder.tiny_config())
     >>> encoder.num_layers, encoder.d_model
     (2, 32)
+    >>> build_encoder({"d_model": 32})
+    Traceback (most recent call last):
+    ...
+    ValueError: encoder config lacks ['sample_rate', 'n_fft', 'n_mels', 'win_length', 'hop_length', 'downsampling', 'cnn_channels', 'nhead', 'num_encoder_layers', 'd_ffn']
     """
-    from speechbrain.lobes.features import Fbank
-    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
-    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
-    from speechbrain.processing.features import InputNormalization
+    from hyperpyyaml import load_hyperpyyaml
 
-    c = config
-    missing = [k for k in ARCH_KEYS if k not in c]
+    missing = [k for k in ARCH_KEYS if k not in config]
     if missing:
         raise ValueError(f"encoder config lacks {missing}")
-    channels = tuple(int(x) for x in c["cnn_channels"])
-    features = MelFeatures(
-        Fbank(
-            sample_rate=c["sample_rate"],
-            n_fft=c["n_fft"],
-            n_mels=c["n_mels"],
-            win_length=c["win_length"],
-            hop_length=c["hop_length"],
-        ),
-        InputNormalization(norm_type="sentence"),
-        sample_rate=c["sample_rate"],
-        hop_length=c["hop_length"],
-        downsampling=c["downsampling"],
+    settings = {k: config[k] for k in ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS) if k in config}
+    settings["cnn_channels"] = tuple(int(x) for x in settings["cnn_channels"])
+    overrides = "\n".join(
+        f"{k}: !tuple {v}" if isinstance(v, tuple) else f"{k}: {v}" for k, v in settings.items()
     )
-    cnn = ConvolutionFrontEnd(
-        input_shape=[8, 10, c["n_mels"]],
-        num_blocks=2,
-        num_layers_per_block=1,
-        out_channels=channels,
-        kernel_sizes=(3, 3),
-        strides=(2, 2),
-        residuals=(False, False),
-    )
-    transformer = TransformerASR(
-        input_size=channels[-1] * c["n_mels"] // c["downsampling"],
-        tgt_vocab=1,
-        d_model=c["d_model"],
-        nhead=c["nhead"],
-        num_encoder_layers=c["num_encoder_layers"],
-        num_decoder_layers=0,
-        d_ffn=c["d_ffn"],
-        dropout=0.0,
-        activation=torch.nn.GELU,
-        conformer_activation=torch.nn.GELU,
-        encoder_module="conformer",
-        attention_type=c.get("attention_type", OPTIONAL_ARCH_KEYS["attention_type"]),
-        normalize_before=True,
-        causal=False,
-        output_hidden_states=True,
-    )
-    return features, LatentRQEncoder(cnn, transformer)
+    with open(ARCHITECTURE_YAML, encoding="utf-8") as f:
+        built = load_hyperpyyaml(f, overrides)
+    return built["features"], built["encoder"]
 
 
 #: ``random:<name>`` encoders: a test size, or the architecture of a YAML.

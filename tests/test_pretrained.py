@@ -148,3 +148,28 @@ def test_random_encoder_from_a_yaml_leaves_hyperpyyaml_alone():
     enc = PretrainedEncoder.load("random:small")
     assert (enc.encoder.num_layers, enc.hidden_size) == (4, 96)
     assert resolve_references("a: 1\nb: !ref <a>/x\n").getvalue() == "a: 1\nb: 1/x\n"
+
+
+def test_training_yaml_and_build_encoder_give_the_same_seeded_weights(tmp_path):
+    """One definition of the architecture: the small training YAML (which includes
+    latent_rq_brain/architecture.yaml) and build_encoder from its settings build
+    bitwise the same features and encoder from the same seed."""
+    import torch
+
+    hparams = load(os.path.join(REPO, "hparams", "small", "latent_rq.yaml"), tmp_path)
+    assert hparams["features"] is hparams["architecture"]["features"]
+    assert hparams["modules"]["encoder"] is hparams["architecture"]["encoder"]
+    torch.manual_seed(hparams["seed"])
+    features, encoder = build_encoder(EncoderSpec.from_hparams(hparams).config)
+    theirs = hparams["encoder"].state_dict()
+    mine = encoder.state_dict()
+    assert list(mine) == list(theirs)
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert features.downsampling == hparams["features"].downsampling == 4
+    # training keeps its dropout; a pre-trained encoder gets the file's default (0.0)
+    def dropouts(module):
+        return {m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)}
+
+    assert dropouts(hparams["encoder"]) == {hparams["dropout"]} and hparams["dropout"] > 0
+    # (some SpeechBrain dropouts are fixed at 0.1 whatever the setting)
+    assert 0.0 in dropouts(encoder) and 0.0 not in dropouts(hparams["encoder"])
