@@ -230,6 +230,37 @@ def test_report_from_partial_runs(tmp_path):
     # layer2 PNMI 0.2 + 0.02 k first exceeds Mel's 0.31 at k = 6
     steps = rp.scaled_steps("cpu")["checkpoints"]
     assert f"first beat Mel's at step {steps[6]}" in text
+    # Avg by step, with the difference from BEST-RQ at the same step (k = 9: 0.628 - 0.59)
+    assert f"| {S} | 59.0 | 62.8 (+3.8) |" in text
+    assert "Noise: standard error of one evaluation's Avg from its folds" in text
+    assert "random-init encoders of 2 seeds: Avg 50.0 ± 0.0" in text
+    assert "SUPERB-style" not in text  # not run
+
+
+def test_report_branch_rule_reads_the_longer_arm_and_the_superb_check(tmp_path):
+    from recipes.reproduce.report import write_report
+
+    out = tmp_path / "repro"
+    sd = out / "seed1"
+    (sd / "best_rq" / "eval").mkdir(parents=True)
+    (sd / "best_rq_longer" / "eval").mkdir(parents=True)
+    json.dump(dict(_fake_eval(0.5, 0.3, 0.2), step=3000),
+              open(sd / "best_rq" / "eval" / "step3000.json", "w"))
+    json.dump(dict(_fake_eval(0.55, 0.3, 0.35), step=3600),
+              open(sd / "best_rq_longer" / "eval" / "step3600.json", "w"))
+    (out / "superb").mkdir()
+    json.dump({"scores": {"A": {"ks": 0.9, "ic": 0.5}, "B": {"ks": 0.8, "ic": 0.4}},
+               "mean": {"A": 0.7, "B": 0.6}, "ranking": ["A", "B"],
+               "quick_avg": {"A": 0.62, "B": 0.64}, "quick_ranking": ["B", "A"]},
+              open(out / "superb" / "summary.json", "w"))
+    md = tmp_path / "r.md"
+    write_report(str(out), str(md))
+    text = md.read_text()
+    assert "first beat Mel's at step 3600 (best layer minus Mel PNMI by step: 3000: -0.100, " \
+        "3600: +0.050)" in text
+    assert "| A | 90.0 | 50.0 | 70.0 | 62.0 |" in text
+    assert "A > B (SUPERB-style); B > A (quick probes): a different order." in text
+    assert "one training seed" in text
 
 
 def test_report_says_when_no_layer_beats_mel_and_shows_diagnosis(tmp_path):
@@ -252,7 +283,7 @@ def test_report_says_when_no_layer_beats_mel_and_shows_diagnosis(tmp_path):
     write_report(str(tmp_path / "repro"), str(md))
     text = md.read_text()
     assert "no layer's targets beat Mel's at any evaluated step up to 600" in text
-    assert "-0.200 at step 300, -0.100 at step 600" in text
+    assert "(best layer minus Mel PNMI by step: 300: -0.200, 600: -0.100)" in text
     assert "| layer2 | 4.0 / 8 | 0.370 | 0.250 | 0.250 | 0.250 | 99 |" in text
 
 

@@ -223,6 +223,8 @@ def write_report(out, md_path, scale="cpu"):
         lines += [f"Fold std of a single task's accuracy (median over BEST-RQ evaluations): "
                   f"{100 * np.median(fold):.1f} points.", ""]
 
+    lines += avg_by_step_lines(runs, random)
+
     # ---- reach step
     if "best_rq" in runs and "schedule" in runs:
         lines += ["## When does Latent-RQ reach BEST-RQ's final Avg?", ""]
@@ -291,27 +293,99 @@ def write_report(out, md_path, scale="cpu"):
         lines += [""] + _save(fig, [ax], folder, f"{stem}_pnmi.png", "target PNMI")
     lines += branch_rule_lines(runs, st)
     lines += diagnosis_lines(out)
+    lines += superb_lines(out)
     open(md_path, "w").write("\n".join(lines) + "\n")
 
 
+def avg_by_step_lines(runs, random):
+    """Quick-probe Avg of every arm at every evaluated step (seed means), its
+    difference from BEST-RQ at the same step, and what is known of the noise."""
+    arms = sorted(runs, key=lambda a: (a != "best_rq", a))
+    curves = {a: dict(zip(*curve(runs, a)[:2])) for a in arms}
+    steps = sorted({s for c in curves.values() for s in c})
+    if not steps:
+        return []
+    best = curves.get("best_rq", {})
+    lines = ["## Quick-probe Avg by step (%, mean over seeds; in brackets: minus BEST-RQ)", "",
+             "| step | " + " | ".join(arm_label(a) for a in arms) + " |",
+             "|---:|" + "---:|" * len(arms)]
+    for step in steps:
+        cells = []
+        for a in arms:
+            v = curves[a].get(step)
+            if v is None:
+                cells.append("")
+            elif a != "best_rq" and step in best:
+                cells.append(f"{100 * v:.1f} ({100 * (v - best[step]):+.1f})")
+            else:
+                cells.append(f"{100 * v:.1f}")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines.append("")
+    # noise: fold variation of the Avg of one evaluation, and random encoders of different seeds
+    se = []
+    for per in runs.get("best_rq", {}).values():
+        for r in per.values():
+            t = r["probes"].values()
+            se.append(np.sqrt(sum(p["all_std"] ** 2 / p.get("folds", 5) for p in t)) / len(t))
+    notes = []
+    if se:
+        notes.append(f"standard error of one evaluation's Avg from its folds: "
+                     f"{100 * np.median(se):.1f} points (median over BEST-RQ evaluations)")
+    if len(random) > 1:
+        r = [v["Avg"] for v in random.values()]
+        notes.append(f"random-init encoders of {len(r)} seeds: Avg {100 * np.mean(r):.1f} ± "
+                     f"{100 * np.std(r):.1f} (range {100 * min(r):.1f}-{100 * max(r):.1f})")
+    n_seeds = max(len(per) for per in runs.values())
+    if n_seeds == 1:
+        notes.append("one training seed: the seed-to-seed spread of trained encoders is not "
+                     "measured here")
+    if notes:
+        lines += ["Noise: " + "; ".join(notes) + ".", ""]
+    return lines
+
+
+def superb_lines(out):
+    """The SUPERB-style check (``superb_check.py``'s ``summary.json``), if run."""
+    path = os.path.join(out, "superb", "summary.json")
+    if not os.path.isfile(path):
+        return []
+    summary = json.load(open(path))
+    scores, mean, quick = summary["scores"], summary["mean"], summary.get("quick_avg") or {}
+    tasks = list(next(iter(scores.values())))
+    lines = ["## SUPERB-style check of the ranking (recipes/probes, test accuracy %)", "",
+             "Learned layer weights, mean pooling, linear head, train / valid / test splits "
+             "(`python -m recipes.reproduce.superb_check`); one run each.", "",
+             "| checkpoint | " + " | ".join(tasks) + " | mean | quick-probe Avg |",
+             "|---|" + "---:|" * (len(tasks) + 2)]
+    for k in summary["ranking"]:
+        q = f"{100 * quick[k]:.1f}" if k in quick else ""
+        lines.append(f"| {k} | " + " | ".join(f"{100 * scores[k][t]:.1f}" for t in tasks)
+                     + f" | {100 * mean[k]:.1f} | {q} |")
+    same = summary.get("quick_ranking") == [k for k in summary["ranking"] if k in quick]
+    lines += ["", f"Ranking: {' > '.join(summary['ranking'])} (SUPERB-style); "
+              + (f"{' > '.join(summary['quick_ranking'])} (quick probes): "
+                 + ("the same order." if same else "a different order.")
+                 if summary.get("quick_ranking") else "no quick-probe ranking given."), ""]
+    return lines
+
+
 def branch_rule_lines(runs, st):
-    """Where (if anywhere) the best layer's targets first beat Mel's, per seed."""
+    """Where (if anywhere) the best layer's targets first beat Mel's, per seed
+    (BEST-RQ's evaluations, and those of ``best_rq_longer`` past S)."""
     lines = []
     for seed, per in sorted(runs.get("best_rq", {}).items()):
-        first = None
+        per = {**per, **runs.get("best_rq_longer", {}).get(seed, {})}
+        gap = {}
         for step in sorted(per):
             tq = per[step]["targets"]
-            if max(v["pnmi"] for k, v in tq.items() if k != "mel") > tq["mel"]["pnmi"]:
-                first = step
-                break
-        gap = [max(v["pnmi"] for k, v in per[s]["targets"].items() if k != "mel")
-               - per[s]["targets"]["mel"]["pnmi"] for s in sorted(per)]
+            gap[step] = max(v["pnmi"] for k, v in tq.items() if k != "mel") - tq["mel"]["pnmi"]
+        first = next((step for step in sorted(gap) if gap[step] > 0), None)
+        gaps = ", ".join(f"{step}: {g:+.3f}" for step, g in sorted(gap.items()))
         lines.append(f"- seed {seed}: " + (
             f"the best layer's targets first beat Mel's at step {first}" if first else
-            f"no layer's targets beat Mel's at any evaluated step up to {max(per)} "
-            f"(best layer minus Mel PNMI: {gap[0]:+.3f} at step {min(per)}, "
-            f"{gap[-1]:+.3f} at step {max(per)}), so the branch arm of the rule has no branch "
-            "point within S"))
+            f"no layer's targets beat Mel's at any evaluated step up to {max(per)}, so the "
+            "branch arm of the rule has no branch point there") +
+            f" (best layer minus Mel PNMI by step: {gaps})")
     if lines:
         lines = ["## The branch point rule (phone PNMI of a layer's targets > Mel's)", ""] + lines
         lines.append("")
