@@ -249,8 +249,8 @@ def test_report_branch_rule_reads_the_longer_arm_and_the_superb_check(tmp_path):
     json.dump(dict(_fake_eval(0.55, 0.3, 0.35), step=3600),
               open(sd / "best_rq_longer" / "eval" / "step3600.json", "w"))
     (out / "superb").mkdir()
-    json.dump({"scores": {"A": {"ks": 0.9, "ic": 0.5}, "B": {"ks": 0.8, "ic": 0.4}},
-               "mean": {"A": 0.7, "B": 0.6}, "ranking": ["A", "B"],
+    json.dump({"scores": {"A": {"ks": 90.0, "ic": 50.0}, "B": {"ks": 80.0, "ic": 40.0}},
+               "mean": {"A": 70.0, "B": 60.0}, "ranking": ["A", "B"],
                "quick_avg": {"A": 0.62, "B": 0.64}, "quick_ranking": ["B", "A"]},
               open(out / "superb" / "summary.json", "w"))
     md = tmp_path / "r.md"

@@ -359,8 +359,8 @@ def superb_lines(out):
              "|---|" + "---:|" * (len(tasks) + 2)]
     for k in summary["ranking"]:
         q = f"{100 * quick[k]:.1f}" if k in quick else ""
-        lines.append(f"| {k} | " + " | ".join(f"{100 * scores[k][t]:.1f}" for t in tasks)
-                     + f" | {100 * mean[k]:.1f} | {q} |")
+        lines.append(f"| {k} | " + " | ".join(f"{scores[k][t]:.1f}" for t in tasks)
+                     + f" | {mean[k]:.1f} | {q} |")
     same = summary.get("quick_ranking") == [k for k in summary["ranking"] if k in quick]
     lines += ["", f"Ranking: {' > '.join(summary['ranking'])} (SUPERB-style); "
               + (f"{' > '.join(summary['quick_ranking'])} (quick probes): "
