@@ -344,3 +344,27 @@ def test_longer_arm_continues_from_a_copy_of_the_s_checkpoint(tmp_path):
     assert json.load(open(folder / "segments.json")) == {"3000": 60.0}
     with pytest.raises(RuntimeError, match="no checkpoint at S = 3000"):
         r.continue_from(2, str(tmp_path / "out" / "seed2" / "best_rq_longer"))
+
+
+def test_until_stops_every_arm_at_that_step_for_now(tmp_path, monkeypatch):
+    """--until trains segments up to that step only; the checkpoints are the ones
+    a full run makes, so rerunning without it continues."""
+    calls = []
+
+    def fake_train(cmd, cwd, stdout, stderr, env):
+        limit = int(next(a for a in cmd if a.startswith("--optimizer_step_limit="))
+                    .split("=")[1])
+        folder = next(a for a in cmd if a.startswith("--output_folder=")).split("=", 1)[1]
+        calls.append(limit)
+        ck = os.path.join(folder, "save", f"CKPT+{limit:05d}")
+        os.makedirs(ck)
+        open(os.path.join(ck, "CKPT.yaml"), "w").write("end-of-epoch: true\n")
+        open(os.path.join(ck, "brain.ckpt"), "w").write(f"optimizer_step: {limit}\n")
+        return 0
+
+    monkeypatch.setattr(rp.subprocess, "call", fake_train)
+    r = rp.Reproduction(str(tmp_path / "out"), evaluate=False, until=900)
+    r.run([1], arms=["best_rq"])
+    assert calls == [300, 600, 900]
+    rp.Reproduction(str(tmp_path / "out"), evaluate=False).run([1], arms=["best_rq"])
+    assert calls == rp.scaled_steps("cpu")["checkpoints"]

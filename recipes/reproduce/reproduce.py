@@ -111,7 +111,8 @@ class Reproduction:
     """Plans and runs the arms of one scale; every step is skipped when done."""
 
     def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
-                 python=sys.executable, threads=2, evaluate=True, train=True, longer=None):
+                 python=sys.executable, threads=2, evaluate=True, train=True, longer=None,
+                 until=None):
         self.out = os.path.abspath(out)
         self.scale = scale
         self.corpus = os.path.abspath(corpus)
@@ -123,6 +124,9 @@ class Reproduction:
         self.steps = scaled_steps(scale)
         #: optional step past S that BEST-RQ is continued to (arm ``best_rq_longer``)
         self.longer = longer
+        #: train no arm past this step in this invocation (a partial budget; rerun
+        #: without it to continue)
+        self.until = until
         os.makedirs(self.out, exist_ok=True)
 
     # ------------------------------------------------------------ commands
@@ -199,7 +203,7 @@ class Reproduction:
             self.continue_from(seed, folder)
         timing = json.load(open(timing_file)) if os.path.isfile(timing_file) else {}
         for step in self.arm_steps(name):
-            if step <= start:
+            if step <= start or (self.until is not None and step > self.until):
                 continue
             if checkpoint_at(folder, step) is None:
                 if not self.train:
@@ -299,6 +303,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--longer", type=int, default=None,
                    help="also continue BEST-RQ past S to this step (arm best_rq_longer)")
+    p.add_argument("--until", type=int, default=None,
+                   help="stop every arm at this step for now (rerun without it to continue)")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoints that exist, train nothing (beside a training run)")
@@ -311,7 +317,7 @@ def main(argv=None):
         return 0
     Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
                  evaluate=not args.no_eval, train=not args.eval_only,
-                 longer=args.longer).run(args.seeds, args.branch_step, args.arms)
+                 longer=args.longer, until=args.until).run(args.seeds, args.branch_step, args.arms)
     return 0
 
 
