@@ -227,7 +227,7 @@ def write_report(out, md_path, scale="cpu"):
 
     # ---- reach step
     if "best_rq" in runs and "schedule" in runs:
-        lines += ["## When does Latent-RQ reach BEST-RQ's final Avg?", ""]
+        reach = []
         for seed in sorted(runs["schedule"]):
             best = runs["best_rq"].get(seed, {})
             if st["S"] not in best:
@@ -236,11 +236,12 @@ def write_report(out, md_path, scale="cpu"):
             sch = runs["schedule"][seed]
             steps = sorted(sch)
             r = reach_step(steps, [sch[s]["Avg"] for s in steps], target)
-            lines.append(f"- seed {seed}: BEST-RQ Avg at S = {100 * target:.1f}; Latent-RQ "
+            reach.append(f"- seed {seed}: BEST-RQ Avg at S = {100 * target:.1f}; Latent-RQ "
                          + (f"reaches it at step {r:.0f} ({r / st['S']:.2f} S)" if r else
                             "does not reach it by its last evaluated step "
                             f"({steps[-1]}, Avg {100 * sch[steps[-1]]['Avg']:.1f})"))
-        lines.append("")
+        if reach:
+            lines += ["## When does Latent-RQ reach BEST-RQ's final Avg?", ""] + reach + [""]
 
     # ---- Table 2
     sets = SCALES[scale]["layer_sets"]
