@@ -169,7 +169,8 @@ def write_report(out, md_path, scale="cpu"):
     best_curve = curve(runs, "best_rq") if "best_rq" in runs else None
     for arm in sorted(runs):
         steps, mean, std, n = curve(runs, arm)
-        label = arm_label(arm) + f" ({max(n)} seed{'s' if max(n) > 1 else ''})"
+        count = str(max(n)) if min(n) == max(n) else f"{min(n)}-{max(n)}"
+        label = arm_label(arm) + f" ({count} seed{'s' if max(n) > 1 else ''})"
         seeds = sorted(runs[arm])
         branch = branch_step(arm, st)
         wc = [wall_clock(out, s, arm, None if arm == "best_rq_longer" else branch)
