@@ -220,6 +220,11 @@ def test_report_from_partial_runs(tmp_path):
                           open(sd / "schedule" / "eval" / f"step{step}.json", "w"))
         json.dump({str(s): 60.0 for s in rp.scaled_steps("cpu")["checkpoints"]},
                   open(sd / "best_rq" / "segments.json", "w"))
+    # a layer set run to 0.5 S only (--until): Table 2 compares at its last step
+    (out / "seed1" / "schedule_shallow" / "eval").mkdir(parents=True)
+    for step in (900, 1500):
+        json.dump(dict(_fake_eval(0.7, 0.3, 0.27), step=step),
+                  open(out / "seed1" / "schedule_shallow" / "eval" / f"step{step}.json", "w"))
     md = tmp_path / "reproduction.md"
     write_report(str(out), str(md))
     text = md.read_text()
@@ -235,6 +240,9 @@ def test_report_from_partial_runs(tmp_path):
     assert "Noise: standard error of one evaluation's Avg from its folds" in text
     assert "random-init encoders of 2 seeds: Avg 50.0 ± 0.0" in text
     assert "SUPERB-style" not in text  # not run
+    assert "## Table 2: layer sets (schedule, seed 1, step 1500)" in text
+    assert "| shallow | [0, 1] | 70.0 | 70.0 | 70.0 | 0.270 |" in text
+    assert "| BEST-RQ (Mel) | - | 54.0 |" in text
 
 
 def test_report_branch_rule_reads_the_longer_arm_and_the_superb_check(tmp_path):

@@ -244,19 +244,28 @@ def write_report(out, md_path, scale="cpu"):
         if reach:
             lines += ["## When does Latent-RQ reach BEST-RQ's final Avg?", ""] + reach + [""]
 
-    # ---- Table 2
+    # ---- Table 2 (at the last step every layer set reached)
     sets = SCALES[scale]["layer_sets"]
     arms2 = [a for a in ("schedule_shallow", "schedule", "schedule_deep") if a in runs]
     if len(arms2) > 1:
-        lines += ["## Table 2: layer sets (schedule, seed 1)", "",
-                  "| layer set | layers | step | Avg | Avg (best layer) |", "|---|---|---:|---:|---:|"]
-        for arm in arms2:
-            name = arm.replace("schedule_", "") if arm != "schedule" else "middle"
-            per = runs[arm][min(runs[arm])]
-            last = max(per)
-            lines.append(f"| {name} | {sets[name]} | {last} | {100 * per[last]['Avg']:.1f} | "
-                         f"{100 * per[last]['Avg_best']:.1f} |")
-        lines.append("")
+        seed2 = min(runs[arms2[0]])
+        common = set.intersection(*[set(runs[a].get(seed2, {})) for a in arms2])
+        if common:
+            step = max(common)
+            lines += [f"## Table 2: layer sets (schedule, seed {seed2}, step {step})", "",
+                      "| layer set | layers | Avg | Avg (best layer) | phones | best layer's "
+                      "target PNMI |", "|---|---|---:|---:|---:|---:|"]
+            rows = [(a.replace("schedule_", "") if a != "schedule" else "middle", a)
+                    for a in arms2]
+            if step in runs.get("best_rq", {}).get(seed2, {}):
+                rows.append(("BEST-RQ (Mel)", "best_rq"))
+            for name, arm in rows:
+                r = runs[arm][seed2][step]
+                pn = max(v["pnmi"] for k, v in r["targets"].items() if k != "mel")
+                lines.append(f"| {name} | {sets.get(name, '-')} | {100 * r['Avg']:.1f} | "
+                             f"{100 * r['Avg_best']:.1f} | {100 * r['probes']['phones']['all']:.1f}"
+                             f" | {pn:.3f} |")
+            lines.append("")
 
     # ---- target PNMI
     if "best_rq" in runs:
