@@ -236,7 +236,8 @@ def test_report_from_partial_runs(tmp_path):
     steps = rp.scaled_steps("cpu")["checkpoints"]
     assert f"first beat Mel's at step {steps[6]}" in text
     # Avg by step, with the difference from BEST-RQ at the same step (k = 9: 0.628 - 0.59)
-    assert f"| {S} | 59.0 | 62.8 (+3.8) |" in text
+    assert f"| {S} | 59.0 [2] | 62.8 [2] (+3.8) |" in text
+    assert "BEST-RQ trained with 2 seeds: std of the Avg over seeds at a step 0.0 points" in text
     assert "Noise: standard error of one evaluation's Avg from its folds" in text
     assert "random-init encoders of 2 seeds: Avg 50.0 ± 0.0" in text
     assert "SUPERB-style" not in text  # not run

@@ -316,22 +316,30 @@ def avg_by_step_lines(runs, random):
     steps = sorted({s for c in curves.values() for s in c})
     if not steps:
         return []
-    best = curves.get("best_rq", {})
-    lines = ["## Quick-probe Avg by step (%, mean over seeds; in brackets: minus BEST-RQ)", "",
+    lines = ["## Quick-probe Avg by step (%, mean over seeds; in brackets: minus BEST-RQ, "
+             "paired by seed)", "",
              "| step | " + " | ".join(arm_label(a) for a in arms) + " |",
              "|---:|" + "---:|" * len(arms)]
+    n_all = {a: len(runs[a]) for a in arms}
     for step in steps:
         cells = []
         for a in arms:
-            v = curves[a].get(step)
-            if v is None:
+            have = [seed for seed, per in runs[a].items() if step in per]
+            if not have:
                 cells.append("")
-            elif a != "best_rq" and step in best:
-                cells.append(f"{100 * v:.1f} ({100 * (v - best[step]):+.1f})")
-            else:
-                cells.append(f"{100 * v:.1f}")
+                continue
+            cell = f"{100 * curves[a][step]:.1f}"
+            if len(have) < n_all[a] or n_all[a] > 1:
+                cell += f" [{len(have)}]"
+            paired = [runs[a][seed][step]["Avg"] - runs["best_rq"][seed][step]["Avg"]
+                      for seed in have if step in runs.get("best_rq", {}).get(seed, {})]
+            if a != "best_rq" and paired:
+                cell += f" ({100 * np.mean(paired):+.1f})"
+            cells.append(cell)
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     lines.append("")
+    if any(n > 1 for n in n_all.values()):
+        lines += ["[n]: the number of seeds in the mean.", ""]
     # noise: fold variation of the Avg of one evaluation, and random encoders of different seeds
     se = []
     for per in runs.get("best_rq", {}).values():
@@ -346,6 +354,13 @@ def avg_by_step_lines(runs, random):
         r = [v["Avg"] for v in random.values()]
         notes.append(f"random-init encoders of {len(r)} seeds: Avg {100 * np.mean(r):.1f} ± "
                      f"{100 * np.std(r):.1f} (range {100 * min(r):.1f}-{100 * max(r):.1f})")
+    best = runs.get("best_rq", {})
+    spread = [np.std([per[s]["Avg"] for per in best.values() if s in per]) for s in steps
+              if sum(s in per for per in best.values()) > 1]
+    if spread:
+        notes.append(f"BEST-RQ trained with {len(best)} seeds: std of the Avg over seeds at a "
+                     f"step {100 * np.median(spread):.1f} points (median over {len(spread)} "
+                     f"steps, max {100 * max(spread):.1f})")
     n_seeds = max(len(per) for per in runs.values())
     if n_seeds == 1:
         notes.append("one training seed: the seed-to-seed spread of trained encoders is not "
