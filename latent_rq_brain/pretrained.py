@@ -35,8 +35,6 @@ from latent_rq_brain.checkpoints import (
     load_state,
     require_files,
 )
-from latent_rq_brain.encoder import LatentRQEncoder
-from latent_rq_brain.features import MelFeatures
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 
