@@ -91,6 +91,18 @@ def branch_step(arm, st):
     return None
 
 
+def best_layer_pnmi(r):
+    """Phone PNMI of the best layer's targets in one evaluation (Mel excluded).
+
+    Example
+    -------
+    >>> best_layer_pnmi({"targets": {"mel": {"pnmi": 0.3}, "layer0": {"pnmi": 0.2},
+    ...                              "layer1": {"pnmi": 0.25}}})
+    0.25
+    """
+    return max(v["pnmi"] for k, v in r["targets"].items() if k != "mel")
+
+
 def curve(runs, arm, key=lambda r: r["Avg"]):
     """``(steps, mean, std, n_seeds)`` over the seeds that have each step."""
     steps = sorted({s for per in runs.get(arm, {}).values() for s in per})
@@ -166,7 +178,6 @@ def write_report(out, md_path, scale="cpu"):
 
     # ---- Fig. 3
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    best_curve = curve(runs, "best_rq") if "best_rq" in runs else None
     for arm in sorted(runs):
         steps, mean, std, n = curve(runs, arm)
         count = str(max(n)) if min(n) == max(n) else f"{min(n)}-{max(n)}"
@@ -181,11 +192,10 @@ def write_report(out, md_path, scale="cpu"):
         wsteps = [s for s in sorted(per0) if s in w0]
         xs = [w0[s] / 60 for s in wsteps]
         ys = [per0[s]["Avg"] for s in wsteps]
-        if branch is not None and best_curve is not None and branch in best_curve[0]:
-            # the arm starts from BEST-RQ's checkpoint at its branch point
-            start = [runs["best_rq"][sd][branch]["Avg"] for sd in seeds
-                     if branch in runs["best_rq"].get(sd, {})] or [best_curve[1][
-                         int(np.flatnonzero(best_curve[0] == branch)[0])]]
+        start = [runs["best_rq"][sd][branch]["Avg"] for sd in seeds
+                 if branch in runs.get("best_rq", {}).get(sd, {})]
+        if start:
+            # the arm starts from BEST-RQ's checkpoint at its branch point (its own seeds)
             steps = np.r_[branch, steps]
             mean, std = np.r_[np.mean(start), mean], np.r_[np.std(start), std]
             b0 = runs.get("best_rq", {}).get(s0, {}).get(branch)
@@ -268,7 +278,7 @@ def write_report(out, md_path, scale="cpu"):
                 rows.append(("BEST-RQ (Mel)", "best_rq"))
             for name, arm in rows:
                 r = runs[arm][seed2][step]
-                pn = max(v["pnmi"] for k, v in r["targets"].items() if k != "mel")
+                pn = best_layer_pnmi(r)
                 lines.append(f"| {name} | {sets.get(name, '-')} | {100 * r['Avg']:.1f} | "
                              f"{100 * r['Avg_best']:.1f} | {100 * r['probes']['phones']['all']:.1f}"
                              f" | {pn:.3f} |")
@@ -291,9 +301,6 @@ def write_report(out, md_path, scale="cpu"):
             lines.append(f"| {s} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
         lines.append("")
 
-        def best_layer(r):
-            return max(v["pnmi"] for k, v in r["targets"].items() if k != "mel")
-
         others = [a for a in sorted(runs) if a != "best_rq"
                   and any(s in steps for per in runs[a].values() for s in per)]
         if others:
@@ -302,7 +309,7 @@ def write_report(out, md_path, scale="cpu"):
                       "| arm | " + " | ".join(f"step {s}" for s in steps) + " |",
                       "|---|" + "---:|" * len(steps)]
         for arm in others:
-            steps_, mean, std, _ = curve(runs, arm, key=best_layer)
+            steps_, mean, std, _ = curve(runs, arm, key=best_layer_pnmi)
             ax.errorbar(steps_, mean, yerr=std, label=f"{arm_label(arm)}: best layer", ls="--")
             got = dict(zip(steps_.tolist(), mean))
             lines.append(f"| {arm_label(arm)} | " + " | ".join(
@@ -337,7 +344,7 @@ def avg_by_step_lines(runs, random):
                 cells.append("")
                 continue
             cell = f"{100 * curves[a][step]:.1f}"
-            if len(have) < n_all[a] or n_all[a] > 1:
+            if n_all[a] > 1:
                 cell += f" [{len(have)}]"
             paired = [runs[a][seed][step]["Avg"] - runs["best_rq"][seed][step]["Avg"]
                       for seed in have if step in runs.get("best_rq", {}).get(seed, {})]
@@ -409,10 +416,7 @@ def branch_rule_lines(runs, st):
     lines = []
     for seed, per in sorted(runs.get("best_rq", {}).items()):
         per = {**per, **runs.get("best_rq_longer", {}).get(seed, {})}
-        gap = {}
-        for step in sorted(per):
-            tq = per[step]["targets"]
-            gap[step] = max(v["pnmi"] for k, v in tq.items() if k != "mel") - tq["mel"]["pnmi"]
+        gap = {step: best_layer_pnmi(r) - r["targets"]["mel"]["pnmi"] for step, r in per.items()}
         first = next((step for step in sorted(gap) if gap[step] > 0), None)
         gaps = ", ".join(f"{step}: {g:+.3f}" for step, g in sorted(gap.items()))
         lines.append(f"- seed {seed}: " + (
