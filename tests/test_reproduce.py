@@ -377,3 +377,25 @@ def test_until_stops_every_arm_at_that_step_for_now(tmp_path, monkeypatch):
     assert calls == [300, 600, 900]
     rp.Reproduction(str(tmp_path / "out"), evaluate=False).run([1], arms=["best_rq"])
     assert calls == rp.scaled_steps("cpu")["checkpoints"]
+
+
+def test_report_paired_gap_per_seed_with_a_t_interval_over_seeds(tmp_path):
+    from recipes.reproduce.report import write_report
+
+    out = tmp_path / "repro"
+    S = rp.scaled_steps("cpu")["S"]
+    for seed, gap in ((1, -0.02), (2, -0.03), (3, -0.01)):
+        sd = out / f"seed{seed}"
+        (sd / "best_rq" / "eval").mkdir(parents=True)
+        (sd / "schedule" / "eval").mkdir(parents=True)
+        for step in (1500, S):
+            json.dump(dict(_fake_eval(0.6, 0.3, 0.2), step=step),
+                      open(sd / "best_rq" / "eval" / f"step{step}.json", "w"))
+            json.dump(dict(_fake_eval(0.6 + gap, 0.3, 0.2), step=step),
+                      open(sd / "schedule" / "eval" / f"step{step}.json", "w"))
+    md = tmp_path / "r.md"
+    write_report(str(out), str(md))
+    text = md.read_text()
+    # per-seed means -2, -3, -1: mean -2, sample std 1, t(0.975, 2) = 4.303 -> +-2.5
+    assert ("| Latent-RQ (schedule) | 1: -2.0 (2), 2: -3.0 (2), 3: -1.0 (2) | -2.0 ± 1.0 | "
+            "-4.5 to +0.5 | -2.0, -3.0, -1.0 | 6 of 6 |") in text

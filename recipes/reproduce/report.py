@@ -9,6 +9,7 @@ each checkpoint), ``segments.json`` (training seconds per segment) and
 * ``reproduction_pnmi.png``: phone PNMI of the targets of Mel and of every layer of
   the BEST-RQ encoder vs step (the leading indicator);
 * a markdown report: Table 1 (per task and Avg at the last common step, mean +- std),
+  each arm minus BEST-RQ paired by seed (a t interval over seeds),
   Table 2 (layer sets), the step at which Latent-RQ reaches BEST-RQ's final Avg.
 
 Usage::
@@ -242,6 +243,7 @@ def write_report(out, md_path, scale="cpu"):
                   f"{100 * np.median(fold):.1f} points.", ""]
 
     lines += avg_by_step_lines(runs, random)
+    lines += paired_gap_lines(runs, st)
 
     # ---- reach step
     if "best_rq" in runs and "schedule" in runs:
@@ -383,6 +385,51 @@ def avg_by_step_lines(runs, random):
     if notes:
         lines += ["Noise: " + "; ".join(notes) + ".", ""]
     return lines
+
+
+def paired_gap_lines(runs, st):
+    """Each arm minus BEST-RQ, paired by seed and step: per seed the mean gap over
+    the steps both evaluated, then mean, std and a 95 % t interval over seeds (seeds
+    are the independent units; steps of one seed are not), and the gap at S."""
+    from scipy import stats
+
+    best = runs.get("best_rq", {})
+    rows = []
+    for arm in sorted(a for a in runs if a not in ("best_rq", "best_rq_longer")):
+        per_seed, at_s, below, total = {}, [], 0, 0
+        for seed, per in sorted(runs[arm].items()):
+            gaps = [per[s]["Avg"] - best[seed][s]["Avg"] for s in sorted(per)
+                    if s in best.get(seed, {})]
+            if not gaps:
+                continue
+            per_seed[seed] = (np.mean(gaps), len(gaps))
+            below += sum(g < 0 for g in gaps)
+            total += len(gaps)
+            if st["S"] in per and st["S"] in best.get(seed, {}):
+                at_s.append(per[st["S"]]["Avg"] - best[seed][st["S"]]["Avg"])
+        if not per_seed:
+            continue
+        means = [m for m, _ in per_seed.values()]
+        spread = ci = ""
+        if len(means) > 1:
+            sd = np.std(means, ddof=1)
+            h = stats.t.ppf(0.975, len(means) - 1) * sd / np.sqrt(len(means))
+            spread = f"{100 * np.mean(means):+.1f} ± {100 * sd:.1f}"
+            ci = f"{100 * (np.mean(means) - h):+.1f} to {100 * (np.mean(means) + h):+.1f}"
+        else:
+            spread = f"{100 * means[0]:+.1f}"
+        rows.append(f"| {arm_label(arm)} | " + ", ".join(
+            f"{seed}: {100 * m:+.1f} ({n})" for seed, (m, n) in per_seed.items())
+            + f" | {spread} | {ci} | " + ", ".join(f"{100 * g:+.1f}" for g in at_s)
+            + f" | {below} of {total} |")
+    if not rows:
+        return []
+    return ["## Each arm minus BEST-RQ (quick-probe Avg points, paired by seed and step)", "",
+            "| arm | seed: mean gap over its evaluated steps (steps) | mean ± std over seeds "
+            "| 95 % interval (t, seeds) | at S, per seed | below BEST-RQ at |",
+            "|---|---|---:|---:|---:|---:|"] + rows + [
+            "", "Seeds are the independent units: the steps of one seed share a run, so the "
+            "interval uses one mean per seed.", ""]
 
 
 def superb_lines(out):
