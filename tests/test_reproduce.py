@@ -399,3 +399,5 @@ def test_report_paired_gap_per_seed_with_a_t_interval_over_seeds(tmp_path):
     # per-seed means -2, -3, -1: mean -2, sample std 1, t(0.975, 2) = 4.303 -> +-2.5
     assert ("| Latent-RQ (schedule) | 1: -2.0 (2), 2: -3.0 (2), 3: -1.0 (2) | -2.0 ± 1.0 | "
             "-4.5 to +0.5 | -2.0, -3.0, -1.0 | 6 of 6 |") in text
+    assert "## Each arm minus BEST-RQ (quick-probe all-layer Avg, points," in text
+    assert "## Each arm minus BEST-RQ (quick-probe Avg of each task's best single layer" in text

@@ -244,6 +244,7 @@ def write_report(out, md_path, scale="cpu"):
 
     lines += avg_by_step_lines(runs, random)
     lines += paired_gap_lines(runs, st)
+    lines += paired_gap_lines(runs, st, key="Avg_best")
 
     # ---- reach step
     if "best_rq" in runs and "schedule" in runs:
@@ -387,10 +388,11 @@ def avg_by_step_lines(runs, random):
     return lines
 
 
-def paired_gap_lines(runs, st):
-    """Each arm minus BEST-RQ, paired by seed and step: per seed the mean gap over
-    the steps both evaluated, then mean, std and a 95 % t interval over seeds (seeds
-    are the independent units; steps of one seed are not), and the gap at S."""
+def paired_gap_lines(runs, st, key="Avg"):
+    """Each arm minus BEST-RQ in ``key`` (``Avg``: all-layer probes; ``Avg_best``: each
+    task's best single layer), paired by seed and step: per seed the mean gap over the
+    steps both evaluated, then mean, std and a 95 % t interval over seeds (seeds are the
+    independent units; steps of one seed are not), and the gap at S."""
     from scipy import stats
 
     best = runs.get("best_rq", {})
@@ -398,7 +400,7 @@ def paired_gap_lines(runs, st):
     for arm in sorted(a for a in runs if a not in ("best_rq", "best_rq_longer")):
         per_seed, at_s, below, total = {}, [], 0, 0
         for seed, per in sorted(runs[arm].items()):
-            gaps = [per[s]["Avg"] - best[seed][s]["Avg"] for s in sorted(per)
+            gaps = [per[s][key] - best[seed][s][key] for s in sorted(per)
                     if s in best.get(seed, {})]
             if not gaps:
                 continue
@@ -406,7 +408,7 @@ def paired_gap_lines(runs, st):
             below += sum(g < 0 for g in gaps)
             total += len(gaps)
             if st["S"] in per and st["S"] in best.get(seed, {}):
-                at_s.append(per[st["S"]]["Avg"] - best[seed][st["S"]]["Avg"])
+                at_s.append(per[st["S"]][key] - best[seed][st["S"]][key])
         if not per_seed:
             continue
         means = [m for m, _ in per_seed.values()]
@@ -424,12 +426,14 @@ def paired_gap_lines(runs, st):
             + f" | {below} of {total} |")
     if not rows:
         return []
-    return ["## Each arm minus BEST-RQ (quick-probe Avg points, paired by seed and step)", "",
+    what = "all-layer Avg" if key == "Avg" else "Avg of each task's best single layer"
+    return [f"## Each arm minus BEST-RQ (quick-probe {what}, points, paired by seed and step)",
+            "",
             "| arm | seed: mean gap over its evaluated steps (steps) | mean ± std over seeds "
             "| 95 % interval (t, seeds) | at S, per seed | below BEST-RQ at |",
-            "|---|---|---:|---:|---:|---:|"] + rows + [
-            "", "Seeds are the independent units: the steps of one seed share a run, so the "
-            "interval uses one mean per seed.", ""]
+            "|---|---|---:|---:|---:|---:|"] + rows + [""] + (
+            ["Seeds are the independent units: the steps of one seed share a run, so the "
+             "interval uses one mean per seed.", ""] if key == "Avg" else [])
 
 
 def superb_lines(out):
