@@ -412,7 +412,7 @@ def paired_gap_lines(runs, st, key="Avg"):
         if not per_seed:
             continue
         means = [m for m, _ in per_seed.values()]
-        spread = ci = ""
+        ci = ""
         if len(means) > 1:
             sd = np.std(means, ddof=1)
             h = stats.t.ppf(0.975, len(means) - 1) * sd / np.sqrt(len(means))
