@@ -401,3 +401,24 @@ def test_report_paired_gap_per_seed_with_a_t_interval_over_seeds(tmp_path):
             "-4.5 to +0.5 | -2.0, -3.0, -1.0 | 6 of 6 |") in text
     assert "## Each arm minus BEST-RQ (quick-probe all-layer Avg, points," in text
     assert "## Each arm minus BEST-RQ (quick-probe Avg of each task's best single layer" in text
+
+
+def test_find_branch_step_is_the_first_step_a_layer_beats_mel(tmp_path):
+    steps = rp.scaled_steps("cpu")["checkpoints"]
+    ev = tmp_path / "seed1" / "best_rq" / "eval"
+    ev.mkdir(parents=True)
+    r = rp.Reproduction(str(tmp_path), evaluate=False)
+
+    def write(step, layer_pnmi):  # Mel's targets: 0.3
+        json.dump(dict(_fake_eval(0.6, 0.3, layer_pnmi), step=step),
+                  open(ev / f"step{step}.json", "w"))
+
+    for step in steps[:4]:
+        write(step, 0.25)
+    assert r.find_branch_step(1) is None  # below Mel at every evaluated step
+    write(steps[2], 0.31)
+    write(steps[3], 0.35)
+    assert r.find_branch_step(1) == steps[2]  # the first, not the best
+    (ev / f"step{steps[1]}.json").unlink()
+    assert r.find_branch_step(1) is None  # an unevaluated earlier step stops the scan
+    assert r.find_branch_step(2) is None  # no evaluations at all

@@ -400,15 +400,14 @@ def paired_gap_lines(runs, st, key="Avg"):
     for arm in sorted(a for a in runs if a not in ("best_rq", "best_rq_longer")):
         per_seed, at_s, below, total = {}, [], 0, 0
         for seed, per in sorted(runs[arm].items()):
-            gaps = [per[s][key] - best[seed][s][key] for s in sorted(per)
-                    if s in best.get(seed, {})]
+            gaps = {s: per[s][key] - best[seed][s][key] for s in per if s in best.get(seed, {})}
             if not gaps:
                 continue
-            per_seed[seed] = (np.mean(gaps), len(gaps))
-            below += sum(g < 0 for g in gaps)
+            per_seed[seed] = (np.mean(list(gaps.values())), len(gaps))
+            below += sum(g < 0 for g in gaps.values())
             total += len(gaps)
-            if st["S"] in per and st["S"] in best.get(seed, {}):
-                at_s.append(per[st["S"]][key] - best[seed][st["S"]][key])
+            if st["S"] in gaps:
+                at_s.append(gaps[st["S"]])
         if not per_seed:
             continue
         means = [m for m, _ in per_seed.values()]

@@ -263,15 +263,16 @@ class Reproduction:
 
     def find_branch_step(self, seed):
         """First checkpoint of ``best_rq`` whose best layer target beats Mel in phone PNMI."""
+        from recipes.reproduce.report import best_layer_pnmi
+
         folder = os.path.join(self.out, f"seed{seed}", "best_rq", "eval")
         for step in self.steps["checkpoints"]:
             path = os.path.join(folder, f"step{step}.json")
             if not os.path.isfile(path):
                 return None
-            tq = json.load(open(path)).get("targets", {})
-            mel = tq.get("mel", {}).get("pnmi")
-            layers = [v["pnmi"] for k, v in tq.items() if k != "mel"]
-            if mel is not None and layers and max(layers) > mel:
+            r = json.load(open(path))
+            tq = r.get("targets", {})
+            if "mel" in tq and len(tq) > 1 and best_layer_pnmi(r) > tq["mel"]["pnmi"]:
                 return step
         return None
 
