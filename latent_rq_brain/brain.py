@@ -41,9 +41,10 @@ from latent_rq_brain.pretrained import EncoderSpec
 from latent_rq_brain.stages import StageSchedule
 from latent_rq_brain.stats import IntervalStats, checksum_tensors
 from latent_rq_brain.target_cache import TargetCache, cache_key
-from latent_rq_brain.target_encoder import unwrap
+from latent_rq_brain.target_encoder import ema_decay_at, unwrap
 from latent_rq_brain.targets import TargetMaker
-from speechbrain.utils.distributed import is_distributed_initialized
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ class LatentRQBrain(sb.Brain):
         self.target_encoder = self.hparams.target_encoder
         self.schedule = self.hparams.stage_schedule
         self.targets = TargetMaker(
-            self.quantizer, self.target_encoder, self.hparams.downsampling
+            self.quantizer, self.target_encoder, self.hparams.downsampling,
+            getattr(self.hparams, "anchor_codebooks", 0),
         )
 
     def _resume(self):
@@ -155,6 +157,7 @@ class LatentRQBrain(sb.Brain):
                     f"initial_stage above {self.schedule.stage} to branch a new stage"
                 )
             self.target_encoder._load(files["target_encoder"])
+            self.quantizer._load(files["quantizer"])  # its fitted sources too
         logger.info(
             f"initialised from {found.path}: stage {self.schedule.stage}, "
             f"optimizer step {self.optimizer_step}"
@@ -183,8 +186,10 @@ class LatentRQBrain(sb.Brain):
 
     # ------------------------------------------------------------ stages
     def transition(self, stage):
-        """Starts ``stage``: snapshot target encoder, fresh heads, optimizer, LR."""
+        """Starts ``stage``: snapshot target encoder (and fit its data-fitted
+        target sources), fresh heads, optimizer, LR."""
         self.target_encoder.snapshot(self.modules.encoder, self.optimizer_step)
+        self.fit_target_sources(stage)
         devices = [self.device] if str(self.device).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.hparams.seed * 7919 + stage)
@@ -212,6 +217,49 @@ class LatentRQBrain(sb.Brain):
             )
         self.prepare_target_cache()
 
+    def fit_target_sources(self, stage):
+        """Fits the data-fitted target sources of ``stage`` (PCA, k-means) on
+        ``fit_frames`` frames of a seeded sample of the training set; a no-op
+        for the paper's random-projection quantizer. Fitted on rank 0 and
+        broadcast, so every rank holds the same buffers (checksummed after)."""
+        sources = self.targets.sources(stage)
+        self.quantizer.unfit(sources)
+        if not any(self.quantizer.needs_fit(n) for n in sources):
+            return
+        dataset = getattr(self, "train_dataset", None)
+        if dataset is None:
+            raise RuntimeError("data-fitted target sources need the training set (fit())")
+        if if_main_process():
+            with self.training_ctx:
+                fitted = self.targets.fit(
+                    self.sample_batches(dataset, stage), stage,
+                    self.hparams.fit_frames, self.hparams.seed * 7919 + stage,
+                )
+            logger.info(f"fitted target sources {fitted} on {self.hparams.fit_frames} frames")
+        if is_distributed_initialized():
+            for buf in self.quantizer.buffers():
+                torch.distributed.broadcast(buf, src=0)
+
+    def sample_batches(self, dataset, stage):
+        """``(feats, enc_lens)`` of a seeded sample of ``dataset`` (the same
+        utterances on every machine), batches of ``target_cache_batch_seconds``."""
+        gen = torch.Generator().manual_seed(self.hparams.seed * 104729 + stage)
+        ids = [dataset.data_ids[i] for i in torch.randperm(len(dataset.data_ids), generator=gen)]
+        position = {u: i for i, u in enumerate(dataset.data_ids)}
+        chunks, cur, secs = [], [], 0.0
+        for uid in ids:
+            d = float(dataset.data[uid]["duration"])
+            if cur and secs + d > self.hparams.target_cache_batch_seconds:
+                chunks.append(cur)
+                cur, secs = [], 0.0
+            cur.append(position[uid])
+            secs += d
+        chunks.append(cur)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, collate_fn=PaddedBatch)
+        for batch in loader:
+            feats, enc_lens, _ = self.batch_features(batch.to(self.device))
+            yield feats, enc_lens
+
     # ------------------------------------------------------------ target cache
     def prepare_target_cache(self):
         """Builds (or reopens) the offline targets of this stage, if enabled.
@@ -222,6 +270,12 @@ class LatentRQBrain(sb.Brain):
         self.target_cache = None
         if not getattr(self.hparams, "target_cache", False) or self.schedule.stage == 0:
             return
+        if getattr(self.hparams, "target_encoder_ema", False):
+            raise ValueError(
+                "target_cache: True cannot be used with target_encoder_ema: True: the "
+                "EMA target encoder changes every step, so its targets cannot be "
+                "computed once per stage. Set target_cache: False."
+            )
         for key in ("augmentation", "random_crop"):
             if getattr(self.hparams, key, None):
                 raise ValueError(
@@ -439,6 +493,11 @@ class LatentRQBrain(sb.Brain):
         """Logs every ``log_interval`` optimizer steps."""
         if not should_step or getattr(self, "step_skipped", False):
             return
+        if self.schedule.stage > 0 and getattr(self.hparams, "target_encoder_ema", False):
+            h = self.hparams
+            decay = ema_decay_at(self.optimizer_step - self.target_encoder.snapshot_step,
+                                 h.ema_decay, h.ema_end_decay, h.ema_anneal_steps)
+            self.target_encoder.ema_update(self.modules.encoder, decay)
         self.train_stats.steps += 1
         if self.optimizer_step % self.hparams.log_interval:
             return

@@ -71,6 +71,7 @@ def check_settings(hparams):
     """Refuses or warns about degenerate training settings, naming each one.
 
     Refused: ``codebook_size < 2`` (one code is always right: loss 0),
+    ``target_cache`` with ``target_encoder_ema`` (targets change every step),
     ``mask_prob`` outside (0, 1], ``mask_length < 1``, and a ``mask_length``
     that masks every frame of the shortest utterance allowed
     (``avoid_if_shorter_than``). Warned: a masked fraction above
@@ -86,6 +87,12 @@ def check_settings(hparams):
         raise ValueError(f"mask_prob: {p} must be in (0, 1]")
     if int(length) < 1:
         raise ValueError(f"mask_length: {length} must be >= 1 (encoder frames)")
+    if hparams.get("target_encoder_ema") and hparams.get("target_cache"):
+        raise ValueError(
+            "target_cache: True cannot be used with target_encoder_ema: True: the EMA "
+            "target encoder changes every step, so its targets cannot be computed once "
+            "per stage. Set target_cache: False."
+        )
     features = hparams.get("features")
     shortest = hparams.get("avoid_if_shorter_than")
     if features is None or not shortest:

@@ -18,6 +18,7 @@ Authors
  * latent-rq developers 2026
 """
 
+import collections
 import contextlib
 import hashlib
 import zlib
@@ -58,9 +59,164 @@ def source_seed(seed, name):
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
+#: How a source projects its frames: the paper's random Xavier-normal matrix, or
+#: PCA whitening fitted on a sample of the source's frames (RWTH's refinement).
+PROJECTIONS = ("random", "pca")
+#: Where a source's codewords come from: random unit vectors (the paper), or
+#: spherical k-means centroids of a sample of projected frames (HuBERT-like).
+CODEBOOKS = ("random", "kmeans")
+
+
+class TargetSource(torch.nn.Module):
+    """One source's ``n`` codebooks: frames (M, input_dim) -> codes (M, n).
+
+    The contract of every kind of target source:
+
+    * ``forward(x, count=None)``: the nearest codeword of each of the first
+      ``count`` (default all) codebooks, (M, count) int64;
+    * ``needs_fit`` and ``fit(x, seed)``: a data-fitted source is fitted on a
+      sample of its frames at a stage transition (a no-op for the paper's
+      random source); ``fitted`` says whether it has been;
+    * ``config()``: its settings; :meth:`RandomProjectionQuantizer.state`:
+      its buffers by checkpoint name (checksummed, saved and restored).
+
+    ``projection="random", codebooks="random"`` is the paper's
+    random-projection quantizer, with buffers ``proj`` (input_dim, n * d) and
+    ``codebooks`` (n, V, d) drawn from ``generator`` exactly as BEST-RQ does.
+    Any fitted kind adds a ``mean`` (input_dim,) subtracted before the
+    projection and a ``fitted`` flag; until fitted it codes like the random one.
+
+    Example
+    -------
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> src = TargetSource(8, 2, 16, 4, gen, projection="pca", codebooks="kmeans")
+    >>> src.needs_fit, bool(src.fitted)
+    (True, False)
+    >>> src.fit(torch.randn(500, 8), seed=1)
+    >>> bool(src.fitted), src(torch.randn(3, 8)).shape
+    (True, torch.Size([3, 2]))
+    """
+
+    def __init__(self, input_dim, n, codebook_size, codebook_dim, generator,
+                 projection="random", codebooks="random", chunk_elements=None):
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"a target source needs >= 1 codebook, got {n}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"target_projection must be one of {PROJECTIONS}, got {projection!r}")
+        if codebooks not in CODEBOOKS:
+            raise ValueError(f"target_codebooks must be one of {CODEBOOKS}, got {codebooks!r}")
+        if projection == "pca" and codebook_dim > input_dim:
+            raise ValueError(
+                f"target_projection: pca keeps codebook_dim={codebook_dim} components, "
+                f"more than the source's input dim {input_dim}"
+            )
+        self.input_dim, self.n = int(input_dim), int(n)
+        self.codebook_size, self.codebook_dim = int(codebook_size), int(codebook_dim)
+        self.projection_kind, self.codebook_kind = projection, codebooks
+        self.chunk_elements = chunk_elements
+        # Xavier-normal projection per codebook, as in BEST-RQ.
+        std = (2.0 / (self.input_dim + self.codebook_dim)) ** 0.5
+        proj = torch.randn(n, input_dim, codebook_dim, generator=generator) * std
+        cb = torch.randn(n, codebook_size, codebook_dim, generator=generator)
+        # (input_dim, n * d): one matmul projects all codebooks of a source.
+        self.register_buffer("proj", proj.permute(1, 0, 2).reshape(input_dim, n * codebook_dim))
+        self.register_buffer("codebooks", torch.nn.functional.normalize(cb, dim=-1))
+        if self.needs_fit:
+            self.register_buffer("mean", torch.zeros(input_dim))
+            self.register_buffer("fitted", torch.tensor(False))
+        self.requires_grad_(False)
+
+    @property
+    def needs_fit(self):
+        """Whether this source is fitted on data (anything but the paper's)."""
+        return (self.projection_kind, self.codebook_kind) != ("random", "random")
+
+    def config(self):
+        """The kind of this source (empty for the paper's random source)."""
+        if not self.needs_fit:
+            return {}
+        return {"projection": self.projection_kind, "codebooks": self.codebook_kind}
+
+    def project(self, x, count=None):
+        """Frames (M, input_dim) -> unit vectors (M, count, d), fp32."""
+        count = self.n if count is None else int(count)
+        if x.shape[-1] != self.input_dim:
+            raise ValueError(f"expected input dim {self.input_dim}, got {x.shape[-1]}")
+        with torch.autocast(x.device.type, enabled=False), full_fp32_matmul():
+            x = x.float()
+            if self.needs_fit:
+                x = x - self.mean.float()
+            z = x @ self.proj[:, : count * self.codebook_dim].float()
+        z = z.view(x.shape[0], count, self.codebook_dim)
+        return torch.nn.functional.normalize(z, dim=-1)
+
+    @torch.no_grad()
+    def forward(self, x, count=None):
+        """(M, count) int64 nearest codewords (by cosine) of frames ``x``."""
+        z = self.project(x, count)  # (M, n, d)
+        n = z.shape[1]
+        cb = self.codebooks[:n].float()  # (n, V, d)
+        budget = self.chunk_elements or (2**25 if x.is_cuda else 2**20)
+        step = max(1, int(budget) // (n * self.codebook_size))
+        out = []
+        with torch.autocast(x.device.type, enabled=False), full_fp32_matmul():
+            for s in range(0, z.shape[0], step):
+                zc = z[s : s + step].transpose(0, 1)  # (n, m, d)
+                scores = torch.bmm(zc, cb.transpose(1, 2))  # (n, m, V)
+                out.append(scores.argmax(-1).transpose(0, 1))
+        if not out:
+            return torch.zeros(0, n, dtype=torch.long, device=x.device)
+        return torch.cat(out, 0)
+
+    @torch.no_grad()
+    def fit(self, x, seed):
+        """Fits the data-fitted parts on a sample ``x`` (M, input_dim) of frames.
+
+        ``pca``: ``mean`` and a whitening projection onto the top
+        ``codebook_dim`` principal components (float64 eigendecomposition,
+        signs fixed so that each component's largest entry is positive), the
+        same for every codebook of the source (their random codebooks differ).
+        ``kmeans``: each codebook becomes ``codebook_size`` spherical k-means
+        centroids (scikit-learn, seeded with ``seed`` and the codebook's
+        index) of the sample's projected unit vectors, so a code is the nearest
+        centroid. Deterministic for a given sample and seed.
+        """
+        if not self.needs_fit:
+            return
+        x = x.detach().to("cpu", torch.float64)
+        if x.shape[0] < max(self.codebook_size, self.codebook_dim + 1):
+            raise ValueError(
+                f"fitting a target source needs at least {max(self.codebook_size, self.codebook_dim + 1)} "
+                f"frames (codebook_size), got {x.shape[0]}: raise fit_frames or use more data"
+            )
+        if self.projection_kind == "pca":
+            mean = x.mean(0)
+            xc = x - mean
+            cov = xc.T @ xc / (x.shape[0] - 1)
+            vals, vecs = torch.linalg.eigh(cov)  # ascending
+            vals = vals.flip(0)[: self.codebook_dim].clamp_min(1e-8)
+            vecs = vecs.flip(1)[:, : self.codebook_dim]
+            sign = torch.sign(vecs.gather(0, vecs.abs().argmax(0, keepdim=True)))
+            w = vecs * sign / vals.sqrt()  # (input_dim, d): whitening
+            self.mean.copy_(mean.float())
+            self.proj.copy_(w.repeat(1, self.n).float())
+        if self.codebook_kind == "kmeans":
+            from sklearn.cluster import KMeans
+
+            z = self.project(x.float().to(self.proj.device)).cpu().double()  # (M, n, d)
+            for i in range(self.n):
+                km = KMeans(self.codebook_size, n_init=1, max_iter=100,
+                            random_state=(int(seed) * 1009 + i) % (2**31 - 1))
+                km.fit(z[:, i].numpy())
+                c = torch.from_numpy(km.cluster_centers_).float()
+                self.codebooks[i].copy_(torch.nn.functional.normalize(c, dim=-1))
+        self.fitted.fill_(True)
+
+
 @register_checkpoint_hooks
 class RandomProjectionQuantizer(torch.nn.Module):
-    """N frozen random-projection codebooks, grouped by input source.
+    """N frozen codebooks, grouped by input source (one :class:`TargetSource` each).
 
     Arguments
     ---------
@@ -76,10 +232,11 @@ class RandomProjectionQuantizer(torch.nn.Module):
     chunk_elements : int, optional
         Upper bound on the elements of one (n, frames, V) score tensor; larger
         inputs are processed in chunks of frames (same result). Default: 2**20
-        on CPU (4 MiB chunks: at 16k frames x 18 x 4096 on the 2-core CI-like
-        CPU, 1.2 s against 1.6-1.9 s for 2**22, 2.0 s for 2**18 and 2.3x
-        slower for 2**26), 2**25 on GPU (276 MiB at 16k frames, 0.7 ms slower
-        than 2**27 on an H100).
+        on CPU, 2**25 on GPU (results/performance.md).
+    kinds : dict, optional
+        ``{source_name: {"projection": ..., "codebooks": ...}}`` for data-fitted
+        sources (:class:`TargetSource`); every other source is the paper's
+        random-projection quantizer.
 
     Example
     -------
@@ -90,7 +247,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     """
 
     def __init__(
-        self, sources, codebook_size, codebook_dim, seed, chunk_elements=None
+        self, sources, codebook_size, codebook_dim, seed, chunk_elements=None, kinds=None
     ):
         super().__init__()
         if not sources:
@@ -100,27 +257,32 @@ class RandomProjectionQuantizer(torch.nn.Module):
         self.codebook_dim = int(codebook_dim)
         self.seed = int(seed)
         self.chunk_elements = chunk_elements
+        kinds = {k: dict(v) for k, v in (kinds or {}).items() if v}
+        unknown = sorted(set(kinds) - set(self.sources))
+        if unknown:
+            raise ValueError(f"kinds name sources {unknown} the quantizer does not have")
+        self.parts = torch.nn.ModuleDict()
         for name, (input_dim, n) in self.sources.items():
             if n < 1:
                 raise ValueError(f"source {name!r} needs >= 1 codebook, got {n}")
             gen = torch.Generator().manual_seed(source_seed(self.seed, name))
-            # Xavier-normal projection per codebook, as in BEST-RQ.
-            std = (2.0 / (input_dim + self.codebook_dim)) ** 0.5
-            proj = torch.randn(n, input_dim, self.codebook_dim, generator=gen)
-            proj = proj * std
-            cb = torch.randn(n, self.codebook_size, self.codebook_dim, generator=gen)
-            cb = torch.nn.functional.normalize(cb, dim=-1)
-            # (input_dim, n * d): one matmul projects all codebooks of a source.
-            self.register_buffer(
-                f"proj_{self._key(name)}",
-                proj.permute(1, 0, 2).reshape(input_dim, n * self.codebook_dim),
+            self.parts[self._key(name)] = TargetSource(
+                input_dim, n, self.codebook_size, self.codebook_dim, gen,
+                chunk_elements=chunk_elements, **kinds.get(name, {}),
             )
-            self.register_buffer(f"codebooks_{self._key(name)}", cb)
         self.requires_grad_(False)
 
     @staticmethod
     def _key(name):
         return name.replace("-", "m")
+
+    def source(self, name):
+        """The :class:`TargetSource` of ``name``."""
+        if name not in self.sources:
+            raise KeyError(
+                f"quantizer has no source {name!r}; it has {sorted(self.sources)}"
+            )
+        return self.parts[self._key(name)]
 
     @property
     def n_codebooks(self):
@@ -129,30 +291,23 @@ class RandomProjectionQuantizer(torch.nn.Module):
 
     def projection(self, name):
         """(input_dim, n * codebook_dim) projection of source ``name``."""
-        return getattr(self, f"proj_{self._key(name)}")
+        return self.source(name).proj
 
     def codebooks(self, name):
         """(n, V, codebook_dim) unit-norm codebooks of source ``name``."""
-        return getattr(self, f"codebooks_{self._key(name)}")
+        return self.source(name).codebooks
 
     def project(self, x, name):
         """Projects frames ``x`` (M, input_dim) to unit vectors (M, n, d), fp32."""
-        if name not in self.sources:
-            raise KeyError(
-                f"quantizer has no source {name!r}; it has {sorted(self.sources)}"
-            )
-        input_dim, n = self.sources[name]
-        if x.shape[-1] != input_dim:
+        src = self.source(name)
+        if x.shape[-1] != src.input_dim:
             raise ValueError(
-                f"source {name!r} expects input dim {input_dim}, got {x.shape[-1]}"
+                f"source {name!r} expects input dim {src.input_dim}, got {x.shape[-1]}"
             )
-        with torch.autocast(x.device.type, enabled=False), full_fp32_matmul():
-            z = x.float() @ self.projection(name).float()
-        z = z.view(x.shape[0], n, self.codebook_dim)
-        return torch.nn.functional.normalize(z, dim=-1)
+        return src.project(x)
 
     @torch.no_grad()
-    def forward(self, x, name):
+    def forward(self, x, name, count=None):
         """Nearest codeword of every codebook of ``name`` for frames ``x``.
 
         Arguments
@@ -161,31 +316,79 @@ class RandomProjectionQuantizer(torch.nn.Module):
             (M, input_dim) frames (only the masked ones, in practice).
         name : str
             The source these frames come from.
+        count : int, optional
+            Only the first ``count`` codebooks of the source (anchors).
 
         Returns
         -------
         torch.Tensor
             (M, n) int64 codes.
         """
-        z = self.project(x, name)  # (M, n, d)
-        cb = self.codebooks(name).float()  # (n, V, d)
-        n = cb.shape[0]
-        budget = self.chunk_elements or (2**25 if x.is_cuda else 2**20)
-        step = max(1, int(budget) // (n * self.codebook_size))
-        out = []
-        with torch.autocast(x.device.type, enabled=False), full_fp32_matmul():
-            for s in range(0, z.shape[0], step):
-                zc = z[s : s + step].transpose(0, 1)  # (n, m, d)
-                scores = torch.bmm(zc, cb.transpose(1, 2))  # (n, m, V)
-                out.append(scores.argmax(-1).transpose(0, 1))
-        if not out:
-            return torch.zeros(0, n, dtype=torch.long, device=x.device)
-        return torch.cat(out, 0)
+        src = self.source(name)
+        if x.shape[-1] != src.input_dim:
+            raise ValueError(
+                f"source {name!r} expects input dim {src.input_dim}, got {x.shape[-1]}"
+            )
+        return src(x, count)
+
+    def needs_fit(self, name):
+        """Whether source ``name`` is data-fitted and not fitted yet."""
+        src = self.source(name)
+        return src.needs_fit and not bool(src.fitted)
+
+    def fit(self, name, x, seed=None):
+        """Fits source ``name`` on frames ``x`` (:meth:`TargetSource.fit`)."""
+        self.source(name).fit(x, self.seed if seed is None else seed)
+
+    def unfit(self, names):
+        """Marks data-fitted sources as not fitted (a new target encoder)."""
+        for name in names:
+            src = self.source(name)
+            if src.needs_fit:
+                src.fitted.fill_(False)
+
+    def state(self):
+        """Every buffer by its checkpoint name (``proj_<source>``,
+        ``codebooks_<source>``, and ``mean_`` / ``fitted_`` of fitted sources),
+        in source order: what is checksummed, saved and loaded."""
+        out = collections.OrderedDict()
+        for name in self.sources:
+            src, key = self.source(name), self._key(name)
+            out[f"proj_{key}"] = src.proj.detach()
+            out[f"codebooks_{key}"] = src.codebooks.detach()
+            if src.needs_fit:
+                out[f"mean_{key}"] = src.mean.detach()
+                out[f"fitted_{key}"] = src.fitted.detach()
+        out._metadata = collections.OrderedDict({"": {"version": 1}})
+        return out
+
+    def state_dict(self, *args, **kwargs):
+        """:meth:`state`: the buffers by checkpoint name (not by sub-module)."""
+        return self.state()
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """:meth:`load_state` (every buffer, by checkpoint name)."""
+        self.load_state(state_dict)
+
+    def load_state(self, state):
+        """Copies ``state`` (names of :meth:`state`, all of them) into the buffers."""
+        mine = self.state()
+        if set(state) != set(mine):
+            raise ValueError(
+                f"quantizer state has buffers {sorted(state)}, expected {sorted(mine)}"
+            )
+        for key, value in state.items():
+            if value.shape != mine[key].shape:
+                raise ValueError(
+                    f"quantizer buffer {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(mine[key].shape)}"
+                )
+            mine[key].copy_(value)
 
     def checksum(self):
         """SHA-256 of every buffer (names, shapes and bytes), as a hex string."""
         h = hashlib.sha256()
-        for name, buf in sorted(self.state_dict().items()):
+        for name, buf in sorted(self.state().items()):
             h.update(name.encode())
             h.update(str(tuple(buf.shape)).encode())
             h.update(buf.detach().cpu().contiguous().numpy().tobytes())
@@ -193,16 +396,20 @@ class RandomProjectionQuantizer(torch.nn.Module):
 
     def config(self):
         """What a checkpoint must match to be loaded into this quantizer."""
-        return {
+        out = {
             "sources": {k: list(v) for k, v in self.sources.items()},
             "codebook_size": self.codebook_size,
             "codebook_dim": self.codebook_dim,
             "seed": self.seed,
         }
+        kinds = {k: self.source(k).config() for k in self.sources if self.source(k).needs_fit}
+        if kinds:  # absent for the paper's quantizer (its checkpoints stay as they were)
+            out["kinds"] = kinds
+        return out
 
     @mark_as_saver
     def _save(self, path):
-        torch.save({"config": self.config(), "state": self.state_dict()}, path)
+        torch.save({"config": self.config(), "state": self.state()}, path)
 
     @classmethod
     def from_file(cls, path):
@@ -210,22 +417,33 @@ class RandomProjectionQuantizer(torch.nn.Module):
         saved = torch.load(path, map_location="cpu", weights_only=True)
         c = saved["config"]
         sources = {k: tuple(v) for k, v in c["sources"].items()}
-        quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"])
-        quantizer.load_state_dict(saved["state"], strict=True)
+        quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"],
+                        kinds=c.get("kinds"))
+        quantizer.load_state(saved["state"])
         return quantizer
 
     def check_same(self, path):
-        """Raises unless every buffer saved in ``path`` that this quantizer
-        also has is equal to its own (branching: comparable targets)."""
+        """Raises unless every source saved in ``path`` that this quantizer also
+        has with the same shape and kind holds the same buffers (branching:
+        comparable targets). Sources whose codebook count or kind differ (an
+        anchored or data-fitted layer source) are new in the branch."""
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        mine = self.state_dict()
-        for key, value in saved["state"].items():
-            if key in mine and not torch.equal(mine[key].cpu(), value):
-                raise ValueError(
-                    f"quantizer buffer {key} in {path} differs from this config's "
-                    "(different seed or quantizer settings): targets would not "
-                    "be comparable"
-                )
+        theirs = saved["config"]
+        mine = self.state()
+        for name in self.sources:
+            same_kind = theirs.get("kinds", {}).get(name, {}) == self.source(name).config()
+            if theirs["sources"].get(name) != list(self.sources[name]) or not same_kind:
+                continue
+            if self.source(name).needs_fit:
+                continue  # refitted at the branch's transition
+            for part in ("proj", "codebooks"):
+                key = f"{part}_{self._key(name)}"
+                if key in saved["state"] and not torch.equal(mine[key].cpu(), saved["state"][key]):
+                    raise ValueError(
+                        f"quantizer buffer {key} in {path} differs from this config's "
+                        "(different seed or quantizer settings): targets would not "
+                        "be comparable"
+                    )
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
@@ -246,10 +464,17 @@ class RandomProjectionQuantizer(torch.nn.Module):
             raise ValueError(
                 f"checkpoint {path} holds quantizer sources {theirs['sources']}, "
                 f"which lack or differ from {missing} asked by the config "
-                "(target_layers, n_codebooks or model size changed?)"
+                "(target_layers, n_codebooks, anchor_codebooks or model size changed?)"
             )
-        state = {k: v for k, v in saved["state"].items() if k in self.state_dict()}
-        self.load_state_dict(state, strict=True)
+        if theirs.get("kinds", {}) != mine.get("kinds", {}):
+            raise ValueError(
+                f"checkpoint {path} holds target sources of kinds "
+                f"{theirs.get('kinds', {})}, but the config asks {mine.get('kinds', {})} "
+                "(target_projection or target_codebooks changed?): resume with the same "
+                "settings, or branch a new run with --init_from"
+            )
+        state = {k: v for k, v in saved["state"].items() if k in self.state()}
+        self.load_state(state)
 
 
 def latent_rq_quantizer(
@@ -261,15 +486,24 @@ def latent_rq_quantizer(
     target_layers,
     num_layers,
     seed,
+    anchor_codebooks=0,
+    target_projection="random",
+    target_codebooks="random",
 ):
     """The quantizer of a Latent-RQ run: N codebooks on the stacked Mel frames
-    (stage 0) and N / K codebooks on each of the K target layers (stages >= 1).
+    (stage 0) and (N - anchor_codebooks) / K codebooks on each of the K target
+    layers (stages >= 1); in those stages the first ``anchor_codebooks`` Mel
+    codebooks stay targets (BiRQ's anchors; 0 = the paper). The layer sources
+    are of kind ``target_projection`` / ``target_codebooks``
+    (:class:`TargetSource`; ``random`` / ``random`` = the paper).
 
     Example
     -------
     >>> q = latent_rq_quantizer(6, 32, 4, 320, 64, [5, 6, 7], 17, seed=1)
     >>> q.sources
     {'mel': (320, 6), 'layer5': (64, 2), 'layer6': (64, 2), 'layer7': (64, 2)}
+    >>> latent_rq_quantizer(6, 32, 4, 320, 64, [5, 6], 17, seed=1, anchor_codebooks=2).sources
+    {'mel': (320, 6), 'layer5': (64, 2), 'layer6': (64, 2)}
     >>> latent_rq_quantizer(18, 32, 4, 320, 64, [1, 2, 3, 4], 17, seed=1)
     Traceback (most recent call last):
      ...
@@ -277,7 +511,20 @@ def latent_rq_quantizer(
     """
     layers = check_target_layers(target_layers, num_layers)
     K = len(layers)
-    if n_codebooks % K:
+    anchors = int(anchor_codebooks)
+    if not 0 <= anchors < n_codebooks:
+        raise ValueError(
+            f"anchor_codebooks={anchor_codebooks} must be >= 0 and below "
+            f"n_codebooks={n_codebooks} (the rest are the target layers' codebooks)"
+        )
+    if anchors:
+        if (n_codebooks - anchors) % K:
+            raise ValueError(
+                f"n_codebooks - anchor_codebooks = {n_codebooks - anchors} is not divisible "
+                f"by the {K} target_layers {layers}: each layer needs the same number of "
+                "codebooks"
+            )
+    elif n_codebooks % K:
         lo, hi = n_codebooks - n_codebooks % K, n_codebooks + K - n_codebooks % K
         counts = " or ".join(str(c) for c in sorted({lo, hi}) if c > 0)
         divisors = [k for k in range(1, n_codebooks + 1) if n_codebooks % k == 0]
@@ -288,6 +535,10 @@ def latent_rq_quantizer(
             f"n_codebooks={counts}, or {' or '.join(map(str, sorted(near)))} layers)"
         )
     sources = {MEL_SOURCE: (mel_dim, n_codebooks)}
+    kind = {"projection": target_projection, "codebooks": target_codebooks}
+    kinds = {}
     for layer in layers:
-        sources[layer_source(layer)] = (latent_dim, n_codebooks // K)
-    return RandomProjectionQuantizer(sources, codebook_size, codebook_dim, seed)
+        sources[layer_source(layer)] = (latent_dim, (n_codebooks - anchors) // K)
+        if kind != {"projection": "random", "codebooks": "random"}:
+            kinds[layer_source(layer)] = kind
+    return RandomProjectionQuantizer(sources, codebook_size, codebook_dim, seed, kinds=kinds)

@@ -17,6 +17,12 @@ random projection:
   affine), independent of the rest of the utterance;
 * ``"none"``: raw hidden states.
 
+By default (the paper) the snapshot stays frozen for its whole stage. With an
+exponential moving average (:meth:`TargetEncoder.ema_update`, data2vec's
+teacher) it follows the student after every optimizer step instead; the
+decay rises linearly from ``ema_decay`` to ``ema_end_decay`` over
+``ema_anneal_steps`` steps after the snapshot (:func:`ema_decay_at`).
+
 Authors
  * latent-rq developers 2026
 """
@@ -108,6 +114,19 @@ def normalize_states(states, enc_lens, norm):
     raise ValueError(f"target_norm must be one of {NORMS}, got {norm!r}")
 
 
+def ema_decay_at(steps, decay, end_decay, anneal_steps):
+    """The EMA decay ``steps`` optimizer steps after the snapshot.
+
+    Example
+    -------
+    >>> [round(ema_decay_at(s, 0.99, 0.999, 100), 5) for s in (0, 50, 100, 500)]
+    [0.99, 0.9945, 0.999, 0.999]
+    """
+    if anneal_steps <= 0 or steps >= anneal_steps:
+        return float(end_decay)
+    return float(decay) + (float(end_decay) - float(decay)) * steps / anneal_steps
+
+
 @register_checkpoint_hooks
 class TargetEncoder:
     """Frozen, truncated snapshot of the encoder that feeds the quantizer.
@@ -144,6 +163,7 @@ class TargetEncoder:
         self.module = None
         self.snapshot_step = None
         self.template = None  # the live encoder, to rebuild structure on load
+        self.version = 0  # bumped by every EMA update (runner copies follow it)
 
     @property
     def active(self):
@@ -174,6 +194,24 @@ class TargetEncoder:
         self.module = self._frozen_copy(encoder)
         self.snapshot_step = int(step)
 
+    @torch.no_grad()
+    def ema_update(self, encoder, decay):
+        """Moves the snapshot towards ``encoder``: ``t <- decay * t + (1 - decay) * s``
+        for every parameter and floating buffer it keeps (integer buffers are
+        copied). Identical on every rank, since the students are."""
+        if self.module is None:
+            raise RuntimeError("EMA update of a target encoder before any snapshot")
+        student = dict(unwrap(encoder).named_parameters())
+        student.update(unwrap(encoder).named_buffers())
+        mine = list(self.module.named_parameters()) + list(self.module.named_buffers())
+        for name, t in mine:
+            s = student[name].detach().to(t.device)
+            if t.is_floating_point():
+                t.mul_(decay).add_(s.to(t.dtype), alpha=1.0 - decay)
+            else:
+                t.copy_(s)
+        self.version += 1
+
     def runner(self, device_type="cpu"):
         """The module that runs the forward.
 
@@ -185,11 +223,15 @@ class TargetEncoder:
         dtype = None
         if torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
+        converted = dtype not in (None, torch.float32)
+        # a converted copy must be rebuilt after an EMA update; the snapshot
+        # itself (and its compiled wrapper) sees the in-place update
         key = (id(self.module), dtype, self.compile,
-               tuple(type(m) for m in self.module.modules()))
+               tuple(type(m) for m in self.module.modules()),
+               self.version if converted else 0)
         if self._compiled is None or self._runner_key != key:
             module = self.module
-            if dtype not in (None, torch.float32):
+            if converted:
                 module = autocast_weights(module, dtype)
             if self.compile:
                 module = torch.compile(module, dynamic=False)

@@ -6,8 +6,12 @@ the heads predict::
 
     stage 0 : feats (B, T, 80) -> stack 4 frames (B, T/4, 320)   -> source "mel"
     stage>=1: feats -> target encoder -> layer l, normalised       -> source "layer<l>"
-              (one source per target layer, N/K codebooks each)
+              (one source per target layer, (N - A)/K codebooks each, after
+               the first A = anchor_codebooks codebooks of "mel": the anchors)
     codes = concat over sources of quantizer(inputs[frames], source)   (M, N)
+
+A data-fitted source (PCA projection, k-means codebooks) is fitted at the start
+of its stage on a sample of its own input frames (:meth:`TargetMaker.fit`).
 
 Training (:class:`latent_rq_brain.brain.LatentRQBrain`), the offline target
 cache, the code-usage tool (``tools/target_usage.py``) and the analysis
@@ -49,6 +53,9 @@ class TargetMaker:
         The frozen snapshot feeding the ``layer<l>`` sources (stages >= 1).
     downsampling : int
         Mel frames per encoder frame (4).
+    anchor_codebooks : int
+        In stages >= 1, this many of the Mel codebooks stay targets (the
+        first ones; 0 = the paper: layers only).
 
     Example
     -------
@@ -61,18 +68,26 @@ class TargetMaker:
     torch.Size([5, 2])
     >>> make.sources(0), make.sources(1)
     (['mel'], ['layer0'])
+    >>> TargetMaker(q, TargetEncoder([0]), anchor_codebooks=1).sources(1)
+    ['mel', 'layer0']
     """
 
-    def __init__(self, quantizer, target_encoder, downsampling=4):
+    def __init__(self, quantizer, target_encoder, downsampling=4, anchor_codebooks=0):
         self.quantizer = quantizer
         self.target_encoder = target_encoder
         self.downsampling = int(downsampling)
+        self.anchor_codebooks = int(anchor_codebooks)
 
     def sources(self, stage):
         """The quantizer sources whose codes are the targets of ``stage``."""
         if stage == 0:
             return [MEL_SOURCE]
-        return [layer_source(layer) for layer in self.target_encoder.target_layers]
+        anchors = [MEL_SOURCE] if self.anchor_codebooks else []
+        return anchors + [layer_source(layer) for layer in self.target_encoder.target_layers]
+
+    def _count(self, name, stage):
+        """Codebooks of source ``name`` used in ``stage`` (None: all)."""
+        return self.anchor_codebooks if name == MEL_SOURCE and stage > 0 else None
 
     @torch.no_grad()
     def inputs(self, feats, enc_lens, sources):
@@ -98,11 +113,56 @@ class TargetMaker:
         mask: the masked frames in training, all valid ones elsewhere),
         codebooks of each source in turn."""
         inputs = self.inputs(feats, enc_lens, self.sources(stage))
-        return torch.cat(
-            [self.quantizer(x[frames], name) for name, x in inputs.items()], 1
-        )
+        codes = []
+        for name, x in inputs.items():
+            count = self._count(name, stage)
+            if count is None:
+                codes.append(self.quantizer(x[frames], name))
+            else:  # the anchors: the first codebooks of the source
+                codes.append(self.quantizer(x[frames], name, count))
+        return torch.cat(codes, 1)
 
     def all_frames(self, feats, enc_lens, stage):
         """(sum(enc_lens), N) codes of every valid frame, utterance by utterance."""
         T = feats.shape[1] // self.downsampling
         return self(feats, enc_lens, valid_frames(enc_lens, T), stage)
+
+    @torch.no_grad()
+    def fit(self, batches, stage, max_frames, seed):
+        """Fits the data-fitted sources of ``stage`` that are not fitted yet.
+
+        Arguments
+        ---------
+        batches : iterable
+            ``(feats, enc_lens)`` of the sample, in a fixed order (the same on
+            every rank); every valid frame is taken until ``max_frames``.
+        stage : int
+            The stage whose sources are fitted.
+        max_frames : int
+            Size of the sample of each source.
+        seed : int
+            Seed of the k-means initialisation.
+
+        Returns
+        -------
+        list of str
+            The sources that were fitted (empty for the paper's quantizer,
+            which then reads no batch).
+        """
+        names = [n for n in self.sources(stage) if self.quantizer.needs_fit(n)]
+        if not names:
+            return []
+        sample = {n: [] for n in names}
+        count = 0
+        for feats, enc_lens in batches:
+            T = feats.shape[1] // self.downsampling
+            frames = valid_frames(enc_lens, T)
+            for name, x in self.inputs(feats, enc_lens, names).items():
+                sample[name].append(x[frames].float().cpu())
+            count += int(frames.sum())
+            if count >= max_frames:
+                break
+        for name in names:
+            x = torch.cat(sample[name])[: int(max_frames)]
+            self.quantizer.fit(name, x, seed)
+        return names

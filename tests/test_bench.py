@@ -31,3 +31,9 @@ def test_bench_reports_ratios_and_writes_markdown(tmp_path, capsys):
     assert "| Latent-RQ, target cache (all fast paths) | 1 |" in text
     assert "| BEST-RQ, fast_frontend off (SpeechBrain's Conv2d layout) | 0 |" in text
     assert "Compute floor of the online ratio" in text
+    # every latent-target variant is timed against BEST-RQ
+    from recipes.reproduce.reproduce import VARIANTS
+    assert sorted(summary["target_variants"]) == sorted(VARIANTS)
+    for name, v in summary["target_variants"].items():
+        assert v["step_s"] > 0 and v["ratio"] > 0 and v["transition_s"] > 0, name
+        assert f"| {name} |" in text

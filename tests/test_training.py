@@ -298,7 +298,7 @@ mel = brain.compute_targets(feats, enc_lens, valid)
 brain.schedule.stage = stage
 sums = brain.check_rank_consistency("probe")
 if rank == 1:  # a rank whose quantizer differs must be caught
-    brain.quantizer.codebooks_mel[0, 0, 0] += 1e-3
+    brain.quantizer.codebooks("mel")[0, 0, 0] += 1e-3
 try:
     brain.check_rank_consistency("tamper")
     tamper = "no error"

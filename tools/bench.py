@@ -14,7 +14,10 @@ In ONE run, on the same model, batch and data, times full training steps
   modules as they are, one ``speechbrain.nnet.quantisers.
   RandomProjectionQuantizer`` per codebook, heads on all frames);
 
-then compares our quantizer with SpeechBrain's on 18 x 4096 x 16
+then times each latent-target variant beyond the paper (anchored, PCA, k-means,
+EMA target encoder: ``recipes.reproduce.reproduce.VARIANTS``) online against
+BEST-RQ, with the time its transition takes (snapshot and fitting), and
+compares our quantizer with SpeechBrain's on 18 x 4096 x 16
 (:mod:`tools.bench_quantizer`). Prints markdown tables and, as the
 last line, a JSON object.
 
@@ -252,6 +255,36 @@ def _time_round_robin(brain, batch, variants, warmup, iters):
     return times, peaks
 
 
+def time_target_variants(args, base, batch, warmup, iters):
+    """Rows ``{variant, transition_s, step_s, ratio}`` of every latent-target
+    variant: its own Brain (same model, seed and batch; online targets), its
+    transition timed (snapshot and fitting), then its stage-1 steps timed
+    round-robin with ``base`` (a Brain switched to BEST-RQ with every fast path)."""
+    from recipes.reproduce.reproduce import VARIANTS, _override_args
+
+    brains = {}
+    for name, settings in VARIANTS.items():
+        v = argparse.Namespace(**vars(args))
+        v.overrides = list(args.overrides) + _override_args(
+            {**settings, "target_cache": False})
+        brain, vbatch, _, _ = _bench_brain(v)
+        start = time.perf_counter()
+        brain.transition(1)
+        brains[name] = (brain, vbatch, time.perf_counter() - start)
+    times = {name: [] for name in ["BEST-RQ", *brains]}
+    for r in range(warmup + iters):
+        t = time_steps(base, batch, 0, 1)
+        if r >= warmup:
+            times["BEST-RQ"].append(t)
+        for name, (brain, vbatch, _) in brains.items():
+            t = time_steps(brain, vbatch, 0, 1)
+            if r >= warmup:
+                times[name].append(t)
+    return [{"variant": name, "transition_s": brains[name][2],
+             "step_s": statistics.median(times[name]),
+             "ratio": paired_ratio(times, name, "BEST-RQ")} for name in brains]
+
+
 def _summary(rows, flops, qrows, cache, cache_s):
     """The JSON summary: ratios to BEST-RQ, FLOP floor, quantizer, compile, MFU."""
     step = {r["variant"]: r["step_s"] for r in rows}
@@ -410,6 +443,11 @@ def run(args):
                 time_steps(brain, batch, 0, 1)
                 peak = torch.cuda.max_memory_allocated() / 2**30
             add_row(label, stage, s, peak)
+    vrows = []
+    if args.target_variants:
+        setup(0)()
+        vrows = time_target_variants(args, brain, batch, args.warmup, args.iters)
+        setup(1)()
     qrows = []
     if args.quantizer_frames:
         from tools.bench_quantizer import compare_quantizers
@@ -418,7 +456,26 @@ def run(args):
             frame_counts=args.quantizer_frames, device=str(brain.device)
         )
     summary = _summary(rows, flops, qrows, cache, cache_s)
-    return _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s), summary
+    summary["target_variants"] = {r["variant"]: {k: r[k] for k in ("step_s", "ratio", "transition_s")}
+                                  for r in vrows}
+    md = _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s)
+    if vrows:
+        md += "\n\n" + _variants_markdown(vrows, cache_s)
+    return md, summary
+
+
+def _variants_markdown(vrows, paper_transition_s):
+    """The table of :func:`time_target_variants`."""
+    md = ["## Latent-target variants (online targets, vs BEST-RQ)", "",
+          "| variant | ms / step | vs BEST-RQ | transition s |", "|---|---|---|---|"]
+    for r in vrows:
+        md.append(f"| {r['variant']} | {r['step_s'] * 1000:.1f} | {r['ratio']:.3f} "
+                  f"| {r['transition_s']:.2f} |")
+    md += ["", "Each variant is its own Brain of the same model, seed and batch, timed "
+           "round-robin with BEST-RQ; 'transition s' is its stage transition (snapshot, "
+           "fitting of PCA / k-means on the batch's frames), against "
+           f"{paper_transition_s:.2f} s for the paper's (snapshot and target cache)."]
+    return "\n".join(md)
 
 
 def model_arguments(p, batch_seconds):
@@ -447,6 +504,8 @@ def parse_args(argv):
     p.add_argument("--quantizer-frames", type=int, nargs="*", default=None,
                    help="frame counts of the quantizer comparison (none: skip it)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(encoder)")
+    p.add_argument("--no-target-variants", dest="target_variants", action="store_false",
+                   help="skip the latent-target variants' step times")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
     args = parse_with_overrides(p, argv)

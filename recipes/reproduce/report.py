@@ -38,6 +38,8 @@ def arm_label(arm):
         return "BEST-RQ continued past S"
     if arm.startswith("schedule_"):
         return f"Latent-RQ (schedule, {arm[9:]} layers)"
+    if arm.startswith("variant_"):
+        return f"Latent-RQ + {arm[8:].replace('_', ' + ')}"
     return ARM_LABELS.get(arm, arm)
 
 
@@ -80,10 +82,11 @@ def branch_step(arm, st):
     Example
     -------
     >>> st = {"S": 3000, "transitions": [600, 1500, 2400]}
-    >>> [branch_step(a, st) for a in ("best_rq", "schedule_deep", "branch2400", "best_rq_longer")]
-    [None, 600, 2400, 3000]
+    >>> [branch_step(a, st) for a in ("best_rq", "schedule_deep", "branch2400", "best_rq_longer",
+    ...                               "variant_kmeans")]
+    [None, 600, 2400, 3000, 600]
     """
-    if arm.startswith("schedule"):
+    if arm.startswith("schedule") or arm.startswith("variant_"):
         return st["transitions"][0]
     if arm.startswith("branch"):
         return int(arm[6:])
@@ -137,11 +140,11 @@ def reach_step(steps, values, target):
     return None
 
 
-def _fmt(vals, scale=100.0):
+def _fmt(vals, scale=100.0, digits=1):
     vals = [scale * v for v in vals]
     if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{np.mean(vals):.1f} ± {np.std(vals):.1f}"
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals):.{digits}f}"
 
 
 def _save(fig, axes, folder, png, title):
@@ -321,6 +324,7 @@ def write_report(out, md_path, scale="cpu"):
         ax.set_ylabel("phone PNMI of the targets")
         lines += [""] + _save(fig, [ax], folder, f"{stem}_pnmi.png", "target PNMI")
     lines += branch_rule_lines(runs, st)
+    lines += variant_target_lines(out)
     lines += diagnosis_lines(out)
     lines += superb_lines(out)
     open(md_path, "w").write("\n".join(lines) + "\n")
@@ -478,6 +482,37 @@ def branch_rule_lines(runs, st):
         lines = ["## The branch point rule (phone PNMI of a layer's targets > Mel's)", ""] + lines
         lines.append("")
     return lines
+
+
+def variant_target_lines(out):
+    """The leading indicator of the latent-target variants
+    (:mod:`recipes.reproduce.variant_targets` JSON files under ``out``): phone
+    PNMI and perplexity of each variant's targets beside Mel's, per seed and step."""
+    files = sorted(glob.glob(os.path.join(out, "seed*", "variant_targets", "step*.json")))
+    if not files:
+        return []
+    table = {}  # (step, variant) -> [(pnmi, perplexity)] over seeds
+    seeds = {}
+    for f in files:
+        r = json.load(open(f))
+        step = int(re.sub(r"\D", "", os.path.basename(f)))
+        seeds.setdefault(step, set()).add(f.split(os.sep)[-3])
+        for name, v in r["targets"].items():
+            table.setdefault((step, name), []).append((v["pnmi"], v["perplexity"]))
+    lines = ["## Latent-target variants: the leading indicator", "",
+             "`python -m recipes.reproduce.variant_targets RUN@STEP --out "
+             "OUT/seed<k>/variant_targets/step<STEP>.json`: each variant's quantizer on the "
+             "target layers of BEST-RQ's encoder at the branch step (data-fitted ones fitted "
+             "on a seeded sample of the pre-training corpus), scored on the quick-probe "
+             "phone frames (mean over codebooks; `mel` = BEST-RQ's own targets; `+anchor2` = "
+             "the first 2 of the 6 codebooks on Mel).", "",
+             "| step | seeds | targets | phone PNMI | perplexity (of 512) |",
+             "|---:|---:|---|---:|---:|"]
+    for (step, name), vals in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] != "mel")):
+        pn, pp = np.array(vals).T
+        lines.append(f"| {step} | {len(seeds[step])} | {name} | {_fmt(pn, scale=1, digits=3)} | "
+                     f"{_fmt(pp, scale=1, digits=0)} |")
+    return lines + [""]
 
 
 def diagnosis_lines(out):

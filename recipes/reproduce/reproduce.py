@@ -10,7 +10,9 @@ For every seed it runs, each in its own output folder under ``OUT/seed<k>/``:
   first beats Mel's (``--branch-step``, or found from ``best_rq``'s evaluations),
   when that is not 0.2S;
 * for the first seed only, the layer-set comparison (Table 2): ``schedule`` with
-  the shallow and deep layer sets of :data:`SCALES`.
+  the shallow and deep layer sets of :data:`SCALES`;
+* with ``--variants``, ``variant_<name>``: the schedule with the latent-target
+  variant ``<name>`` of :data:`VARIANTS` (settings of the training YAML).
 
 Training goes in segments of S/10 steps (``--optimizer_step_limit``); after
 each segment its checkpoint is evaluated once (:mod:`recipes.probes.quick` and
@@ -56,6 +58,22 @@ SCALES = {
         "steps": 20000,
         "layer_sets": {"middle": [3, 4], "shallow": [0, 1], "deep": [6, 7]},
     },
+}
+
+
+#: latent-target variants beyond the paper: name -> the YAML settings that make it
+#: (README, "Latent-target variants"); each runs the scaled schedule from BEST-RQ's
+#: checkpoint at 0.2 S, like the ``schedule`` arm
+VARIANTS = {
+    "anchor2": {"anchor_codebooks": 2},
+    "pca": {"target_projection": "pca"},
+    "kmeans": {"target_codebooks": "kmeans"},
+    "pca_kmeans": {"target_projection": "pca", "target_codebooks": "kmeans"},
+    "kmeans_anchor2": {"target_codebooks": "kmeans", "anchor_codebooks": 2},
+    "pca_kmeans_anchor2": {"target_projection": "pca", "target_codebooks": "kmeans",
+                           "anchor_codebooks": 2},
+    "ema_anchor2": {"target_encoder_ema": True, "target_cache": False, "anchor_codebooks": 2,
+                    "ema_decay": 0.995, "ema_end_decay": 0.999, "ema_anneal_steps": 1000},
 }
 
 
@@ -112,7 +130,7 @@ class Reproduction:
 
     def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
                  python=sys.executable, threads=2, evaluate=True, train=True, longer=None,
-                 until=None):
+                 until=None, variants=()):
         self.out = os.path.abspath(out)
         self.scale = scale
         self.corpus = os.path.abspath(corpus)
@@ -127,6 +145,11 @@ class Reproduction:
         #: train no arm past this step in this invocation (a partial budget; rerun
         #: without it to continue)
         self.until = until
+        unknown = sorted(set(variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+        #: the arms ``variant_<name>`` to run for every seed
+        self.variants = list(variants)
         os.makedirs(self.out, exist_ok=True)
 
     # ------------------------------------------------------------ commands
@@ -148,13 +171,14 @@ class Reproduction:
         sets = SCALES[self.scale]["layer_sets"]
         best = os.path.join(self.out, f"seed{seed}", "best_rq")
 
-        def branch(at, transitions):
+        def branch(at, transitions, settings=None):
             def extra():
                 ckpt = checkpoint_at(best, at)
                 if ckpt is None:
                     raise RuntimeError(f"{best} has no checkpoint at step {at}")
                 return [f"--init_from={ckpt}", "--initial_stage=1",
-                        "--stage_transitions=[" + ",".join(map(str, transitions)) + "]"]
+                        "--stage_transitions=[" + ",".join(map(str, transitions)) + "]",
+                        *_override_args(settings or {})]
             return extra
 
         arms = [("best_rq", sets["middle"], lambda: ["--stage_transitions=[]"], 0)]
@@ -166,6 +190,9 @@ class Reproduction:
         if seed == first_seed:
             for name in ("shallow", "deep"):
                 arms.append((f"schedule_{name}", sets[name], branch(t0, st["transitions"]), t0))
+        for name in self.variants:
+            arms.append((f"variant_{name}", sets["middle"],
+                         branch(t0, st["transitions"], VARIANTS[name]), t0))
         if self.longer:
             arms.append(("best_rq_longer", sets["middle"], lambda: ["--stage_transitions=[]"],
                          st["S"]))
@@ -284,7 +311,8 @@ class Reproduction:
                 self.run_arm(seed, *best)
             step = branch_step or self.find_branch_step(seed)
             for name, layers, extra, start in self.arms(seed, seeds[0], step)[1:]:
-                if arms is None or name in arms or name.rstrip("0123456789") in arms:
+                if (arms is None or name in arms or name.rstrip("0123456789") in arms
+                        or (name.startswith("variant_") and "variants" in arms)):
                     if self.train or os.path.isdir(os.path.join(self.out, f"seed{seed}", name)):
                         self.run_arm(seed, name, layers, extra, start)
 
@@ -300,7 +328,10 @@ def main(argv=None):
     p.add_argument("--branch-step", type=int, default=None,
                    help="branch point of the extra arm (default: where layer targets first beat Mel)")
     p.add_argument("--arms", nargs="+", default=None,
-                   help="only these arms (best_rq schedule branch schedule_shallow schedule_deep)")
+                   help="only these arms (best_rq schedule branch schedule_shallow schedule_deep "
+                        "variants variant_<name>)")
+    p.add_argument("--variants", nargs="+", default=[], choices=sorted(VARIANTS),
+                   help="also run these latent-target variants (arms variant_<name>)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--longer", type=int, default=None,
                    help="also continue BEST-RQ past S to this step (arm best_rq_longer)")
@@ -318,7 +349,8 @@ def main(argv=None):
         return 0
     Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
                  evaluate=not args.no_eval, train=not args.eval_only,
-                 longer=args.longer, until=args.until).run(args.seeds, args.branch_step, args.arms)
+                 longer=args.longer, until=args.until,
+                 variants=args.variants).run(args.seeds, args.branch_step, args.arms)
     return 0
 
 
