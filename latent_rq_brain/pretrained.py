@@ -152,9 +152,11 @@ def build_encoder(config):
     missing = [k for k in required if k not in config]
     if missing:
         raise ValueError(f"encoder config lacks {missing}")
-    settings = {k: config[k] for k in required + tuple(optional) if k in config}
-    if "cnn_channels" in settings:  # a list in a YAML spec, a tuple in the YAMLs
-        settings["cnn_channels"] = tuple(int(x) for x in settings["cnn_channels"])
+    # a spec holds lists (_plain) where the training YAMLs give tuples: `(32, 16)`
+    settings = {
+        k: tuple(config[k]) if isinstance(config[k], list) else config[k]
+        for k in required + tuple(optional) if k in config
+    }
     built = build_architecture(name, **settings)
     return built["features"], built["encoder"]
 
