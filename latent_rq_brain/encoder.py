@@ -1,23 +1,147 @@
-"""The encoder: SpeechBrain's CNN front-end + Conformer, with per-layer states.
+"""The encoder contract, and the paper's encoder: CNN front-end + Conformer.
 
-``forward`` returns the final output and every hidden state: the CNN
-front-end output, then each Conformer layer (paper layers ``-1 .. L-1``, see
-:mod:`latent_rq_brain.layers`).
+Everything outside the encoder (target encoder, fine-tuning, export, the
+s3prl upstream, probes and analysis) uses an encoder only through
+:class:`LayeredEncoder`:
 
-The SpeechBrain modules inside are patched on construction
-(:mod:`latent_rq_brain.sb_patches`): the Conformer convolution is made exact
-under padding, and the fast kernels are switched as the YAML asks.
+* ``num_layers`` and ``d_model`` (the width of every hidden state);
+* ``downsampling``: input feature frames per output frame;
+* ``forward(feats, enc_lens) -> (out, hidden_states)``: ``hidden_states`` is
+  ``[front-end output, layer 0, ..., layer L-1]``, paper layers ``-1 .. L-1``
+  (:mod:`latent_rq_brain.layers`), each (B, T // downsampling, d_model);
+* ``truncated_copy(n_layers)``: a frozen copy (eval mode, no gradients) that
+  runs only the first ``n_layers`` layers (the Latent-RQ target encoder);
+* ``layer_of(name)``: the paper layer a parameter belongs to (``-1`` for the
+  front-end, None for what no hidden state passes through, e.g. a final norm);
+  fine-tuning picks its trainable layers with it.
+
+A new encoder is a subclass plus an architecture YAML
+(:mod:`latent_rq_brain.architectures`), selected with ``encoder_architecture``.
+
+The SpeechBrain modules inside :class:`LatentRQEncoder` are patched on
+construction (:mod:`latent_rq_brain.sb_patches`): the Conformer convolution is
+made exact under padding, and the fast kernels are switched as the YAML asks.
 
 Authors
  * latent-rq developers 2026
 """
+
+import copy
 
 import torch
 
 from latent_rq_brain.sb_patches import patch_padding_exact_convolution, set_fast_kernels
 
 
-class LatentRQEncoder(torch.nn.Module):
+def frozen(module):
+    """``module`` in eval mode without gradients (returned for chaining).
+
+    Example
+    -------
+    >>> net = frozen(torch.nn.Linear(2, 2))
+    >>> net.training, net.weight.requires_grad
+    (False, False)
+    """
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def check_truncation(n_layers, num_layers):
+    """Validates the ``n_layers`` of :meth:`LayeredEncoder.truncated_copy`.
+
+    Example
+    -------
+    >>> check_truncation(2, 4)
+    2
+    >>> check_truncation(5, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: truncated_copy(n_layers=5): the encoder has 4 layers (0..4 can be kept)
+    """
+    if not 0 <= int(n_layers) <= num_layers:
+        raise ValueError(
+            f"truncated_copy(n_layers={n_layers}): the encoder has {num_layers} layers "
+            f"(0..{num_layers} can be kept)"
+        )
+    return int(n_layers)
+
+
+def indexed_layer(name, prefix, num_layers):
+    """Layer index in a parameter ``name`` that starts with ``prefix``
+    (``<prefix><i>.``), None if it does not or ``i >= num_layers``.
+
+    Example
+    -------
+    >>> indexed_layer("stack.layers.3.ffn.w", "stack.layers.", 4)
+    3
+    >>> indexed_layer("stack.norm.w", "stack.layers.", 4) is None
+    True
+    """
+    if not name.startswith(prefix):
+        return None
+    layer = int(name[len(prefix):].split(".", 1)[0])
+    return layer if layer < num_layers else None
+
+
+class LayeredEncoder(torch.nn.Module):
+    """The encoder contract (see the module docstring); subclasses implement it.
+
+    Example
+    -------
+    >>> class Two(LayeredEncoder):
+    ...     pass
+    >>> Two().num_layers
+    Traceback (most recent call last):
+    ...
+    NotImplementedError: Two must define num_layers (latent_rq_brain.encoder.LayeredEncoder)
+    """
+
+    def _missing(self, what):
+        return NotImplementedError(
+            f"{type(self).__name__} must define {what} (latent_rq_brain.encoder.LayeredEncoder)"
+        )
+
+    @property
+    def num_layers(self):
+        """Number of layers currently in the stack (paper layers 0..L-1)."""
+        raise self._missing("num_layers")
+
+    @property
+    def d_model(self):
+        """Width of every hidden state."""
+        raise self._missing("d_model")
+
+    @property
+    def downsampling(self):
+        """Input feature frames per output frame."""
+        raise self._missing("downsampling")
+
+    def forward(self, feats, enc_lens):
+        """``(out, hidden_states)`` of (B, T, F) features, T a multiple of
+        ``downsampling``, with (B,) valid output frames ``enc_lens``.
+
+        Returns
+        -------
+        out : torch.Tensor
+            (B, T // downsampling, d_model) final output.
+        hidden_states : list of torch.Tensor
+            ``num_layers + 1`` tensors of the same shape: the front-end output
+            (paper layer -1), then every layer.
+        """
+        raise self._missing("forward")
+
+    def truncated_copy(self, n_layers):
+        """A frozen copy (:func:`frozen`) running only layers ``0..n_layers-1``."""
+        raise self._missing("truncated_copy")
+
+    def layer_of(self, name):
+        """Paper layer of the parameter ``name`` (as in ``named_parameters()``):
+        ``-1`` front-end, ``0..L-1`` layers, None for the rest."""
+        raise self._missing("layer_of")
+
+
+class LatentRQEncoder(LayeredEncoder):
     """CNN front-end + Conformer encoder returning output and hidden states.
 
     Arguments
@@ -46,8 +170,20 @@ class LatentRQEncoder(torch.nn.Module):
     ...     output_hidden_states=True)
     >>> enc = LatentRQEncoder(cnn, tr)
     >>> out, states = enc(torch.randn(2, 16, 80), torch.tensor([4, 3]))
-    >>> out.shape, len(states), enc.num_layers, enc.d_model
-    (torch.Size([2, 4, 32]), 3, 2, 32)
+    >>> out.shape, len(states), enc.num_layers, enc.d_model, enc.downsampling
+    (torch.Size([2, 4, 32]), 3, 2, 32, 4)
+    >>> top = enc.truncated_copy(1)
+    >>> _, first = top(torch.randn(2, 16, 80), torch.tensor([4, 3]))
+    >>> top.num_layers, len(first), top.training
+    (1, 2, False)
+    >>> enc.layer_of("frontend.convblock_0.convs.conv_0.conv.weight")
+    -1
+    >>> enc.layer_of("transformer.custom_src_module.layers.0.w.weight")
+    -1
+    >>> enc.layer_of("transformer.encoder.layers.1.ffn_module1.0.w.weight")
+    1
+    >>> enc.layer_of("transformer.encoder.norm.norm.weight") is None
+    True
     """
 
     def __init__(
@@ -75,8 +211,28 @@ class LatentRQEncoder(torch.nn.Module):
         """Width of the Conformer."""
         return self.transformer.custom_src_module.layers[0].w.out_features
 
+    @property
+    def downsampling(self):
+        """Time stride of the CNN front-end (SpeechBrain's filter properties)."""
+        return int(self.frontend.get_filter_properties().stride)
+
+    def truncated_copy(self, n_layers):
+        """A frozen deep copy keeping Conformer layers ``0..n_layers-1``."""
+        n_layers = check_truncation(n_layers, self.num_layers)
+        module = copy.deepcopy(self)
+        layers = module.transformer.encoder.layers
+        module.transformer.encoder.layers = torch.nn.ModuleList(list(layers)[:n_layers])
+        return frozen(module)
+
+    def layer_of(self, name):
+        """``-1``: CNN front-end and its projection to ``d_model``; ``l``:
+        Conformer layer ``l``; None: the final LayerNorm."""
+        if name.startswith(("frontend.", "transformer.custom_src_module.")):
+            return -1
+        return indexed_layer(name, "transformer.encoder.layers.", self.num_layers)
+
     def forward(self, feats, enc_lens):
-        """Encodes ``feats`` (B, T, F), T a multiple of 4.
+        """Encodes ``feats`` (B, T, F), T a multiple of ``downsampling``.
 
         Arguments
         ---------
@@ -88,7 +244,7 @@ class LatentRQEncoder(torch.nn.Module):
         Returns
         -------
         out : torch.Tensor
-            (B, T // 4, d_model) final encoder output (after the final norm).
+            (B, T // downsampling, d_model) final encoder output (after the final norm).
         hidden_states : list of torch.Tensor
             ``[front-end output, layer 0, ..., layer L-1]``.
         """

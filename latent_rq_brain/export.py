@@ -36,6 +36,7 @@ import yaml
 
 from speechbrain.inference.interfaces import Pretrained
 
+from latent_rq_brain.architectures import ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE
 from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
 
 
@@ -144,10 +145,11 @@ def model_card(encoder, data, results, name):
         f"| optimizer step | {info.get('step')} |",
         f"| data | {data.get('train_csv') or data.get('data_folder') or 'unknown'}"
         + (f" (languages {data['languages']})" if data.get("languages") else "") + " |",
-        f"| encoder | CNN front-end (4x) + {c['num_encoder_layers']} Conformer layers, "
-        f"d={c['d_model']}, {c['nhead']} heads, FFN {c['d_ffn']} |",
-        f"| hidden states | {encoder.num_hidden_states}: CNN front-end output (paper layer -1), "
-        f"then Conformer layers 0..{c['num_encoder_layers'] - 1} |",
+        f"| encoder | {c.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE)}: front-end "
+        f"({encoder.encoder.downsampling}x) + {encoder.encoder.num_layers} layers, "
+        f"d={encoder.hidden_size}, {c.get('nhead')} heads, FFN {c.get('d_ffn')} |",
+        f"| hidden states | {encoder.num_hidden_states}: front-end output (paper layer -1), "
+        f"then layers 0..{encoder.encoder.num_layers - 1} |",
         f"| downsample rate | {encoder.downsample_rate} samples ({encoder.downsample_rate * 1000 // encoder.sample_rate} ms frames at {encoder.sample_rate} Hz) |",
         f"| target layers | {c.get('target_layers')} (normalisation {c.get('target_norm')}) |",
         f"| parameters | {sum(p.numel() for p in encoder.parameters()):,} |",

@@ -6,8 +6,10 @@ states with autograd, for the CTC fine-tuning recipe (``recipes/finetune``)
 and the s3prl upstream under ``-f``:
 
 * ``trainable_layers``: which parameters get gradients, by paper layer index
-  (``-1`` = CNN front-end and its projection to ``d_model``, ``0..L-1`` =
-  Conformer layers), ``"all"`` or ``None`` (frozen);
+  (``-1`` = front-end and its projection to ``d_model``, ``0..L-1`` = layers;
+  the encoder says which layer a parameter belongs to,
+  :meth:`~latent_rq_brain.encoder.LayeredEncoder.layer_of`), ``"all"`` or
+  ``None`` (frozen);
 * ``feature_augment``: modules applied to the log-Mel features in training
   mode only (SpeechBrain's ``SpectrogramDrop`` for time and frequency masks).
 
@@ -19,30 +21,6 @@ Authors
 """
 
 import torch
-
-
-def layer_of(name, num_layers):
-    """Paper layer index of an encoder parameter name, None for the rest
-    (the final LayerNorm, which no hidden state passes through).
-
-    Example
-    -------
-    >>> layer_of("frontend.convblock_0.convs.conv_0.conv.weight", 4)
-    -1
-    >>> layer_of("transformer.custom_src_module.layers.0.w.weight", 4)
-    -1
-    >>> layer_of("transformer.encoder.layers.3.ffn_module1.0.w.weight", 4)
-    3
-    >>> layer_of("transformer.encoder.norm.norm.weight", 4) is None
-    True
-    """
-    if name.startswith(("frontend.", "transformer.custom_src_module.")):
-        return -1
-    prefix = "transformer.encoder.layers."
-    if name.startswith(prefix):
-        layer = int(name[len(prefix):].split(".", 1)[0])
-        return layer if layer < num_layers else None
-    return None
 
 
 def parse_layers(value, num_layers):
@@ -118,7 +96,7 @@ class TrainableEncoder(torch.nn.Module):
         self.trainable_layers = parse_layers(trainable_layers, enc.num_layers)
         chosen = set(self.trainable_layers)
         for name, param in enc.named_parameters():
-            param.requires_grad_(layer_of(name, enc.num_layers) in chosen)
+            param.requires_grad_(enc.layer_of(name) in chosen)
         return self.trainable_layers
 
     def trainable_parameters(self):

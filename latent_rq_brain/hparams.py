@@ -13,6 +13,9 @@ Its settings are overrides of the base file, and command-line overrides win
 over both: ``python train.py hparams/latent_rq_stage1.yaml --init_from=...``
 is ``python train.py hparams/latent_rq_schedule.yaml --initial_stage=1 ...``.
 HyperPyYAML's ``!include`` nests a file under a key, so it cannot do this.
+HyperPyYAML merges an override mapping into the base's key by key, keeping the
+base's tag: a thin file gives a different object's arguments as a list
+(``data_prep: !name:f [a, b]``), which replaces the base's whole.
 
 Authors
  * latent-rq developers 2026
@@ -58,13 +61,46 @@ def expand_hparams_file(hparams_file, overrides=None):
         thin = _load(f)
     if not isinstance(thin, dict) or BASE_KEY not in thin:
         return hparams_file, overrides
-    base = os.path.join(os.path.dirname(os.path.abspath(hparams_file)), thin.pop(BASE_KEY))
+    base = os.path.normpath(
+        os.path.join(os.path.dirname(os.path.abspath(hparams_file)), thin.pop(BASE_KEY))
+    )
     if isinstance(overrides, str):
         overrides = _load(overrides)
+    with open(base, encoding="utf-8") as f:
+        _check_no_merged_objects(hparams_file, thin, _load(f))
     thin.update(overrides or {})
     out = io.StringIO()
     ruamel.yaml.YAML().dump(thin, out)
     return expand_hparams_file(base, out.getvalue())
+
+
+def _tag(node):
+    return getattr(getattr(node, "tag", None), "value", None)
+
+
+def _check_no_merged_objects(thin_file, thin, base):
+    """Refuses a thin setting that HyperPyYAML would merge into a different
+    object: an override that is a mapping updates the base's mapping key by
+    key and keeps the base's tag (``!new:``, ``!name:``, ...), so a tagged
+    mapping over another tag would build the base's class with mixed arguments.
+
+    Example
+    -------
+    >>> base = _load("prep: !name:a.f\\n    x: 1\\nopts:\\n    n: 1\\n")
+    >>> _check_no_merged_objects("t.yaml", _load("opts:\\n    n: 2\\n"), base)
+    >>> _check_no_merged_objects("t.yaml", _load("prep: !name:b.g\\n    y: 2\\n"), base)
+    Traceback (most recent call last):
+    ...
+    ValueError: t.yaml: prep: !name:b.g would be merged into the base's prep: !name:a.f (HyperPyYAML merges mappings): give the arguments as a list, or change the base
+    """
+    for key, value in thin.items():
+        old = base.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and _tag(value) != _tag(old):
+            raise ValueError(
+                f"{thin_file}: {key}: {_tag(value) or 'a mapping'} would be merged into "
+                f"the base's {key}: {_tag(old) or 'mapping'} (HyperPyYAML merges "
+                "mappings): give the arguments as a list, or change the base"
+            )
 
 
 def check_settings(hparams):

@@ -2,10 +2,12 @@
 
 Every checkpoint written by ``train.py`` holds ``encoder_spec.ckpt`` (YAML)
 (:class:`EncoderSpec`): the few settings that fix the feature extractor and
-encoder architecture. :class:`PretrainedEncoder` rebuilds the model from it,
-loads ``encoder.ckpt`` and returns all hidden states (CNN front-end output
-plus every Conformer layer) for a batch of 16 kHz waveforms; it is what the
-probes, the analysis scripts and the s3prl upstream use::
+encoder architecture (those its architecture YAML declares,
+:mod:`latent_rq_brain.architectures`). :class:`PretrainedEncoder` rebuilds the
+model from it, loads ``encoder.ckpt`` and returns all hidden states (front-end
+output plus every layer, :class:`~latent_rq_brain.encoder.LayeredEncoder`) for
+a batch of 16 kHz waveforms; it is what the probes, the analysis scripts, the
+export and the s3prl upstream use::
 
     enc = PretrainedEncoder.from_checkpoint("results/demo")
     hidden_states, enc_lens = enc(wavs, wav_lens)
@@ -35,25 +37,22 @@ from latent_rq_brain.checkpoints import (
     load_state,
     require_files,
 )
+from latent_rq_brain.architectures import (
+    ARCHITECTURE_KEY,
+    DEFAULT_ARCHITECTURE,
+    architecture_file,
+    build_architecture,
+    spec_settings,
+)
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 
-#: Settings (top-level YAML keys) that fix features and encoder architecture.
-ARCH_KEYS = (
-    "sample_rate",
-    "n_fft",
-    "n_mels",
-    "win_length",
-    "hop_length",
-    "downsampling",
-    "cnn_channels",
-    "d_model",
-    "nhead",
-    "num_encoder_layers",
-    "d_ffn",
-)
-#: Architecture settings with a default (older checkpoints lack them).
-OPTIONAL_ARCH_KEYS = {"attention_type": "RelPosMHAXL"}
+#: Settings that fix features and encoder of the default architecture: the
+#: ``!PLACEHOLDER`` keys of ``architecture.yaml`` (another architecture's are
+#: those of its own YAML: :func:`latent_rq_brain.architectures.spec_settings`).
+ARCH_KEYS, OPTIONAL_ARCH_KEYS = spec_settings(DEFAULT_ARCHITECTURE)
+#: ``OPTIONAL_ARCH_KEYS``: architecture settings with a default (older
+#: checkpoints lack them), e.g. ``{"attention_type": "RelPosMHAXL"}``.
 #: Settings recorded for information (what the targets were made from).
 INFO_KEYS = ("target_layers", "target_norm", "seed")
 
@@ -62,8 +61,11 @@ INFO_KEYS = ("target_layers", "target_norm", "seed")
 class EncoderSpec:
     """What :class:`PretrainedEncoder` needs to rebuild a run's encoder.
 
-    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text); loading only
-    checks the file is whole (the encoder's state dict is the strict check).
+    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text): the
+    architecture's settings (:func:`~latent_rq_brain.architectures.spec_settings`),
+    its name when it is not the default (``encoder_architecture``), and
+    :data:`INFO_KEYS`. Loading only checks the file is whole (the encoder's
+    state dict is the strict check).
 
     Example
     -------
@@ -77,12 +79,19 @@ class EncoderSpec:
 
     @classmethod
     def from_hparams(cls, hparams):
-        """Picks :data:`ARCH_KEYS` (required) and :data:`INFO_KEYS` from hparams."""
-        missing = [k for k in ARCH_KEYS if k not in hparams]
+        """Picks the architecture's settings and :data:`INFO_KEYS` from hparams."""
+        name = hparams.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE)
+        required, optional = spec_settings(name)
+        missing = [k for k in required if k not in hparams]
         if missing:
-            raise ValueError(f"hparams lack the encoder settings {missing}")
-        keys = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS) + INFO_KEYS
+            raise ValueError(
+                f"hparams lack the encoder settings {missing} "
+                f"({os.path.basename(architecture_file(name))})"
+            )
+        keys = required + tuple(optional) + INFO_KEYS
         config = {k: _plain(hparams[k]) for k in keys if k in hparams}
+        if name != DEFAULT_ARCHITECTURE:  # default unnamed: older specs read the same
+            config[ARCHITECTURE_KEY] = name
         return cls(config)
 
     @mark_as_saver
@@ -95,7 +104,8 @@ class EncoderSpec:
         """The settings saved in ``path``; KeyError if it is not whole."""
         with open(path, encoding="utf-8") as f:
             saved = yaml.safe_load(f) or {}
-        missing = [k for k in ARCH_KEYS if k not in saved]
+        required, _ = spec_settings(saved.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE))
+        missing = [k for k in required if k not in saved]
         if missing:
             raise KeyError(f"{path} lacks {missing}")
         return saved
@@ -114,15 +124,18 @@ def _plain(value):
     return value
 
 
-#: The one definition of features + encoder (the training YAMLs include it).
-ARCHITECTURE_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "architecture.yaml")
+#: The default architecture's YAML (the training YAMLs build it, by name).
+ARCHITECTURE_YAML = architecture_file(DEFAULT_ARCHITECTURE)
 
 
 def build_encoder(config):
-    """Builds (features, encoder) from :data:`ARCHITECTURE_YAML`, randomly initialised.
+    """Builds (features, encoder) of a spec, randomly initialised.
 
-    ``config`` gives :data:`ARCH_KEYS` (and optionally :data:`OPTIONAL_ARCH_KEYS`);
-    the modules, their order and names are those the training YAMLs build.
+    ``config`` names the architecture (``encoder_architecture``, default
+    ``conformer``) and gives its settings (:data:`ARCH_KEYS` and optionally
+    :data:`OPTIONAL_ARCH_KEYS` for the default); run-time switches (dropout,
+    fast kernels) take the architecture file's defaults. The modules, their
+    order and names are those the training YAMLs build.
 
     Example
     -------
@@ -134,18 +147,17 @@ def build_encoder(config):
     ...
     ValueError: encoder config lacks ['sample_rate', 'n_fft', 'n_mels', 'win_length', 'hop_length', 'downsampling', 'cnn_channels', 'nhead', 'num_encoder_layers', 'd_ffn']
     """
-    from hyperpyyaml import load_hyperpyyaml
-
-    missing = [k for k in ARCH_KEYS if k not in config]
+    name = config.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE)
+    required, optional = spec_settings(name)
+    missing = [k for k in required if k not in config]
     if missing:
         raise ValueError(f"encoder config lacks {missing}")
-    settings = {k: config[k] for k in ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS) if k in config}
-    settings["cnn_channels"] = tuple(int(x) for x in settings["cnn_channels"])
-    overrides = "\n".join(
-        f"{k}: !tuple {v}" if isinstance(v, tuple) else f"{k}: {v}" for k, v in settings.items()
-    )
-    with open(ARCHITECTURE_YAML, encoding="utf-8") as f:
-        built = load_hyperpyyaml(f, overrides)
+    # a spec holds lists (_plain) where the training YAMLs give tuples: `(32, 16)`
+    settings = {
+        k: tuple(config[k]) if isinstance(config[k], list) else config[k]
+        for k in required + tuple(optional) if k in config
+    }
+    built = build_architecture(name, **settings)
     return built["features"], built["encoder"]
 
 
@@ -168,7 +180,7 @@ _ArchConstructor.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def yaml_config(hparams_file):
-    """:data:`ARCH_KEYS` and :data:`INFO_KEYS` of a training YAML, read
+    """The encoder spec (:class:`EncoderSpec`) of a training YAML, read
     without building anything (the architecture has one home: the YAML).
 
     Example
@@ -199,7 +211,7 @@ class PretrainedEncoder(torch.nn.Module):
     Arguments
     ---------
     config : dict
-        :data:`ARCH_KEYS` (and optionally :data:`INFO_KEYS`).
+        An encoder spec (:class:`EncoderSpec`'s settings; :data:`INFO_KEYS` optional).
     info : dict, optional
         Where the weights came from (checkpoint, stage, step).
 
@@ -210,8 +222,8 @@ class PretrainedEncoder(torch.nn.Module):
     >>> states, enc_lens = enc(wavs, torch.tensor([1.0, 0.5]))
     >>> len(states), states[0].shape, enc_lens.tolist()
     (3, torch.Size([2, 26, 32]), [26, 13])
-    >>> enc.downsample_rate, enc.hidden_size, enc.num_hidden_states
-    (640, 32, 3)
+    >>> enc.downsample_rate, enc.hidden_size, enc.num_hidden_states, enc.mel_target_dim
+    (640, 32, 3, 320)
     """
 
     def __init__(self, config, info=None):
@@ -221,7 +233,7 @@ class PretrainedEncoder(torch.nn.Module):
         self.info = dict(info or {})
         self.sample_rate = int(self.config["sample_rate"])
         hop = int(round(self.sample_rate * self.config["hop_length"] / 1000))
-        self.downsample_rate = hop * int(self.config["downsampling"])
+        self.downsample_rate = hop * self.encoder.downsampling
         self.requires_grad_(False)
         self.eval()
 
@@ -323,8 +335,14 @@ class PretrainedEncoder(torch.nn.Module):
 
     @property
     def num_hidden_states(self):
-        """CNN front-end output + one per Conformer layer."""
+        """Front-end output + one per layer."""
         return self.encoder.num_layers + 1
+
+    @property
+    def mel_target_dim(self):
+        """Width of the stage-0 (BEST-RQ) targets: the Mel bins of the
+        encoder's ``downsampling`` frames, stacked (``targets.stack_frames``)."""
+        return int(self.config["n_mels"]) * self.encoder.downsampling
 
     def train(self, mode=True):
         """Stays in eval mode: the encoder is frozen (no dropout)."""
@@ -344,11 +362,12 @@ class PretrainedEncoder(torch.nn.Module):
         Returns
         -------
         hidden_states : list of torch.Tensor
-            ``num_hidden_states`` tensors (B, T, hidden_size): CNN front-end
-            output, then Conformer layers 0..L-1 (paper layers -1..L-1).
+            ``num_hidden_states`` tensors (B, T, hidden_size): front-end
+            output, then layers 0..L-1 (paper layers -1..L-1).
             Frames past ``enc_lens`` are padding.
         enc_lens : torch.Tensor
-            (B,) valid 40 ms frames: ceil((n_samples // 160 + 1) / 4).
+            (B,) valid encoder frames: ceil((n_samples // hop + 1) / downsampling)
+            (40 ms frames in the paper's configuration).
         """
         if wavs.dim() != 2:
             raise ValueError(f"wavs must be (batch, samples), got {tuple(wavs.shape)}")

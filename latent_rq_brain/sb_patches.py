@@ -20,8 +20,7 @@ Speed-ups (same outputs to float rounding; YAML switches ``fast_frontend``,
   transposes the front-end's (B, T, F, C) activations to (B, C, F, T), which
   makes the reflection padding and the convolution copy them whole, forward
   and backward. Here the same convolution runs on a channels-last view of the
-  (B, T, F, C) tensor (kernel transposed to (T, F)): no layout copies; about
-  12% of a CPU training step of the small config (``python -m tools.bench``);
+  (B, T, F, C) tensor (kernel transposed to (T, F)): no layout copies;
 * :class:`BatchMajorFeedForward`. Upstream:
   ``speechbrain.nnet.attention.PositionalwiseFeedForward`` permutes to
   (T, B, d) first, so each linear layer runs as a batched matmul over T;

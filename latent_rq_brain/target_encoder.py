@@ -176,15 +176,9 @@ class TargetEncoder:
         check_target_layers(self.target_layers, unwrap(encoder).num_layers)
 
     def _frozen_copy(self, encoder):
-        module = copy.deepcopy(unwrap(encoder))
-        if self.truncate:
-            deepest = max(self.target_layers)
-            layers = module.transformer.encoder.layers
-            module.transformer.encoder.layers = torch.nn.ModuleList(
-                list(layers)[: deepest + 1]
-            )
-        module.eval()
-        module.requires_grad_(False)
+        encoder = unwrap(encoder)  # the encoder contract: latent_rq_brain.encoder
+        n_layers = max(self.target_layers) + 1 if self.truncate else encoder.num_layers
+        module = encoder.truncated_copy(n_layers)
         self._compiled = None
         return module
 

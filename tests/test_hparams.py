@@ -137,6 +137,38 @@ def test_paper_files_are_the_schedule_file_plus_a_few_settings():
                         "optimizer_step_limit", "stage_transitions"}, (name, keys)
 
 
+def test_small_file_is_the_schedule_file_plus_what_differs(tmp_path):
+    """hparams/small/latent_rq.yaml sets only settings: every object (and its
+    architecture) comes from the schedule file."""
+    path, text = expand_hparams_file(SMALL)
+    assert os.path.samefile(path, paper_path("latent_rq_schedule"))
+    keys = set(ruamel.yaml.YAML().load(text))
+    assert not keys & {"architecture", "encoder", "quantizer", "modules", "checkpointer"}
+    assert {"d_model", "num_encoder_layers", "data_prep", "precision"} <= keys
+    hp = load(SMALL, tmp_path)
+    assert (hp["d_model"], hp["num_encoder_layers"], hp["precision"]) == (96, 4, "fp32")
+    assert hp["train_dataloader_opts"] == {"num_workers": 0}
+    assert hp["valid_dataloader_opts"] == {"batch_size": 8, "num_workers": 0}
+    # the demo's data preparation replaces LibriSpeech's whole
+    from recipes.demo.prepare_asterisk import prepare_asterisk
+
+    assert hp["data_prep"].func is prepare_asterisk and not hp["data_prep"].keywords
+    assert hp["data_prep"].args == (str(tmp_path), ["en", "fr", "es", "it", "ru"])
+
+
+def test_thin_file_cannot_merge_into_another_object(tmp_path):
+    """HyperPyYAML would merge a mapping into the base's and keep the base's
+    tag: the thin file is refused, naming itself and the key."""
+    thin = tmp_path / "thin.yaml"
+    thin.write_text(
+        f"base_hparams: {paper_path('latent_rq_schedule')}\n"
+        "data_prep: !name:recipes.demo.prepare_asterisk.prepare_asterisk\n"
+        "    save_folder: x\n"
+    )
+    with pytest.raises(ValueError, match=r"thin.yaml: data_prep: !name:recipes.demo.prepare_asterisk.prepare_asterisk would be merged into the base's data_prep: !name:recipes.LibriSpeech"):
+        expand_hparams_file(str(thin))
+
+
 # ---------------------------------------------------------------- overrides
 @pytest.mark.parametrize(
     "layers",
@@ -159,6 +191,7 @@ def test_target_layers_from_the_command_line(tmp_path):
         [SMALL, "--target_layers=[-1,0,1]", f"--output_folder={tmp_path}"]
     )
     assert hparams_file == SMALL
+    hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
     with open(hparams_file, encoding="utf-8") as fin:
         hp = load_hyperpyyaml(fin, overrides)
     assert hp["target_layers"] == [-1, 0, 1]
@@ -173,7 +206,8 @@ def test_target_layers_with_spaces_on_the_command_line(tmp_path):
     _, _, overrides = sb.parse_arguments(
         [SMALL, "--target_layers=[0, 3]", f"--output_folder={tmp_path}"]
     )
-    with open(SMALL, encoding="utf-8") as fin:
+    path, overrides = expand_hparams_file(SMALL, overrides)
+    with open(path, encoding="utf-8") as fin:
         hp = load_hyperpyyaml(fin, overrides)
     assert list(hp["quantizer"].sources) == ["mel", "layer0", "layer3"]
 
@@ -284,6 +318,7 @@ def test_typed_run_opts_rejects_bad_number():
                                  "--target_layers=[true, 2]"])
 def test_target_layers_must_be_a_list_of_ints(arg, tmp_path):
     _, _, overrides = sb.parse_arguments([SMALL, arg, f"--output_folder={tmp_path}"])
+    path, overrides = expand_hparams_file(SMALL, overrides)
     with pytest.raises(ValueError, match="target_layers"):
-        with open(SMALL, encoding="utf-8") as fin:
+        with open(path, encoding="utf-8") as fin:
             load_hyperpyyaml(fin, overrides)

@@ -15,6 +15,8 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from latent_rq_brain.hparams import expand_hparams_file
+
 from latent_rq_brain.layers import hidden_state_index, layer_source
 from latent_rq_brain.sb_patches import PaddingExactConvolutionModule
 from latent_rq_brain.masking import sample_span_mask
@@ -44,7 +46,8 @@ def load_tiny_hparams(folder, **overrides):
         "output_folder": str(folder),
     }
     over.update(overrides)
-    with open(HPARAMS) as f:
+    path, over = expand_hparams_file(HPARAMS, over)
+    with open(path) as f:
         return load_hyperpyyaml(f, over)
 
 

@@ -1,8 +1,10 @@
 """s3prl ``UpstreamExpert`` for latent-rq checkpoints.
 
-List of 16 kHz waveforms in, ``{"hidden_states": [...]}`` out: the CNN
-front-end output and every Conformer layer, 40 ms frames (downsample rate 640),
-as SUPERB's weighted-sum featurizer expects.
+List of 16 kHz waveforms in, ``{"hidden_states": [...]}`` out: the
+front-end output and every layer of the encoder
+(:class:`~latent_rq_brain.encoder.LayeredEncoder`), at its downsample rate
+(640 samples = 40 ms for the paper's configuration), as SUPERB's weighted-sum
+featurizer expects.
 
 Frozen or fine-tuned as s3prl asks: without ``-f`` s3prl calls ``eval()`` and
 runs the upstream under ``torch.no_grad()``; with ``-f`` (``--upstream_trainable``)
@@ -67,7 +69,8 @@ class UpstreamExpert(_Base):
         self.model = TrainableEncoder(ckpt, trainable_layers="all")
 
     def get_downsample_rates(self, key: str = None) -> int:
-        """Samples per output frame (640 = 40 ms at 16 kHz) for every key."""
+        """Samples per output frame (hop x the encoder's downsampling; 640 =
+        40 ms at 16 kHz in the paper's configuration) for every key."""
         del key
         return self.model.downsample_rate
 

@@ -53,7 +53,7 @@ def load_model(checkpoint, seed=1):
         enc.info.update(stage=1, target_layers=cfg["target_layers"],
                         target_norm=cfg["target_norm"])
         q = latent_rq_quantizer(
-            4, 64, 8, 4 * cfg["n_mels"], enc.hidden_size, cfg["target_layers"],
+            4, 64, 8, enc.mel_target_dim, enc.hidden_size, cfg["target_layers"],
             enc.encoder.num_layers, seed,
         )
         return enc, q
@@ -222,7 +222,7 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False, norm=Non
         norm = norm or enc.info.get("target_norm") or "utterance"
         target_encoder = TargetEncoder(layers, norm)
         target_encoder.snapshot(enc.encoder, step=0)
-    make = TargetMaker(quantizer, target_encoder, int(enc.config["downsampling"]))
+    make = TargetMaker(quantizer, target_encoder, enc.encoder.downsampling)
     out = {s: {"codes": [], "proj": [], "inputs": []} for s in sources}
     lens = []
     for i in range(0, len(wavs), batch_size):
@@ -263,8 +263,12 @@ def speaker_frames(items, enc_lens, column=None):
     return out
 
 
-def phone_frames(items, wavs, enc_lens, transcript_column=None, cache=None, log=print):
+def phone_frames(items, wavs, enc_lens, downsampling, transcript_column=None, cache=None,
+                 log=print):
     """Per-frame phone labels from PocketSphinx (see :mod:`recipes.analysis.labels`).
+
+    ``downsampling``: 10 ms frames per encoder frame (the encoder's, e.g.
+    ``enc.encoder.downsampling``).
 
     ``transcript_column``: ``"auto"`` (first of ``wrd, words, transcript,
     text, digit`` present), a column name, or ``None`` (phone recognition).
@@ -307,7 +311,7 @@ def phone_frames(items, wavs, enc_lens, transcript_column=None, cache=None, log=
             if labeller is None:
                 labeller = PocketSphinxPhones()
             segs, how = labeller(wav.numpy(), words)
-            lab = segments_to_frames(segs, t)
+            lab = segments_to_frames(segs, t, downsampling)
             stored[uid] = {"how": how, "words": words, "frames": lab}
         counts[how] = counts.get(how, 0) + 1
         frames.append(lab)

@@ -103,7 +103,7 @@ def run(args):
     t2 = time.time()
     if "phone" in kinds:
         frames, counts = common.phone_frames(
-            items, wavs, lens, args.transcript_column,
+            items, wavs, lens, enc.encoder.downsampling, args.transcript_column,
             cache=os.path.join(args.out, "labels_phone.json"),
         )
         labels["phone"] = common.flat(frames)

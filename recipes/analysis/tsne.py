@@ -84,7 +84,7 @@ def run(args):
     labels = {}
     if "phone" in kinds:
         frames, counts = common.phone_frames(
-            items, wavs, lens, args.transcript_column,
+            items, wavs, lens, enc.encoder.downsampling, args.transcript_column,
             cache=os.path.join(args.out, "labels_phone.json"),
         )
         labels["phone"] = common.flat(frames)

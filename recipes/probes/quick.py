@@ -309,7 +309,7 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     L = enc.encoder.num_layers
     layers = list(range(-1, L))
     q = latent_rq_quantizer(n_codebooks * (len(layers)), codebook_size, codebook_dim,
-                            4 * int(enc.config["n_mels"]), enc.hidden_size, layers, L, seed)
+                            enc.mel_target_dim, enc.hidden_size, layers, L, seed)
     sources = ["mel"] + [layer_source(l) for l in layers]
     lens, out = extract(enc, q, sources, wavs, norm=norm)
     lab, valid = phone_targets(frames)

@@ -1,0 +1,215 @@
+"""The encoder contract (latent_rq_brain.encoder.LayeredEncoder) on every
+architecture, and the demo path on the second one (encoder_architecture:
+transformer): pre-training, a transition, probe features, export and
+fine-tuning.
+
+Authors
+ * latent-rq developers 2026
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from latent_rq_brain.architectures import (  # noqa: E402
+    available_architectures,
+    build_architecture,
+)
+from latent_rq_brain.encoder import LayeredEncoder  # noqa: E402
+from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder, build_encoder  # noqa: E402
+from latent_rq_brain.transformer_encoder import TransformerStackEncoder  # noqa: E402
+
+ARCHITECTURES = available_architectures()
+
+
+def tiny(name, num_layers=3):
+    config = dict(PretrainedEncoder.tiny_config(), num_encoder_layers=num_layers)
+    config["encoder_architecture"] = name
+    torch.manual_seed(0)
+    features, encoder = build_encoder(config)
+    return features, encoder
+
+
+def test_the_second_architecture_is_there():
+    assert ARCHITECTURES[0] == "conformer" and "transformer" in ARCHITECTURES
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_forward_gives_every_layer_at_the_downsampled_rate(name):
+    features, enc = tiny(name)
+    assert isinstance(enc, LayeredEncoder)
+    assert enc.downsampling == features.downsampling == 4
+    enc.eval()
+    feats, enc_lens = torch.randn(2, 24, 80), torch.tensor([6, 4])
+    out, states = enc(feats, enc_lens)
+    assert out.shape == (2, 24 // enc.downsampling, enc.d_model)
+    assert len(states) == enc.num_layers + 1 == 4
+    assert all(s.shape == out.shape for s in states)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_truncated_copy_is_frozen_and_runs_the_first_layers(name):
+    _, enc = tiny(name)
+    enc.eval()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    feats, enc_lens = torch.randn(2, 24, 80), torch.tensor([6, 4])
+    _, full = enc(feats, enc_lens)
+    for n in (0, 2, 3):
+        top = enc.truncated_copy(n)
+        assert top.num_layers == n and top is not enc and not top.training
+        assert not any(p.requires_grad for p in top.parameters())
+        _, states = top(feats, enc_lens)
+        assert len(states) == n + 1
+        for a, b in zip(states, full):
+            assert torch.allclose(a, b, atol=1e-6)
+    assert enc.num_layers == 3 and all(p.requires_grad for p in enc.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
+    with pytest.raises(ValueError, match=r"truncated_copy\(n_layers=4\): the encoder has 3 layers"):
+        enc.truncated_copy(4)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_layer_of_names_the_layer_every_parameter_feeds(name):
+    """Every parameter is in one paper layer (or in the final norm, which no
+    hidden state passes through), every layer has parameters, and changing a
+    layer-l parameter leaves hidden states below l unchanged."""
+    _, enc = tiny(name)
+    enc.eval()
+    layers = {n: enc.layer_of(n) for n, _ in enc.named_parameters()}
+    assert set(layers.values()) - {None} == {-1, 0, 1, 2}
+    assert all("norm" in n for n, layer in layers.items() if layer is None)
+    feats, enc_lens = torch.randn(1, 24, 80), torch.tensor([6])
+    _, ref = enc(feats, enc_lens)
+    params = dict(enc.named_parameters())
+    for layer in (0, 2):
+        name_ = next(n for n, k in layers.items() if k == layer)
+        saved = params[name_].detach().clone()
+        with torch.no_grad():
+            params[name_].add_(1.0)
+        _, moved = enc(feats, enc_lens)
+        with torch.no_grad():
+            params[name_].copy_(saved)
+        assert all(torch.equal(a, b) for a, b in zip(moved[: layer + 1], ref[: layer + 1]))
+        assert not torch.allclose(moved[layer + 1], ref[layer + 1])
+    # a truncated copy drops the layers above its top
+    top = enc.truncated_copy(1)
+    assert {top.layer_of(n) for n, _ in top.named_parameters()} - {None} == {-1, 0}
+
+
+def test_transformer_encoder_is_exact_under_padding():
+    _, enc = tiny("transformer")
+    enc.eval()
+    short = torch.randn(1, 16, 80)
+    alone, _ = enc(short, torch.tensor([4]))
+    batch = torch.zeros(2, 32, 80)
+    batch[0, :16] = short[0]
+    batch[1] = torch.randn(32, 80)
+    padded, _ = enc(batch, torch.tensor([4, 8]))
+    assert torch.allclose(padded[0, :4], alone[0], atol=1e-5)
+
+
+def test_architecture_errors_name_the_setting():
+    with pytest.raises(ValueError, match="encoder_architecture: 'zipformer' has no file"):
+        build_encoder(dict(PretrainedEncoder.tiny_config(), encoder_architecture="zipformer"))
+    with pytest.raises(ValueError, match="downsampling: 8 but the encoder of .*architecture_transformer.yaml downsamples by 4"):
+        build_architecture("transformer", **dict(PretrainedEncoder.tiny_config(), downsampling=8))
+
+
+def test_spec_names_only_a_non_default_architecture():
+    """Conformer specs stay as before (byte-identical checkpoints); another
+    architecture is named, and a spec rebuilds it."""
+    assert "encoder_architecture" not in EncoderSpec.from_hparams(PretrainedEncoder.tiny_config()).config
+    config = dict(PretrainedEncoder.tiny_config(), encoder_architecture="transformer")
+    spec = EncoderSpec.from_hparams(config).config
+    assert spec["encoder_architecture"] == "transformer"
+    assert isinstance(PretrainedEncoder(spec).encoder, TransformerStackEncoder)
+
+
+# ---------------------------------------------------------------- demo path
+@pytest.fixture(scope="module")
+def transformer_run(tmp_path_factory):
+    """A tiny pre-training run of hparams/small/latent_rq_transformer.yaml
+    (shrunk further on the command line): 3 steps of stage 0,
+    the transition to stage 1 (target cache on), 2 steps of stage 1."""
+    import train
+    from test_training import tiny_args, write_corpus
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("transformer")
+    corpus = write_corpus(str(tmp / "corpus"), n_train=8, n_valid=2)
+    out = tmp / "run"
+    args = tiny_args(
+        out, corpus, "--stage_transitions=[3]", "--optimizer_step_limit=5",
+        "--target_layers=[0, 1]", "--number_of_epochs=10",
+    )
+    args[0] = os.path.join(REPO, "hparams", "small", "latent_rq_transformer.yaml")
+    brain, train_data, valid_data, train_opts, valid_opts = train.build(args)
+    brain.fit(brain.hparams.epoch_counter, train_data, valid_data,
+              train_loader_kwargs=train_opts, valid_loader_kwargs=valid_opts)
+    return str(out), brain
+
+
+def test_transformer_pretrains_and_transitions(transformer_run):
+    out, brain = transformer_run
+    assert isinstance(brain.modules.encoder, TransformerStackEncoder)
+    assert brain.optimizer_step == 5 and brain.schedule.stage == 1
+    te = brain.target_encoder
+    assert te.snapshot_step == 3 and isinstance(te.module, TransformerStackEncoder)
+    assert te.module.num_layers == 2  # truncated above target layer 1
+    assert os.listdir(os.path.join(out, "target_cache"))
+    spec = yaml.safe_load(open(os.path.join(out, "save", os.listdir(os.path.join(out, "save"))[0], "encoder_spec.ckpt")))
+    assert spec["encoder_architecture"] == "transformer"
+
+
+def test_transformer_checkpoint_gives_probe_features_exports_and_finetunes(transformer_run, tmp_path):
+    from latent_rq_brain.export import EncoderInterface, export
+    from recipes.probes.probing import HiddenStateCache
+    from recipes.finetune import train as finetune
+    from test_finetune import HPARAMS, encoder_weights
+    from test_probes import tone_task
+
+    out, brain = transformer_run
+    enc = PretrainedEncoder.load(out)
+    assert isinstance(enc.encoder, TransformerStackEncoder)
+    trained = brain.modules.encoder.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in enc.encoder.state_dict().items())
+    assert (enc.downsample_rate, enc.mel_target_dim, enc.num_hidden_states) == (640, 320, 4)
+
+    # probe features: every hidden state of every frame
+    data = tone_task(str(tmp_path / "data"), sizes=(8, 4, 4))
+    wav = os.path.join(data, "wav", "train0.wav")
+    cache = HiddenStateCache(enc)
+    cache.build({"a": wav})
+    assert cache.get("a").shape[1:] == (4, 32)
+
+    # export and reload with SpeechBrain's interface
+    model = str(tmp_path / "model")
+    export(out, model)
+    assert "transformer: front-end (4x) + 3 layers" in open(os.path.join(model, "README.md")).read()
+    loaded = EncoderInterface.from_hparams(source=model, savedir=str(tmp_path / "sb"))
+    wavs, lens = torch.randn(2, 16000), torch.tensor([1.0, 0.5])
+    want, _ = enc(wavs, lens)
+    got, _ = loaded.encode_batch(wavs, lens)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+    # CTC fine-tuning of layer 1 only: layer_of picks its parameters
+    ft = tmp_path / "ft"
+    res = finetune.main([
+        HPARAMS, f"--checkpoint={out}", f"--data_folder={data}", f"--output_folder={ft}",
+        "--vocab_size=14", "--batch_size=4", "--rnn_layers=0", "--rnn_size=16",
+        "--beam_size=3", "--number_of_epochs=1", "--freeze_encoder_steps=0",
+        "--finetune_layers=[1]",
+    ])
+    assert res["optimizer_steps"] == 2 and res["finetune_layers"] == [1]
+    start = enc.encoder.state_dict()
+    moved = {
+        enc.encoder.layer_of(k[len("pretrained.encoder."):])
+        for k, v in encoder_weights(ft).items()
+        if not torch.equal(v, start[k[len("pretrained.encoder."):]])
+    }
+    assert moved == {1}
