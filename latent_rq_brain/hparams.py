@@ -14,6 +14,9 @@ over both: ``python train.py hparams/latent_rq_stage1.yaml --init_from=...``
 is ``python train.py hparams/latent_rq_schedule.yaml --initial_stage=1 ...``.
 HyperPyYAML's ``!include`` nests a file under a key, so it cannot do this.
 
+The module imports no torch at load time (``train.py`` checks its command
+line with it before the heavy imports).
+
 Authors
  * latent-rq developers 2026
 """
@@ -23,9 +26,6 @@ import logging
 import os
 
 import ruamel.yaml
-import torch
-
-from latent_rq_brain.masking import sample_span_mask
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ def check_settings(hparams):
     (``avoid_if_shorter_than``). Warned: a masked fraction above
     ``MASK_FRACTION_WARN`` there (measured with the training mask sampler).
     """
+    import torch  # here, not at the top: train.py checks its arguments before torch loads
+
+    from latent_rq_brain.masking import sample_span_mask
+
     if int(hparams["codebook_size"]) < 2:
         raise ValueError(
             f"codebook_size: {hparams['codebook_size']} must be >= 2 (with one code "
