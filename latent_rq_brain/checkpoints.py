@@ -197,7 +197,7 @@ def branch_differences(ckpt, hparams):
             saved = theirs.get("sources", {}).get(source)
             if saved is not None and list(saved) != list(value):
                 lines.append(
-                    f"quantizer source {source} (codebooks, input dim): {list(saved)} in the "
+                    f"quantizer source {source} (input dim, codebooks): {list(saved)} in the "
                     f"checkpoint, {list(value)} here (n_codebooks or model size)"
                 )
     return lines
