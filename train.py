@@ -81,7 +81,9 @@ def ddp_backend(run_opts, cuda_available=None):
         return run_opts, None
     message = ("DDP without CUDA: distributed_backend gloo (nccl needs GPUs; "
                "--distributed_backend=... chooses another)")
-    return dataclasses.replace(run_opts, distributed_backend="gloo"), message
+    # Brain takes a run option from run_opts only if it is marked as given
+    given = set(run_opts.overridden_args) | {"distributed_backend"}
+    return dataclasses.replace(run_opts, distributed_backend="gloo", overridden_args=given), message
 
 
 def build(argv):

@@ -84,6 +84,7 @@ def test_torchrun_without_cuda_uses_gloo_and_says_so(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     opts, note = train.ddp_backend(run_opts(), cuda_available=False)
     assert opts.distributed_backend == "gloo" and "gloo" in note
+    assert "distributed_backend" in opts.overridden_args  # else Brain keeps nccl
     # with CUDA, or when the user chose a backend, nothing changes
     opts, note = train.ddp_backend(run_opts(), cuda_available=True)
     assert opts.distributed_backend == "nccl" and note is None
@@ -145,3 +146,21 @@ def test_init_from_a_checkpoint_without_spec_summarises_the_mismatch(tmp_path, c
     message = str(err.value)
     assert "tensor(s) of another shape" in message and len(message) < 1000
     assert written(out) == []
+
+
+@pytest.mark.skipif(not os.environ.get("LATENT_RQ_SLOW"), reason="LATENT_RQ_SLOW=1 runs it")
+def test_torchrun_two_processes_on_cpu(tmp_path, corpus):
+    """``torchrun --nproc_per_node=2 train.py ...`` as README writes it, no GPU
+    and no --distributed_backend: 4 steps through a transition (the ranks'
+    checksums are compared there)."""
+    out = tmp_path / "ddp"
+    args = tiny_args(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=4")
+    args = [a for a in args if a != "--device=cpu"]  # the device follows the backend
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", os.path.join(REPO, "train.py"), *args],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "distributed_backend gloo" in log
+    assert "rank checksums at transition to stage 1" in log
