@@ -267,3 +267,33 @@ def test_documented_output_folders_are_ignored_by_git():
     ignored = set(proc.stdout.split())
     kept = [(doc, folder) for (doc, folder), probe in zip(folders, probes) if probe not in ignored]
     assert not kept, f"outputs that git would show as new files: {kept}"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchors(path):
+    """GitHub's anchors of a Markdown file's headings."""
+    with open(path, encoding="utf-8") as f:
+        text = FENCE.sub("", f.read())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+def test_documented_links_resolve():
+    """Every relative link of the docs names a file that exists (and a heading, with #)."""
+    broken = []
+    for doc in DOCS:
+        with open(os.path.join(REPO, doc), encoding="utf-8") as f:
+            text = FENCE.sub("", f.read())
+        for target in LINK.findall(text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            full = os.path.normpath(os.path.join(REPO, os.path.dirname(doc), path)) if path \
+                else os.path.join(REPO, doc)
+            if not os.path.exists(full):
+                broken.append((doc, target))
+            elif anchor and full.endswith(".md") and anchor not in heading_anchors(full):
+                broken.append((doc, target))
+    assert not broken, broken

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make s3prl-check: s3prl as the README says, end to end, in its own environment.
+# make s3prl-check: s3prl as docs/downstream.md says, end to end, in its own environment.
 #
 #  1. a separate venv (S3PRL_VENV, default .venv-s3prl) with the pins s3prl 0.4.18
 #     imports under: torch/torchaudio 2.8 (torchaudio 2.9+ dropped set_audio_backend
