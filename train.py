@@ -11,7 +11,13 @@ Usage::
     torchrun --nproc_per_node=4 train.py hparams/latent_rq_schedule.yaml ...
 
 Any corpus: ``--data_prep=null --train_csv=train.csv --valid_csv=valid.csv``
-with CSV manifests ``ID,duration,wav[,spk_id,wrd]``.
+with CSV manifests ``ID,duration,wav[,spk_id,wrd]`` (no ``--data_folder``
+needed then).
+
+The command line is checked before torch and SpeechBrain are imported
+(:mod:`latent_rq_brain.arguments`): a usage error or a mistyped setting is
+reported at once. Under ``torchrun`` without CUDA the DDP backend is
+``gloo`` unless ``--distributed_backend`` says otherwise.
 
 Authors
  * latent-rq developers 2026
@@ -19,19 +25,14 @@ Authors
 
 import dataclasses
 import logging
+import os
 import sys
 import typing
 
-from hyperpyyaml import load_hyperpyyaml
-
-import speechbrain as sb
-from latent_rq_brain.brain import LatentRQBrain
-from latent_rq_brain.checkpoints import check_resume_fits
-from latent_rq_brain.data import dataio_prepare
-from latent_rq_brain.hparams import check_settings, expand_hparams_file
-from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
-from speechbrain.utils.distributed import if_main_process, run_on_main
-from speechbrain.utils.run_opts import RunOptions
+# Light imports only at the top: torch and SpeechBrain load in build(), after
+# the command line has been checked.
+from latent_rq_brain.arguments import UsageError, check_command_line, csv_overrides
+from latent_rq_brain.hparams import expand_hparams_file
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def typed_run_opts(run_opts):
     SpeechBrain 1.1 leaves some of them as strings (``--optimizer_step_limit=N``
     then crashes comparing a str with an int).
     """
+    from speechbrain.utils.run_opts import RunOptions
+
     hints = typing.get_type_hints(RunOptions)
     changes = {}
     for name in run_opts.overridden_args:
@@ -59,6 +62,30 @@ def typed_run_opts(run_opts):
     return dataclasses.replace(run_opts, **changes) if changes else run_opts
 
 
+def ddp_backend(run_opts, cuda_available=None):
+    """Run options with ``distributed_backend: gloo`` under ``torchrun`` on a
+    machine without CUDA (SpeechBrain's default, ``nccl``, needs GPUs), unless
+    ``--distributed_backend`` was given. Returns ``(run_opts, message)``;
+    ``message`` (None when nothing changed) is for the log.
+    """
+    launched = os.environ.get("RANK") is not None and os.environ.get("LOCAL_RANK") is not None
+    if not launched or "distributed_backend" in run_opts.overridden_args:
+        return run_opts, None
+    if run_opts.distributed_backend != "nccl":
+        return run_opts, None
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cuda_available:
+        return run_opts, None
+    message = ("DDP without CUDA: distributed_backend gloo (nccl needs GPUs; "
+               "--distributed_backend=... chooses another)")
+    # Brain takes a run option from run_opts only if it is marked as given
+    given = set(run_opts.overridden_args) | {"distributed_backend"}
+    return dataclasses.replace(run_opts, distributed_backend="gloo", overridden_args=given), message
+
+
 def build(argv):
     """Parses arguments, prepares data and builds the Brain (no training).
 
@@ -66,9 +93,22 @@ def build(argv):
     -------
     brain, train_data, valid_data, train_loader_kwargs, valid_loader_kwargs
     """
+    check_command_line(argv)  # before torch loads: usage errors at once
+    from hyperpyyaml import load_hyperpyyaml
+
+    import speechbrain as sb
+    from latent_rq_brain.brain import LatentRQBrain
+    from latent_rq_brain.checkpoints import check_branch_fits, check_resume_fits
+    from latent_rq_brain.data import dataio_prepare
+    from latent_rq_brain.hparams import check_settings
+    from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
+    from speechbrain.utils.distributed import if_main_process, run_on_main
+
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
+    overrides = csv_overrides(hparams_file, overrides)
     run_opts = typed_run_opts(run_opts)
+    run_opts, backend_note = ddp_backend(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -79,8 +119,11 @@ def build(argv):
     # the resume (if any) are known to fit this configuration.
     lock = acquire_output_lock(hparams["output_folder"]) if if_main_process() else None
     try:
+        resumable = None
         if hparams.get("checkpointer") is not None:
-            check_resume_fits(hparams["checkpointer"], _link_recoverables)
+            resumable = check_resume_fits(hparams["checkpointer"], _link_recoverables)
+        if resumable is None and hparams.get("init_from"):
+            check_branch_fits(hparams)
         data = None
         if hparams.get("data_prep") is None:  # check given manifests before writing
             data = dataio_prepare(hparams)
@@ -93,6 +136,8 @@ def build(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    if backend_note:
+        logger.info(backend_note)
     if data is None:
         run_on_main(hparams["data_prep"])
         data = dataio_prepare(hparams)
@@ -135,4 +180,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except UsageError as err:  # a command line that cannot run: no traceback
+        print(f"train.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

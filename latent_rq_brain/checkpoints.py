@@ -122,13 +122,123 @@ def checkpoint_info(ckpt):
     return info
 
 
+def state_mismatch(module, state, examples=2):
+    """One line on how a state dict differs from ``module``'s, or None if it fits.
+
+    Counts missing and unexpected keys and tensors of another shape, with a
+    few examples each (PyTorch's own message lists every key).
+
+    Example
+    -------
+    >>> small, big = torch.nn.Linear(2, 3), torch.nn.Linear(2, 4)
+    >>> state_mismatch(big, small.state_dict())
+    '2 tensor(s) of another shape (weight: (3, 2) in the file, (4, 2) here; bias: (3,) in the file, (4,) here)'
+    >>> state_mismatch(small, small.state_dict()) is None
+    True
+    """
+    mine = module.state_dict()
+    missing = [k for k in mine if k not in state]
+    unexpected = [k for k in state if k not in mine]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in the file, {tuple(mine[k].shape)} here"
+        for k in mine
+        if k in state and tuple(state[k].shape) != tuple(mine[k].shape)
+    ]
+    parts = []
+    for what, items in (("missing key(s)", missing), ("unexpected key(s)", unexpected),
+                        ("tensor(s) of another shape", shapes)):
+        if items:
+            more = ", ..." if len(items) > examples else ""
+            parts.append(f"{len(items)} {what} ({'; '.join(items[:examples])}{more})")
+    return ", ".join(parts) or None
+
+
 def load_state(module, path, device, what):
     """Loads a state dict file into ``module`` (strict), naming the file on error."""
     state = torch.load(path, map_location=device, weights_only=True)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{what}: {path} does not fit the configured model: {err}") from err
+        detail = state_mismatch(module, state) or str(err).splitlines()[0]
+        raise ValueError(f"{what}: {path} does not fit the configured model: {detail}") from None
+
+
+def branch_differences(ckpt, hparams):
+    """Settings in which a checkpoint's model differs from the configured one.
+
+    Compares the architecture recorded in ``encoder_spec.ckpt`` (when the
+    checkpoint has one) and the quantizer's settings (``quantizer.ckpt``).
+
+    Returns
+    -------
+    list of str
+        ``"<setting>: <value> in the checkpoint, <value> here"``, one per setting.
+    """
+    from latent_rq_brain.pretrained import ARCH_KEYS, OPTIONAL_ARCH_KEYS, EncoderSpec
+
+    lines = []
+    files = ckpt.paramfiles
+    if "encoder_spec" in files:
+        theirs = EncoderSpec.read(files["encoder_spec"])
+        mine = EncoderSpec.from_hparams(hparams).config
+        for key in ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS):
+            a = theirs.get(key, OPTIONAL_ARCH_KEYS.get(key))
+            b = mine.get(key, OPTIONAL_ARCH_KEYS.get(key))
+            if a != b:
+                lines.append(f"{key}: {a} in the checkpoint, {b} here")
+    quantizer = hparams.get("quantizer")
+    if "quantizer" in files and quantizer is not None:
+        theirs = torch.load(files["quantizer"], map_location="cpu", weights_only=True)["config"]
+        mine = quantizer.config()
+        for key in ("codebook_size", "codebook_dim", "seed"):
+            if theirs.get(key) != mine[key]:
+                lines.append(f"{key}: {theirs.get(key)} in the checkpoint, {mine[key]} here")
+        for source, value in mine["sources"].items():
+            saved = theirs.get("sources", {}).get(source)
+            if saved is not None and list(saved) != list(value):
+                lines.append(
+                    f"quantizer source {source} (input dim, codebooks): {list(saved)} in the "
+                    f"checkpoint, {list(value)} here (n_codebooks or model size)"
+                )
+    return lines
+
+
+def check_branch_fits(hparams):
+    """Raises the error a branch (``init_from``) would raise, changing nothing.
+
+    ``train.py`` calls it before it writes anything to the output folder:
+    the checkpoint must exist and hold :data:`BRANCH_FILES`, its architecture
+    and quantizer settings must be the configured ones (each setting that
+    differs is named, in a few lines), and its encoder and mask embedding
+    must load (strictly, into copies) with the same quantizer buffers.
+
+    Returns the checkpoint.
+    """
+    from latent_rq_brain.arguments import UsageError
+
+    init_from = hparams["init_from"]
+    what = f"--init_from={init_from}"
+    try:
+        ckpt = find_checkpoint(init_from)
+        files = require_files(ckpt, BRANCH_FILES, what)
+    except ValueError as err:
+        raise UsageError(f"{what}: {err}") from None
+    differences = branch_differences(ckpt, hparams)
+    if differences:
+        raise UsageError(
+            f"{what}: checkpoint {ckpt.path} was trained with other model settings "
+            "than this config:\n  " + "\n  ".join(differences)
+            + "\nBranch with the settings it was trained with (the same hparams file "
+            "and overrides), or start a new run without --init_from."
+        )
+    try:
+        modules = hparams["modules"]
+        for name in ("encoder", "mask_embedding"):
+            load_state(copy.deepcopy(modules[name]).cpu(), files[name], "cpu", name)
+        hparams["quantizer"].check_same(files["quantizer"])
+    except ValueError as err:
+        raise UsageError(f"{what}: checkpoint {ckpt.path} does not fit this config: {err}") from None
+    return ckpt
 
 
 def _is_truncated(err):

@@ -12,7 +12,7 @@ users publish on a model hub:
 
 The folder loads back offline with SpeechBrain's own interface and returns
 the hidden states of :class:`PretrainedEncoder` (latent-rq must be
-importable, e.g. ``PYTHONPATH=/path/to/latent-rq``)::
+importable: ``pip install /path/to/latent-rq``, or ``pip install -e`` of a clone)::
 
     from latent_rq_brain.export import EncoderInterface
     enc = EncoderInterface.from_hparams(source="DIR", savedir="/tmp/DIR")
@@ -31,6 +31,7 @@ import json
 import os
 import sys
 
+import ruamel.yaml
 import torch
 import yaml
 
@@ -89,19 +90,45 @@ def method_name(info):
     return f"Latent-RQ stage {stage}"
 
 
+#: Settings of a run's ``hyperparams.yaml`` that the model card shows.
+CARD_KEYS = ("data_folder", "train_csv", "languages", "optimizer_step_limit")
+
+
 def run_data(checkpoint_path):
     """What the run trained on, from the ``hyperparams.yaml`` next to its
-    ``save`` folder (``{}`` when there is none)."""
+    ``save`` folder (``{}`` when there is none): :data:`CARD_KEYS`, as text.
+
+    The file is read as YAML with its tags ignored, so anchors and aliases
+    that SpeechBrain's dump writes (``&id001``, ``*id001``) are resolved, and
+    lists are written plainly.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> with open(os.path.join(run, "hyperparams.yaml"), "w") as f:
+    ...     _ = f.write("languages: &id001 [en, fr]\\nall: !new:x.Y\\n  a: *id001\\n")
+    >>> run_data(os.path.join(run, "save", "CKPT+1"))
+    {'languages': 'en, fr'}
+    """
+    from latent_rq_brain.pretrained import _ArchConstructor
+
     run = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint_path)))
     path = os.path.join(run, "hyperparams.yaml")
     if not os.path.isfile(path):
         return {}
-    found = {}
+    tree = ruamel.yaml.YAML(typ="safe", pure=True)
+    tree.Constructor = _ArchConstructor  # tags (!new:, !ref, ...) read as None
     with open(path, encoding="utf-8") as f:
-        for line in f:  # plain top-level keys only: the file holds YAML tags
-            key, sep, value = line.partition(":")
-            if sep and key in ("data_folder", "train_csv", "languages", "optimizer_step_limit"):
-                found[key] = value.strip()
+        settings = tree.load(f) or {}
+    found = {}
+    for key in CARD_KEYS:
+        value = settings.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        found[key] = str(value)
     return found
 
 
@@ -155,7 +182,7 @@ def model_card(encoder, data, results, name):
         f"| parameters | {sum(p.numel() for p in encoder.parameters()):,} |",
         f"| exported from | `{info.get('checkpoint')}` |",
         "",
-        "## Load it (offline; latent-rq importable)",
+        "## Load it (offline; `pip install` latent-rq first)",
         "",
         "```python",
         "from latent_rq_brain.export import EncoderInterface",

@@ -17,6 +17,9 @@ HyperPyYAML merges an override mapping into the base's key by key, keeping the
 base's tag: a thin file gives a different object's arguments as a list
 (``data_prep: !name:f [a, b]``), which replaces the base's whole.
 
+The module imports no torch at load time (``train.py`` checks its command
+line with it before the heavy imports).
+
 Authors
  * latent-rq developers 2026
 """
@@ -26,9 +29,6 @@ import logging
 import os
 
 import ruamel.yaml
-import torch
-
-from latent_rq_brain.masking import sample_span_mask
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,10 @@ def check_settings(hparams):
     (``avoid_if_shorter_than``). Warned: a masked fraction above
     ``MASK_FRACTION_WARN`` there (measured with the training mask sampler).
     """
+    import torch  # here, not at the top: train.py checks its arguments before torch loads
+
+    from latent_rq_brain.masking import sample_span_mask
+
     if int(hparams["codebook_size"]) < 2:
         raise ValueError(
             f"codebook_size: {hparams['codebook_size']} must be >= 2 (with one code "

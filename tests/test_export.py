@@ -60,3 +60,19 @@ def test_export_of_a_missing_run_is_a_clear_error(tmp_path):
         export(str(tmp_path / "nope"), str(tmp_path / "out"))
     with pytest.raises(SystemExit, match="error: no checkpoint found"):
         main([str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+
+
+def test_model_card_has_no_yaml_anchors(tmp_path):
+    """SpeechBrain's hyperparams.yaml writes shared lists as anchors and aliases."""
+    run = fake_run(str(tmp_path / "run"))
+    with open(os.path.join(run, "hyperparams.yaml"), "w") as f:
+        f.write("data_folder: demo_data/asterisk\n"
+                "languages: &id001 [en, fr, es, it, ru]\n"
+                "train_csv: demo_data/asterisk/train.csv\n"
+                "data_prep: !name:recipes.demo.prepare_asterisk.prepare_asterisk\n"
+                "    languages: *id001\n"
+                "optimizer_step_limit: 550\n")
+    files = export(run, str(tmp_path / "model"))
+    card = open(files["README.md"]).read()
+    assert "| data | demo_data/asterisk/train.csv (languages en, fr, es, it, ru) |" in card
+    assert "&id" not in card and "*id" not in card

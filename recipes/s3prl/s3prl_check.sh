@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make s3prl-check: s3prl as the README says, end to end, in its own environment.
+# make s3prl-check: s3prl as docs/downstream.md says, end to end, in its own environment.
 #
 #  1. a separate venv (S3PRL_VENV, default .venv-s3prl) with the pins s3prl 0.4.18
 #     imports under: torch/torchaudio 2.8 (torchaudio 2.9+ dropped set_audio_backend
@@ -8,7 +8,8 @@
 #     latent-rq's own (speechbrain 1.1.2, ...);
 #  2. the s3prl 0.4.18 sdist from PyPI, unpacked in S3PRL_SRC (default .s3prl/) and
 #     installed editable (a plain checkout would ignore the edited hub.py), with our
-#     upstream linked in as s3prl/upstream/latent_rq and registered in hub.py;
+#     upstream linked in as s3prl/upstream/latent_rq and registered in hub.py, and
+#     latent-rq itself installed editable (pip install --no-deps -e .);
 #  3. tests/test_s3prl.py in that venv (upstream through S3PRLUpstream + Featurizer;
 #     S3PRL_REQUIRED=1 turns a skip into a failure);
 #  4. run_downstream.py -m train on a small IC task in the Fluent Speech Commands
@@ -45,6 +46,10 @@ if [ ! -f "$S3PRL/.installed" ]; then
     tar -xzf "$SRC/s3prl-0.4.18.tar.gz" -C "$SRC"
     "$VENV/bin/pip" install -q -e "$S3PRL"
     touch "$S3PRL/.installed"
+fi
+if [ ! -f "$VENV/.latent_rq_installed" ]; then  # latent_rq_brain importable from s3prl's folder
+    "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
+    touch "$VENV/.latent_rq_installed"
 fi
 ln -sfn "$ROOT/latent_rq_brain/s3prl_upstream" "$S3PRL/s3prl/upstream/latent_rq"
 grep -q "upstream.latent_rq.hubconf" "$S3PRL/s3prl/hub.py" ||
