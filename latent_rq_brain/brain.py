@@ -1,6 +1,6 @@
 """LatentRQBrain: masked multi-codebook prediction, BEST-RQ and Latent-RQ.
 
-One training step (see README for the picture)::
+One training step (ARCHITECTURE.md has the whole picture)::
 
     wav -> log-Mel (normalised, zero past the end) -> feats (B, T, 80)
       targets (no grad, fp32 quantizer, masked frames only; latent_rq_brain.targets):

@@ -36,8 +36,8 @@ from speechbrain.utils.checkpoints import (
 @contextlib.contextmanager
 def full_fp32_matmul():
     """IEEE fp32 matmuls inside (no TF32, which SpeechBrain switches on for
-    CUDA): with TF32 about 0.14% of the codes differ from a float64 reference
-    on an H100 (results/performance_h100.md)."""
+    CUDA), which changes some codes against a float64 reference
+    (results/performance.md)."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:

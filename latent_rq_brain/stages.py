@@ -3,12 +3,13 @@
 Stage 0 is BEST-RQ (targets from Mel frames). Each transition ``k`` (at
 optimizer step ``stage_transitions[k - 1]``) starts stage ``k`` (Latent-RQ):
 
-1. the target encoder becomes a frozen snapshot of the current encoder;
+1. the target encoder becomes a frozen snapshot of the current encoder (and the
+   data-fitted target sources, if any, are fitted on it: PCA, k-means);
 2. the softmax heads are re-initialised (seeded, identically on every rank);
 3. the optimizer and the LR scheduler are reset;
 4. a checkpoint is written, tagged with the stage.
 
-Projections and codebooks never change. The schedule itself only decides *when*;
+The paper's random projections and codebooks never change. The schedule itself only decides *when*;
 :meth:`latent_rq_brain.brain.LatentRQBrain.transition` does the work, the same
 code for a scheduled run and for ``--init_from`` branching.
 

@@ -11,8 +11,8 @@ random projection:
 * ``"utterance"`` (the YAML default): per-utterance, per-dimension
   mean/variance over valid frames, the hidden-state analogue of the
   per-utterance Mel normalisation. It removes the offset that all frames of a
-  layer share; on the demo's stage-0 model it gives 1.6x the code usage
-  of ``"layer"`` (README, "Target normalisation");
+  layer share (its code usage against ``"layer"``: docs/training.md,
+  "Target normalisation");
 * ``"layer"``: per-frame standardisation over features (LayerNorm without
   affine), independent of the rest of the utterance;
 * ``"none"``: raw hidden states.

@@ -422,3 +422,32 @@ def test_find_branch_step_is_the_first_step_a_layer_beats_mel(tmp_path):
     (ev / f"step{steps[1]}.json").unlink()
     assert r.find_branch_step(1) is None  # an unevaluated earlier step stops the scan
     assert r.find_branch_step(2) is None  # no evaluations at all
+
+
+def test_variant_arms_branch_at_the_schedule_with_their_settings(tmp_path, monkeypatch):
+    r = rp.Reproduction(str(tmp_path / "repro"), evaluate=False, variants=["pca_kmeans_anchor2"])
+    arms = r.arms(2, 1, None)
+    assert [a[0] for a in arms] == ["best_rq", "schedule", "variant_pca_kmeans_anchor2"]
+    name, layers, extra, start = arms[-1]
+    assert start == rp.scaled_steps("cpu")["transitions"][0]
+    monkeypatch.setattr(rp, "checkpoint_at", lambda folder, step: f"{folder}@{step}")
+    args = extra()
+    assert "--target_projection=pca" in args and "--target_codebooks=kmeans" in args
+    assert "--anchor_codebooks=2" in args and "--initial_stage=1" in args
+    with pytest.raises(ValueError, match="unknown variants"):
+        rp.Reproduction(str(tmp_path / "repro"), variants=["nope"])
+
+
+def test_report_lists_the_variants_leading_indicator(tmp_path):
+    from recipes.reproduce.report import arm_label, variant_target_lines
+
+    for seed, pn in ((1, 0.27), (2, 0.25)):
+        folder = tmp_path / f"seed{seed}" / "variant_targets"
+        folder.mkdir(parents=True)
+        json.dump({"targets": {"mel": {"pnmi": 0.27, "perplexity": 115.0},
+                               "pca+kmeans": {"pnmi": pn, "perplexity": 300.0}}},
+                  open(folder / "step600.json", "w"))
+    text = "\n".join(variant_target_lines(str(tmp_path)))
+    assert "| 600 | 2 | mel | 0.270 ± 0.000 | 115 ± 0 |" in text
+    assert "| 600 | 2 | pca+kmeans | 0.260 ± 0.010 | 300 ± 0 |" in text
+    assert arm_label("variant_pca_kmeans") == "Latent-RQ + pca + kmeans"

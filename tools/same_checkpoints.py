@@ -95,6 +95,7 @@ def main(argv=None):
     p.add_argument("--work", default=None, help="folder for both runs (default: a temp one)")
     args, extra = p.parse_known_args(argv)
     work = args.work or tempfile.mkdtemp(prefix="same_ckpt_")
+    os.makedirs(work, exist_ok=True)
     manifest = slice_manifest(args.csv, args.utterances, os.path.join(work, "train.csv"))
     outs = []
     for name, checkout in (("a", args.a), ("b", args.b)):

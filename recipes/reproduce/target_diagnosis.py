@@ -112,7 +112,7 @@ def diagnose(spec, shared, corpus, cache, seed=1, norms=NORMS, log=print):
     L = enc.encoder.num_layers
     layers = list(range(-1, L))
     sources = ["mel"] + [layer_source(l) for l in layers]
-    q = latent_rq_quantizer(len(sources) - 1, 8, 4, 4 * int(enc.config["n_mels"]),
+    q = latent_rq_quantizer(len(sources) - 1, 8, 4, enc.mel_target_dim,
                             enc.hidden_size, layers, L, seed)  # only its sources matter
     lens, out = extract(enc, q, sources, wavs, norm="utterance", keep_inputs=True)
     frames = quick.label_phone_items(items, wavs, lens, cache, log)
