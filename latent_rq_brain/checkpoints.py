@@ -26,6 +26,11 @@ import pickle
 import torch
 import yaml
 
+from latent_rq_brain.safe_load import (
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    load_weights,
+)
 from latent_rq_brain.stages import StageSchedule
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
@@ -124,7 +129,7 @@ def checkpoint_info(ckpt):
 
 def load_state(module, path, device, what):
     """Loads a state dict file into ``module`` (strict), naming the file on error."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_weights(path, map_location=device)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -133,6 +138,10 @@ def load_state(module, path, device, what):
 
 def _is_truncated(err):
     """Whether a load error means a file cut short (a save killed half-way)."""
+    if isinstance(err, UnsafeCheckpointError):
+        return False  # refused, never skipped: someone planted code there
+    if isinstance(err, CorruptCheckpointError):
+        return True
     if not isinstance(err, (RuntimeError, ValueError)):
         return True
     return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
@@ -199,7 +208,35 @@ def check_resume_fits(checkpointer, prepare=None):
         prepare(copies)
     probe = Checkpointer(checkpointer.checkpoints_dir, copies)
     probe.optional_recoverables = dict(checkpointer.optional_recoverables)
-    return recover_newest_complete(probe, dry_run=True)
+    found = recover_newest_complete(probe, dry_run=True)
+    if found is not None:
+        refuse_unsafe_files(found, loaded=probe.recoverables)
+    return found
+
+
+def refuse_unsafe_files(ckpt, loaded=()):
+    """Reads, weights-only, the PyTorch files of ``ckpt`` not in ``loaded``
+    (``optimizer.ckpt``: its optimizer only exists once the Brain is built),
+    so that a file holding pickled code is refused before anything is written
+    (:class:`~latent_rq_brain.safe_load.UnsafeCheckpointError`). A corrupt file
+    is left to the resume, which skips that checkpoint."""
+    for name, path in ckpt.paramfiles.items():
+        if name in loaded or not _looks_like_torch_file(path):
+            continue
+        try:
+            load_weights(path)
+        except CorruptCheckpointError:
+            pass
+
+
+def _looks_like_torch_file(path):
+    """A zip archive (``torch.save``) or a pickle (legacy ``torch.save``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def recover_newest_complete(checkpointer, dry_run=False):
@@ -231,7 +268,9 @@ def recover_newest_complete(checkpointer, dry_run=False):
         if before is None:
             before = {k: _state_of(obj) for k, obj in checkpointer.recoverables.items()}
         try:
-            checkpointer.load_checkpoint(ckpt)
+            checkpointer.load_checkpoint(ckpt)  # weights-only: see safe_load
+        except UnsafeCheckpointError:
+            raise
         except (EOFError, KeyError, TypeError, RuntimeError, ValueError,
                 pickle.UnpicklingError, yaml.YAMLError) as err:
             if _is_truncated(err):

@@ -25,6 +25,7 @@ import zlib
 import torch
 
 from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, layer_source
+from latent_rq_brain.safe_load import load_weights
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -207,7 +208,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     @classmethod
     def from_file(cls, path):
         """The quantizer saved in a checkpoint's ``quantizer.ckpt``."""
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         c = saved["config"]
         sources = {k: tuple(v) for k, v in c["sources"].items()}
         quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"])
@@ -217,7 +218,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     def check_same(self, path):
         """Raises unless every buffer saved in ``path`` that this quantizer
         also has is equal to its own (branching: comparable targets)."""
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         mine = self.state_dict()
         for key, value in saved["state"].items():
             if key in mine and not torch.equal(mine[key].cpu(), value):
@@ -230,7 +231,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         mine = self.config()
         theirs = saved["config"]
         for key in ("codebook_size", "codebook_dim", "seed"):

@@ -6,6 +6,7 @@ Each test fails on the code before the guard it checks. Tiny runs as in
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -352,13 +353,53 @@ def test_checkpoint_loading_never_unpickles_code(tmp_path, corpus, monkeypatch):
     torch.save({"config": _Exploit(), "state": {}}, bad)
     loaders = [brain.quantizer.check_same, brain.quantizer._load,
                brain.target_encoder._load, type(brain.quantizer).from_file]
-    for load in loaders:
-        with pytest.raises(Exception):
-            load(str(bad))
     from latent_rq_brain.checkpoints import load_state
-    with pytest.raises(Exception):
-        load_state(brain.modules.heads, str(bad), "cpu", "test")
+    from latent_rq_brain.safe_load import UnsafeCheckpointError
+
+    loaders.append(lambda path: load_state(brain.modules.heads, path, "cpu", "test"))
+    for load in loaders:
+        with pytest.raises(UnsafeCheckpointError, match=rf"{re.escape(str(bad))}: it holds pickled"):
+            load(str(bad))
     assert not mark.exists()
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory, corpus):
+    """A finished 1-step run (stage 0), copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("one_step") / "run"
+    train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=1"))
+    output_lock.release_output_lock(str(out / ".lock"))
+    return out
+
+
+def copy_run(run, dest):
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.mark.parametrize("victim", ["optimizer", "lr_annealing", "encoder"])
+def test_resume_never_unpickles_code_planted_in_a_checkpoint(tmp_path, corpus, one_step_run,
+                                                             monkeypatch, victim):
+    """SpeechBrain's own loaders (modules, optimizer, scheduler) call torch.load
+    without weights_only; TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 would let them
+    unpickle code. The resume is refused naming the file, before anything is written."""
+    from latent_rq_brain.safe_load import UnsafeCheckpointError
+
+    out = copy_run(one_step_run, tmp_path / "run")
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARK", str(mark))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    path = latest_ckpt(out / "save").paramfiles[victim]
+    torch.save({"state": _Exploit()}, path)
+    before = folder_bytes(out)
+    with pytest.raises(UnsafeCheckpointError, match=rf"refused to load {re.escape(str(path))}: it holds "
+                                                    r"pickled code \(posix.system\)") as err:
+        train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2"))
+    assert "weights_only=False" not in str(err.value)
+    assert not mark.exists()
+    assert folder_bytes(out) == before
 
 
 def test_batch_of_only_non_finite_utterances_updates_nothing_it_should_not(tmp_path, corpus):
