@@ -140,6 +140,7 @@ def build_encoder(config):
     if missing:
         raise ValueError(f"encoder config lacks {missing}")
     settings = {k: config[k] for k in ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS) if k in config}
+    check_arch_values(settings)
     settings["cnn_channels"] = tuple(int(x) for x in settings["cnn_channels"])
     overrides = "\n".join(
         f"{k}: !tuple {v}" if isinstance(v, tuple) else f"{k}: {v}" for k, v in settings.items()
@@ -147,6 +148,43 @@ def build_encoder(config):
     with open(ARCHITECTURE_YAML, encoding="utf-8") as f:
         built = load_hyperpyyaml(f, overrides)
     return built["features"], built["encoder"]
+
+
+#: Values ``attention_type`` may take (SpeechBrain's TransformerASR).
+ATTENTION_TYPES = ("RelPosMHAXL", "RoPEMHA", "regularMHA", "hypermixing")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_arch_values(settings):
+    """Refuses architecture settings that are not plain numbers (or, for
+    ``attention_type``, a known name): they are written into the
+    HyperPyYAML overrides of :data:`ARCHITECTURE_YAML`, where a string such as
+    ``!apply:os.system [...]`` read from a checkpoint or a model folder would
+    run.
+
+    Example
+    -------
+    >>> check_arch_values({"n_fft": "!apply:os.system ['true']"})
+    Traceback (most recent call last):
+    ...
+    ValueError: encoder setting n_fft: "!apply:os.system ['true']" must be a number
+    """
+    for key, value in settings.items():
+        if key == "attention_type":
+            if value not in ATTENTION_TYPES:
+                raise ValueError(
+                    f"encoder setting attention_type: {value!r} must be one of {ATTENTION_TYPES}"
+                )
+        elif key == "cnn_channels":
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                raise ValueError(f"encoder setting cnn_channels: {value!r} must be a list of integers")
+        elif not _is_number(value):
+            raise ValueError(f"encoder setting {key}: {value!r} must be a number")
 
 
 #: ``random:<name>`` encoders: a test size, or the architecture of a YAML.
