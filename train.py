@@ -30,6 +30,7 @@ from latent_rq_brain.checkpoints import check_resume_fits
 from latent_rq_brain.data import dataio_prepare
 from latent_rq_brain.hparams import check_settings, expand_hparams_file
 from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
+from latent_rq_brain.pretrained import EncoderSpec
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.run_opts import RunOptions
 
@@ -80,6 +81,7 @@ def build(argv):
     lock = acquire_output_lock(hparams["output_folder"]) if if_main_process() else None
     try:
         if hparams.get("checkpointer") is not None:
+            EncoderSpec.register(hparams["checkpointer"], hparams)  # checked on resume
             check_resume_fits(hparams["checkpointer"], _link_recoverables)
         data = None
         if hparams.get("data_prep") is None:  # check given manifests before writing

@@ -232,13 +232,8 @@ class LatentRQBrain(sb.Brain):
         dataset = getattr(self, "train_dataset", None)
         if dataset is None:
             return  # not fitting (e.g. evaluation or a unit test): online targets
-        settings = {
-            k: getattr(self.hparams, k, None)
-            for k in ("sample_rate", "n_fft", "n_mels", "win_length", "hop_length",
-                      "downsampling", "target_layers", "target_norm")
-        }
-        settings["precision"] = self.precision
-        key = cache_key(self.target_encoder, self.quantizer, settings, dataset)
+        key = cache_key(unwrap(self.modules.features), self.target_encoder, self.quantizer,
+                        self.precision, dataset)
         self.target_cache = TargetCache.prepare(
             os.path.join(self.hparams.output_folder, "target_cache"),
             key,

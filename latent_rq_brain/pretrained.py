@@ -35,6 +35,7 @@ from latent_rq_brain.checkpoints import (
     load_state,
     require_files,
 )
+from latent_rq_brain.features import module_settings, setting_differences
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 
@@ -56,14 +57,20 @@ ARCH_KEYS = (
 OPTIONAL_ARCH_KEYS = {"attention_type": "RelPosMHAXL"}
 #: Settings recorded for information (what the targets were made from).
 INFO_KEYS = ("target_layers", "target_norm", "seed")
+#: Every plain setting of the resolved feature extractor (features.module_settings).
+FEATURES_KEY = "feature_settings"
 
 
 @register_checkpoint_hooks
 class EncoderSpec:
     """What :class:`PretrainedEncoder` needs to rebuild a run's encoder.
 
-    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text); loading only
-    checks the file is whole (the encoder's state dict is the strict check).
+    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text) with every
+    plain setting of the resolved feature extractor (:data:`FEATURES_KEY`,
+    :func:`latent_rq_brain.features.module_settings`: hop and window lengths,
+    FFT size, Mel range...). Loading (a resume) checks the file is whole and
+    refuses, naming them, architecture or feature settings that differ from
+    the configuration's: the encoder's state dict cannot tell a hop length.
 
     Example
     -------
@@ -83,7 +90,16 @@ class EncoderSpec:
             raise ValueError(f"hparams lack the encoder settings {missing}")
         keys = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS) + INFO_KEYS
         config = {k: _plain(hparams[k]) for k in keys if k in hparams}
+        if isinstance(hparams.get("features"), torch.nn.Module):
+            config[FEATURES_KEY] = module_settings(hparams["features"])
         return cls(config)
+
+    @classmethod
+    def register(cls, checkpointer, hparams):
+        """Adds the spec of ``hparams`` to ``checkpointer`` (optional: older
+        checkpoints lack it), so that every checkpoint carries it and a resume
+        checks it."""
+        checkpointer.add_recoverable("encoder_spec", cls.from_hparams(hparams), optional_load=True)
 
     @mark_as_saver
     def _save(self, path):
@@ -102,9 +118,20 @@ class EncoderSpec:
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
-        """Checks the file is whole (a truncated one raises KeyError)."""
+        """Checks the file is whole (a truncated one raises KeyError) and that
+        its settings are those of this configuration (ValueError naming each)."""
         del end_of_epoch
-        self.read(path)
+        saved = self.read(path)
+        arch = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS)
+        differ = setting_differences(
+            {k: saved[k] for k in arch if k in saved},
+            {k: self.config[k] for k in arch if k in self.config},
+        ) + setting_differences(saved.get(FEATURES_KEY) or {}, self.config.get(FEATURES_KEY) or {})
+        if differ:
+            raise ValueError(
+                f"{path} was written with other encoder or feature settings than "
+                f"this configuration's: {'; '.join(differ)}"
+            )
 
 
 def _plain(value):

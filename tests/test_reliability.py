@@ -202,7 +202,59 @@ def test_cache_of_another_world_size_is_not_read(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".world2." in f]  # stale files removed
 
 
+def key_parts(f_min=0, norm="utterance"):
+    """Feature extractor, target encoder and quantizer as a run resolves them."""
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.processing.features import InputNormalization
+
+    from latent_rq_brain.features import MelFeatures
+    from latent_rq_brain.quantizer import latent_rq_quantizer
+    from latent_rq_brain.target_encoder import TargetEncoder
+
+    features = MelFeatures(Fbank(n_mels=80, f_min=f_min), InputNormalization(norm_type="sentence"))
+    quantizer = latent_rq_quantizer(4, 64, 8, 320, 32, [0], 2, seed=1)
+    return features, TargetEncoder([0], norm=norm), quantizer
+
+
+def wav_dataset(folder, seed=0):
+    path = os.path.join(folder, "a.wav")
+    rng = np.random.default_rng(seed)
+    soundfile.write(path, rng.uniform(-0.5, 0.5, 16000).astype("float32"), 16000)
+    return DynamicItemDataset({"a": {"wav": path, "duration": 1.0}}), path
+
+
+def test_cache_key_follows_every_feature_setting(tmp_path):
+    """f_min is in no list of YAML keys: the key is derived from the objects."""
+    ds, _ = wav_dataset(str(tmp_path))
+    key = target_cache.cache_key(*key_parts(), "fp32", ds)
+    assert target_cache.cache_key(*key_parts(), "fp32", ds) == key  # same settings: reused
+    assert target_cache.cache_key(*key_parts(f_min=50), "fp32", ds) != key
+    assert target_cache.cache_key(*key_parts(norm="layer"), "fp32", ds) != key
+    assert target_cache.cache_key(*key_parts(), "bf16", ds) != key
+
+
+def test_cache_key_follows_a_wav_rewritten_in_place(tmp_path):
+    """Same path, same length, new content: size or modification time differ."""
+    ds, path = wav_dataset(str(tmp_path))
+    key = target_cache.cache_key(*key_parts(), "fp32", ds)
+    size, mtime = os.path.getsize(path), os.stat(path).st_mtime_ns
+    wav_dataset(str(tmp_path), seed=1)  # rewritten: same number of samples
+    os.utime(path, ns=(mtime + 1_000_000, mtime + 1_000_000))  # even within one clock tick
+    assert os.path.getsize(path) == size
+    assert target_cache.cache_key(*key_parts(), "fp32", ds) != key
+
+
 # ---------------------------------------------------------------- resume
+def test_resumed_run_reuses_its_target_cache(tmp_path, corpus):
+    """The derived key is stable: fresh objects, same settings, same key."""
+    args = ("--stage_transitions=[1]",)
+    first = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=2"))
+    resumed = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=3"))
+    assert resumed.resumed_from is not None and resumed.optimizer_step == 3
+    assert resumed.target_cache.key == first.target_cache.key
+    assert f"target cache {first.target_cache.key}: rank 0 shard verified" in log_of(tmp_path)
+
+
 def log_of(out):
     return open(os.path.join(out, "log.txt")).read()
 
@@ -399,6 +451,23 @@ def test_resume_never_unpickles_code_planted_in_a_checkpoint(tmp_path, corpus, o
         train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2"))
     assert "weights_only=False" not in str(err.value)
     assert not mark.exists()
+    assert folder_bytes(out) == before
+
+
+@pytest.mark.parametrize("setting,named", [
+    ("--hop_length=20", "hop_length: 10 (checkpoint) != 20 (config)"),
+    ("--n_fft=512", "n_fft: 400 (checkpoint) != 512 (config)"),
+    ("--win_length=20", "fbank.compute_STFT.win_length: 400 (checkpoint) != 320 (config)"),
+])
+def test_resume_with_another_feature_setting_is_refused_by_name(tmp_path, corpus, one_step_run,
+                                                                setting, named):
+    """The encoder's weights cannot tell a hop length: the settings of the
+    resolved feature extractor are saved and compared, each by name."""
+    out = copy_run(one_step_run, tmp_path / "run")
+    before = folder_bytes(out)
+    with pytest.raises(ValueError, match=r"cannot resume from checkpoint .*" + re.escape(named)):
+        train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2",
+                             setting))
     assert folder_bytes(out) == before
 
 
