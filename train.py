@@ -74,7 +74,7 @@ def build(argv):
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
-    check_settings(hparams)
+    check_settings(hparams, run_opts)
 
     # One run per output folder; nothing is written there before the data and
     # the resume (if any) are known to fit this configuration.

@@ -352,6 +352,12 @@ from latent_rq_brain.data import DataError, read_manifest  # noqa: E402
     ("--mask_prob=0", r"mask_prob: 0 must be in \(0, 1\]"),
     ("--mask_prob=1.5", r"mask_prob: 1.5 must be in \(0, 1\]"),
     ("--mask_length=40", r"mask_length: 40 .* masks every frame"),
+    ("--log_interval=0", r"log_interval: 0 must be an integer >= 1"),
+    ("--warmup_steps=0", r"warmup_steps: 0 must be an integer >= 1"),
+    ("--grad_accumulation_factor=0", r"grad_accumulation_factor: 0 must be an integer >= 1"),
+    ("--ckpt_to_keep=0", r"ckpt_to_keep: 0 must be an integer >= 1"),
+    ("--number_of_epochs=0", r"number_of_epochs: 0 must be an integer >= 1"),
+    ("--optimizer_step_limit=0", r"optimizer_step_limit: 0 must be an integer >= 1"),
 ])
 def test_degenerate_setting_is_refused_at_start_up_naming_it(tmp_path, corpus, setting, match):
     with pytest.raises(ValueError, match=match):
