@@ -7,6 +7,7 @@ Each test fails on the code before the guard it checks. Tiny runs as in
 
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -504,3 +505,53 @@ def test_skipped_half_loaded_checkpoint_leaves_a_fresh_start_fresh(tmp_path, cor
     assert brain.schedule.stage == 0 and not brain.target_encoder.active
     a, b = state_copy(brain.modules.encoder), state_copy(fresh.modules.encoder)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- lock race
+LOCK_RACER = r"""
+import json, os, sys, time
+sys.path.insert(0, {repo!r})
+from latent_rq_brain import output_lock
+base, me, n, t0 = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+for k in range(n):
+    start = t0 + 0.25 * k
+    while time.time() < start:  # every racer tries trial k at the same moment
+        pass
+    try:
+        output_lock.acquire_output_lock(os.path.join(base, str(k)))
+        print(k, "HELD", flush=True)
+    except RuntimeError as err:
+        print(k, "BUSY" if "is in use by" in str(err) else "OTHER " + str(err), flush=True)
+    except Exception as err:
+        print(k, "CRASH", type(err).__name__, err, flush=True)
+open(os.path.join(base, "done." + me), "w").close()
+while len([f for f in os.listdir(base) if f.startswith("done.")]) < 3:
+    time.sleep(0.05)  # hold the locks won until every racer is done
+"""
+
+
+def test_three_processes_taking_over_a_stale_lock_at_once(tmp_path):
+    """Exactly one holds it, every time; the others are told who does."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    n = 12
+    for k in range(n):
+        (tmp_path / str(k)).mkdir()
+        (tmp_path / str(k) / ".lock").write_text(
+            json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    script = LOCK_RACER.format(repo=REPO)
+    t0 = time.time() + 3.0  # after the three interpreters have started
+    racers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(i), str(n),
+                                str(t0)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for i in range(3)]
+    outputs = [r.communicate(timeout=120) for r in racers]
+    results = {}
+    for out, err in outputs:
+        assert "Traceback" not in err, err
+        for line in out.splitlines():
+            k, what = line.split(" ", 1)
+            results.setdefault(int(k), []).append(what)
+    assert sorted(results) == list(range(n))
+    for k, got in results.items():
+        assert sorted(got) == ["BUSY", "BUSY", "HELD"], (k, got)
+    assert not list(tmp_path.glob("*/.lock"))  # released at exit
