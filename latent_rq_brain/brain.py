@@ -137,7 +137,7 @@ class LatentRQBrain(sb.Brain):
         quantizer (checked equal), step count and stage; not heads/optimizer."""
         what = f"--init_from={ckpt_dir}"
         try:
-            found = find_checkpoint(ckpt_dir)
+            found = find_checkpoint(ckpt_dir, needed=BRANCH_FILES)  # newest complete
             files = require_files(found, BRANCH_FILES, what)
             for name in ("encoder", "mask_embedding"):
                 load_state(unwrap(getattr(self.modules, name)), files[name], self.device, what)

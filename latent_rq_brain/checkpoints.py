@@ -17,11 +17,11 @@ Authors
 """
 
 import copy
-import glob
 import logging
 import os
 import pathlib
 import pickle
+import zipfile
 
 import torch
 import yaml
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Files a checkpoint must hold to branch a new stage from it (``--init_from``).
 BRANCH_FILES = ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule")
+#: Files a checkpoint must hold to rebuild its encoder (PretrainedEncoder, export, s3prl).
+ENCODER_FILES = ("encoder", "encoder_spec")
 
 
 def read_optimizer_step(path):
@@ -47,7 +49,7 @@ def read_optimizer_step(path):
         return int(yaml.safe_load(f)["optimizer_step"])
 
 
-def transition_checkpoint(run_folder, stage):
+def transition_checkpoint(run_folder, stage, needed=None):
     """The checkpoint a run wrote when it entered ``stage`` (the last weights of stage - 1).
 
     Pre-training keeps these checkpoints forever (``transition_to_stage: k`` in
@@ -64,11 +66,11 @@ def transition_checkpoint(run_folder, stage):
     save = os.path.join(run_folder, "save")
     folder = save if os.path.isdir(save) else run_folder
     found = {}
-    for meta in sorted(glob.glob(os.path.join(folder, "CKPT+*", "CKPT.yaml"))):
-        with open(meta, encoding="utf-8") as f:
-            k = (yaml.safe_load(f) or {}).get("transition_to_stage")
-        if k is not None:
-            found[int(k)] = os.path.dirname(meta)
+    ckpts = list_checkpoints_checked(Checkpointer(folder))[0] if os.path.isdir(folder) else []
+    for ckpt in sorted(ckpts, key=lambda c: c.meta.get("unixtime", 0)):
+        k = ckpt.meta.get("transition_to_stage")
+        if k is not None and checkpoint_problem(ckpt, needed) is None:
+            found[int(k)] = str(ckpt.path)  # the newest complete one
     if int(stage) not in found:
         raise ValueError(
             f"no checkpoint of {run_folder} was written at the transition to stage "
@@ -77,24 +79,95 @@ def transition_checkpoint(run_folder, stage):
     return found[int(stage)]
 
 
-def find_checkpoint(path):
+def file_problem(path):
+    """None if a checkpoint file looks whole, else what is wrong with it.
+
+    Cheap and conservative (it decides what loaders skip and what is deleted
+    as debris): a file must exist and not be empty, and a PyTorch file (a zip
+    archive) must have its central directory, which is written last.
+
+    Example
+    -------
+    >>> file_problem("/nonexistent/encoder.ckpt")
+    'it is missing'
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "it is missing"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"PK":
+        try:
+            zipfile.ZipFile(path).close()
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            return f"it is truncated or corrupt ({size} bytes; {err})"
+    return None
+
+
+def checkpoint_problem(ckpt, needed=None):
+    """None if ``ckpt`` holds every file of ``needed`` (recoverable names) and
+    none of its files is cut short (:func:`file_problem`), else what is wrong."""
+    missing = sorted(set(needed or ()) - set(ckpt.paramfiles))
+    if missing:
+        return f"it lacks {', '.join(m + '.ckpt' for m in missing)}"
+    for name, path in sorted(ckpt.paramfiles.items()):
+        problem = None if name.startswith("dataloader-") else file_problem(path)
+        if problem:
+            return f"{name}.ckpt: {problem}"
+    return None
+
+
+def newest_complete(folder, needed=None):
+    """The newest checkpoint of ``folder`` without a :func:`checkpoint_problem`
+    (the ones skipped are logged), or None if the folder holds none at all.
+
+    Raises ValueError naming every checkpoint and its problem if all are
+    incomplete (a save killed half-way leaves one so).
+    """
+    ckpts, unreadable = list_checkpoints_checked(Checkpointer(folder))
+    ckpts.sort(key=lambda c: c.meta.get("unixtime", 0), reverse=True)
+    problems = [f"{path.name}: {reason}" for path, reason in unreadable]
+    for ckpt in ckpts:
+        problem = checkpoint_problem(ckpt, needed)
+        if problem is None:
+            for skipped in problems:
+                logger.warning(f"skipping incomplete checkpoint {folder}/{skipped}")
+            return ckpt
+        problems.append(f"{ckpt.path.name}: {problem}")
+    if problems:
+        raise ValueError(
+            f"no complete checkpoint in {folder} ({'; '.join(problems)}; a save "
+            "killed half-way?)"
+        )
+    return None
+
+
+def find_checkpoint(path, needed=None):
     """The checkpoint a path names (see the module docstring).
+
+    For a run or ``save`` folder, the newest *complete* one: holding the
+    files of ``needed`` (recoverable names, e.g. :data:`BRANCH_FILES`), none
+    cut short (:func:`newest_complete`), as a resume picks. A ``CKPT+*``
+    folder named explicitly is returned as it is.
 
     Returns a :class:`speechbrain.utils.checkpoints.Checkpoint`.
     """
     path = os.fspath(path)
     if "@stage" in path:
         run, _, stage = path.rpartition("@stage")
-        path = transition_checkpoint(run, int(stage))
+        path = transition_checkpoint(run, int(stage), needed)
     if os.path.isfile(os.path.join(path, "CKPT.yaml")):
-        parent = Checkpointer(os.path.dirname(os.path.abspath(path)))
-        for ckpt in parent.list_checkpoints():
+        for ckpt in list_checkpoints_checked(Checkpointer(os.path.dirname(os.path.abspath(path))))[0]:
             if os.path.samefile(ckpt.path, path):
                 return ckpt
+        raise ValueError(f"checkpoint {path} is incomplete: its CKPT.yaml is empty or unreadable")
     elif os.path.isdir(path):
         for folder in (path, os.path.join(path, "save")):
             if os.path.isdir(folder):
-                found = Checkpointer(folder).find_checkpoint()
+                found = newest_complete(folder, needed)
                 if found is not None:
                     return found
     raise ValueError(

@@ -48,6 +48,7 @@ import yaml
 
 from speechbrain.inference.interfaces import Pretrained
 
+from latent_rq_brain.checkpoints import ENCODER_FILES
 from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
 from latent_rq_brain.safe_load import load_weights
 
@@ -324,7 +325,7 @@ def export(checkpoint, out, name=None, results=()):
     results : sequence of str
         Folders searched for probe / fine-tuning ``results.json``.
     """
-    ckpt = find_checkpoint(checkpoint)
+    ckpt = find_checkpoint(checkpoint, needed=ENCODER_FILES)
     encoder = PretrainedEncoder.from_checkpoint(ckpt.path)
     os.makedirs(out, exist_ok=True)
     files = {

@@ -30,6 +30,7 @@ from speechbrain.utils.checkpoints import (
 )
 
 from latent_rq_brain.checkpoints import (
+    ENCODER_FILES,
     checkpoint_info,
     find_checkpoint,
     load_state,
@@ -38,6 +39,7 @@ from latent_rq_brain.checkpoints import (
 from latent_rq_brain.features import module_settings, setting_differences
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
+from latent_rq_brain.safe_load import CheckpointFileError
 
 #: Settings (top-level YAML keys) that fix features and encoder architecture.
 ARCH_KEYS = (
@@ -321,15 +323,18 @@ class PretrainedEncoder(torch.nn.Module):
     def from_checkpoint(cls, path, map_location="cpu"):
         """Loads the encoder of a training checkpoint (any name
         :func:`latent_rq_brain.checkpoints.find_checkpoint` takes)."""
-        ckpt = find_checkpoint(path)
+        older = ("(written by an older latent-rq): resume that run for one step with "
+                 "the current code to add it")
+        try:
+            ckpt = find_checkpoint(path, needed=ENCODER_FILES)
+        except ValueError as err:
+            if "lacks encoder_spec.ckpt" not in str(err):
+                raise
+            raise ValueError(f"{err}; one without encoder_spec.ckpt {older}") from None
         files = ckpt.paramfiles
         spec = files.get("encoder_spec")
         if spec is None:
-            raise ValueError(
-                f"checkpoint {ckpt.path} has no encoder_spec.ckpt (written by an "
-                "older latent-rq): resume that run for one step with the current "
-                "code to add it"
-            )
+            raise ValueError(f"checkpoint {ckpt.path} has no encoder_spec.ckpt {older}")
         require_files(ckpt, ["encoder"])
         config = EncoderSpec.read(spec)
         info = checkpoint_info(ckpt)
@@ -337,6 +342,8 @@ class PretrainedEncoder(torch.nn.Module):
         model = cls(config, info)
         try:
             load_state(model.encoder, files["encoder"], map_location, "encoder")
+        except CheckpointFileError:
+            raise  # names the file: empty, truncated, corrupt or unsafe
         except ValueError as err:
             raise ValueError(
                 f"{files['encoder']} does not fit the architecture in {spec}: {err}"
@@ -428,5 +435,5 @@ class PretrainedEncoder(torch.nn.Module):
 
 def load_quantizer(path):
     """The frozen random-projection quantizer of a training checkpoint."""
-    ckpt = find_checkpoint(path)
+    ckpt = find_checkpoint(path, needed=("quantizer",))
     return RandomProjectionQuantizer.from_file(require_files(ckpt, ["quantizer"])["quantizer"])

@@ -555,3 +555,72 @@ def test_three_processes_taking_over_a_stale_lock_at_once(tmp_path):
     for k, got in results.items():
         assert sorted(got) == ["BUSY", "BUSY", "HELD"], (k, got)
     assert not list(tmp_path.glob("*/.lock"))  # released at exit
+
+
+# ---------------------------------------------------------------- corrupt and half-written checkpoints
+@pytest.fixture(scope="module")
+def two_ckpt_run(tmp_path_factory, corpus):
+    """A run with a transition checkpoint (step 2) and a newer one (step 3)."""
+    out = tmp_path_factory.mktemp("two_ckpt") / "run"
+    train.main(tiny_args(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3"))
+    output_lock.release_output_lock(str(out / ".lock"))
+    return out
+
+
+def checkpoints_of(run):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    return sorted(Checkpointer(run / "save").list_checkpoints(), key=lambda c: c.meta["unixtime"])
+
+
+def damage(path, how):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write({"empty": b"", "truncated": data[: len(data) // 2],
+                 "random": np.random.default_rng(0).bytes(len(data))}[how])
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "random"])
+def test_corrupt_encoder_file_is_named_by_every_loader(tmp_path, corpus, two_ckpt_run, how):
+    """Named explicitly (one CKPT+ folder), the file is read and its fault named;
+    nothing suggests weights_only=False."""
+    from latent_rq_brain.export import export
+    from latent_rq_brain.pretrained import PretrainedEncoder
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    ckpt = checkpoints_of(run)[-1]
+    path = ckpt.paramfiles["encoder"]
+    damage(path, how)
+    named = re.escape(f"cannot read {path} (") + r"\d+ bytes\): it is empty, truncated or not a PyTorch file"
+    for load in (lambda: PretrainedEncoder.load(str(ckpt.path)),
+                 lambda: export(str(ckpt.path), str(tmp_path / "model")),
+                 lambda: built(tmp_path / "branch", corpus, "--stage_transitions=[]",
+                               f"--init_from={ckpt.path}")):
+        with pytest.raises(ValueError, match=named) as err:
+            load()
+        assert "weights_only" not in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["lacks quantizer", "truncated encoder"])
+def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckpt_run, how):
+    """As a resume does: the newest complete checkpoint of a run folder is used."""
+    from latent_rq_brain.export import export
+    from latent_rq_brain.pretrained import PretrainedEncoder, load_quantizer
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    older, newest = checkpoints_of(run)[-2:]
+    if how == "lacks quantizer":
+        os.remove(newest.paramfiles["quantizer"])
+        loaders_skip = ["init_from", "quantizer"]
+    else:
+        damage(newest.paramfiles["encoder"], "truncated")
+        loaders_skip = ["init_from", "quantizer", "encoder", "export"]
+    if "encoder" in loaders_skip:
+        assert PretrainedEncoder.load(str(run)).info["checkpoint"] == str(older.path)
+        export(str(run), str(tmp_path / "model"))  # from the older one, without an error
+    if "quantizer" in loaders_skip:
+        assert load_quantizer(str(run)).checksum() == load_quantizer(str(older.path)).checksum()
+    brain, _ = built(tmp_path / "branch", corpus, "--stage_transitions=[]", "--initial_stage=1",
+                     f"--init_from={run}")
+    assert brain.optimizer_step == 2  # the older, complete checkpoint's step
+    assert f"initialised from {older.path}" in log_of(tmp_path / "branch")
