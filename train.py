@@ -26,7 +26,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 from latent_rq_brain.brain import LatentRQBrain
-from latent_rq_brain.checkpoints import check_resume_fits
+from latent_rq_brain.checkpoints import check_resume_fits, guard_checkpointer
 from latent_rq_brain.data import dataio_prepare
 from latent_rq_brain.hparams import check_settings, expand_hparams_file
 from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
@@ -75,6 +75,8 @@ def build(argv):
         hparams = load_hyperpyyaml(fin, overrides)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
     check_settings(hparams, run_opts)
+    if hparams.get("checkpointer") is not None:  # disk full named, debris removed
+        guard_checkpointer(hparams["checkpointer"])
 
     # One run per output folder; nothing is written there before the data and
     # the resume (if any) are known to fit this configuration.

@@ -17,10 +17,12 @@ Authors
 """
 
 import copy
+import errno
 import logging
 import os
 import pathlib
 import pickle
+import shutil
 import zipfile
 
 import torch
@@ -400,3 +402,115 @@ def needed_recoverables(checkpointer):
         for k in checkpointer.recoverables
         if not optional.get(k) and not k.startswith("dataloader-")
     }
+
+
+# ---------------------------------------------------------------- saving
+class DiskFullError(OSError):
+    """A checkpoint could not be written for lack of space (names the folder)."""
+
+
+#: What torch and Python say when a write runs out of space.
+_WRITE_FAILED = ("unexpected pos", "file write failed", "No space left", "Disk quota")
+
+
+def free_space(folder):
+    """Free space on the file system of ``folder``, e.g. ``'1.2 GB'``.
+
+    Example
+    -------
+    >>> free_space("/").endswith("B")
+    True
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if free < 1000 or unit == "TB":
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1000
+
+
+def save_error(err, folder):
+    """A :class:`DiskFullError` naming ``folder`` and its free space if ``err``
+    (from a save) says a write ran out of space, else None."""
+    out_of_space = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not out_of_space and not any(s in str(err) for s in _WRITE_FAILED):
+        return None
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DiskFullError(
+        errno.ENOSPC,
+        f"cannot write a checkpoint into {folder}: the disk is full or over quota "
+        f"({free_space(folder)} free there; {type(err).__name__}: {first[:200]}). Free "
+        "some space and run the same command again: it resumes from the newest "
+        "complete checkpoint (the half-written one is skipped, then removed)",
+    )
+
+
+class GuardedCheckpointer(Checkpointer):
+    """SpeechBrain's Checkpointer with two guards on every save; swapped in by
+    assigning ``__class__`` (:func:`guard_checkpointer`), same state.
+
+    * a save that runs out of space raises :class:`DiskFullError` naming the
+      folder and its free space (upstream: torch's ``[enforce fail at
+      inline_container.cc] unexpected pos``);
+    * once a save is complete, the debris of killed saves is removed
+      (:func:`remove_debris`).
+    """
+
+    def save_checkpoint(self, *args, **kwargs):
+        """See :meth:`speechbrain.utils.checkpoints.Checkpointer.save_checkpoint`."""
+        try:
+            saved = super().save_checkpoint(*args, **kwargs)
+        except (OSError, RuntimeError) as err:
+            explained = save_error(err, self.checkpoints_dir)
+            if explained is None:
+                raise
+            raise explained from err
+        remove_debris(self)
+        return saved
+
+
+def guard_checkpointer(checkpointer):
+    """Makes ``checkpointer`` a :class:`GuardedCheckpointer` (in place); returns it."""
+    if type(checkpointer) is Checkpointer:
+        checkpointer.__class__ = GuardedCheckpointer
+    return checkpointer
+
+
+def remove_debris(checkpointer):
+    """Removes what killed saves left, now that a newer checkpoint is complete.
+
+    On the main process: ``incomplete-CKPT+*`` folders (set aside by a resume),
+    ``CKPT+*`` folders without a readable ``CKPT.yaml``, checkpoints older than
+    the newest complete one that hold an empty or truncated file, and those
+    lacking a file, except a transition checkpoint that is the only one of
+    its stage (kept forever). Each removal is logged. Returns the removed paths.
+    """
+    if not if_main_process():
+        return []
+    folder = pathlib.Path(checkpointer.checkpoints_dir)
+    ckpts, unreadable = list_checkpoints_checked(checkpointer)
+    needed = needed_recoverables(checkpointer)
+    problems = {c.path: checkpoint_problem(c, needed) for c in ckpts}
+    complete = [c for c in ckpts if problems[c.path] is None]
+    if not complete:
+        return []
+    newest = max(c.meta.get("unixtime", 0) for c in complete)
+    stages_kept = {c.meta.get("transition_to_stage") for c in complete} - {None}
+    debris = [(p, "set aside as incomplete") for p in folder.glob("incomplete-CKPT+*")]
+    debris += [(p, reason) for p, reason in unreadable]
+    debris += [(p, "no CKPT.yaml") for p in folder.glob("CKPT+*")
+               if p.is_dir() and not (p / "CKPT.yaml").exists()]
+    for ckpt in ckpts:
+        problem = problems[ckpt.path]
+        if problem is None or ckpt.meta.get("unixtime", 0) >= newest:
+            continue
+        stage = ckpt.meta.get("transition_to_stage")
+        damaged = "lacks" not in problem
+        if damaged or stage is None or stage in stages_kept:
+            debris.append((ckpt.path, problem))
+    for path, reason in debris:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.warning(f"removed incomplete checkpoint {path} ({reason}): a newer one is complete")
+    return [p for p, _ in debris]

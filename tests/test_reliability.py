@@ -281,8 +281,10 @@ def test_empty_or_unreadable_ckpt_yaml_is_an_incomplete_checkpoint(tmp_path, cor
     brain = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=4"))
     assert brain.optimizer_step == 4
     assert brain.resumed_from.meta.get("transition_to_stage") == 1  # the older, complete one
-    assert (newest.path.parent / ("incomplete-" + newest.path.name)).is_dir()
-    assert "is incomplete" in log_of(tmp_path)
+    assert f"moved to {newest.path.parent / ('incomplete-' + newest.path.name)}" in log_of(tmp_path)
+    # removed once a newer checkpoint is complete
+    assert not (newest.path.parent / ("incomplete-" + newest.path.name)).exists()
+    assert "is incomplete" in log_of(tmp_path) and "removed incomplete checkpoint" in log_of(tmp_path)
 
 
 # ---------------------------------------------------------------- output folder
@@ -624,3 +626,54 @@ def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckp
                      f"--init_from={run}")
     assert brain.optimizer_step == 2  # the older, complete checkpoint's step
     assert f"initialised from {older.path}" in log_of(tmp_path / "branch")
+
+
+# ---------------------------------------------------------------- saving: disk full, debris
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4224 vs 4112"),
+    OSError(28, "No space left on device"),
+])
+def test_disk_full_while_saving_names_the_folder_and_free_space(tmp_path, corpus, monkeypatch,
+                                                                error):
+    from latent_rq_brain.checkpoints import DiskFullError
+
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
+    fit_batches(brain, loader, 1)
+    real_save = torch.save
+
+    def full(obj, path, *args, **kwargs):
+        if str(path).endswith("heads.ckpt"):  # a few files in: a half-written checkpoint
+            raise error
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match=rf"cannot write a checkpoint into {tmp_path / 'save'}: "
+                                            r"the disk is full or over quota \([\d.]+ [kMGT]?B free"):
+        brain._save_intra_epoch_ckpt()
+    monkeypatch.setattr(torch, "save", real_save)  # space is back
+    brain._save_intra_epoch_ckpt()
+    ckpts = list((tmp_path / "save").glob("CKPT+*"))
+    assert len(ckpts) == 1 and "removed incomplete checkpoint" in log_of(tmp_path)
+
+
+def test_debris_of_killed_saves_is_removed_once_a_newer_checkpoint_is_complete(
+        tmp_path, corpus, two_ckpt_run):
+    """An incomplete-CKPT+* folder, and a transition checkpoint with a 0-byte
+    optimizer.ckpt kept beside the good one of the same stage."""
+    import shutil
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    transition = next(c for c in checkpoints_of(run) if "transition_to_stage" in c.meta)
+    broken = transition.path.with_name(transition.path.name[:-2] + "99")
+    shutil.copytree(transition.path, broken)
+    meta = (broken / "CKPT.yaml").read_text().replace(
+        f"unixtime: {transition.meta['unixtime']}", f"unixtime: {transition.meta['unixtime'] - 1}")
+    (broken / "CKPT.yaml").write_text(meta)
+    (broken / "optimizer.ckpt").write_bytes(b"")
+    set_aside = transition.path.with_name("incomplete-" + transition.path.name[:-2] + "98")
+    shutil.copytree(transition.path, set_aside)
+    train.main(tiny_args(run, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=4"))
+    assert not broken.exists() and not set_aside.exists()
+    assert transition.path.is_dir()  # the good transition checkpoint is kept forever
+    log = log_of(run)
+    assert f"removed incomplete checkpoint {broken} (optimizer.ckpt: it is empty (0 bytes))" in log
