@@ -36,6 +36,7 @@ from latent_rq_brain.checkpoints import (
     recover_newest_complete,
     require_files,
 )
+from latent_rq_brain.data import is_out_of_memory, out_of_memory_message
 from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.pretrained import EncoderSpec
 from latent_rq_brain.stages import StageSchedule
@@ -414,6 +415,19 @@ class LatentRQBrain(sb.Brain):
                 f"checkpoint in {getattr(self.checkpointer, 'checkpoints_dir', '?')} "
                 "with a lower lr or a higher warmup_steps."
             )
+
+    def fit_batch(self, batch):
+        """SpeechBrain's fit_batch; running out of memory names the batch's
+        longest utterance (:func:`latent_rq_brain.data.out_of_memory_message`)."""
+        try:
+            return super().fit_batch(batch)
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            data = getattr(getattr(self, "train_dataset", None), "data", {})
+            raise torch.OutOfMemoryError(out_of_memory_message(
+                batch, data, self.hparams.sample_rate,
+                getattr(self.hparams, "avoid_if_longer_than", None))) from err
 
     def _save_intra_epoch_ckpt(self):
         """SpeechBrain's intra-epoch checkpoint, refused for non-finite weights."""

@@ -677,3 +677,19 @@ def test_debris_of_killed_saves_is_removed_once_a_newer_checkpoint_is_complete(
     assert transition.path.is_dir()  # the good transition checkpoint is kept forever
     log = log_of(run)
     assert f"removed incomplete checkpoint {broken} (optimizer.ckpt: it is empty (0 bytes))" in log
+
+
+def test_out_of_memory_names_the_longest_utterance(tmp_path, corpus, monkeypatch):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
+    brain.train_dataset = loader.dataset  # as fit() keeps it
+    batch = next(iter(loader))
+    longest = batch.id[int(batch.sig[1].argmax())]
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(brain, "compute_forward", oom)
+    brain.step += 1
+    with pytest.raises(torch.OutOfMemoryError, match=rf"out of memory on a batch of {len(batch.id)} "
+                                                     rf".*its longest: {longest} \(.*{longest}.wav, "):
+        brain.fit_batch(batch)
