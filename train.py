@@ -28,7 +28,8 @@ import speechbrain as sb
 from latent_rq_brain.brain import LatentRQBrain
 from latent_rq_brain.checkpoints import check_resume_fits, guard_checkpointer
 from latent_rq_brain.data import dataio_prepare
-from latent_rq_brain.hparams import check_settings, expand_hparams_file
+from latent_rq_brain.ddp_watch import explained, init_ddp, start_rank_watch
+from latent_rq_brain.hparams import check_settings, expand_hparams_file, plain_setting
 from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
 from latent_rq_brain.pretrained import EncoderSpec
 from speechbrain.utils.distributed import if_main_process, run_on_main
@@ -70,7 +71,7 @@ def build(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
     run_opts = typed_run_opts(run_opts)
-    sb.utils.distributed.ddp_init_group(run_opts)
+    init_ddp(run_opts, plain_setting(hparams_file, overrides, "ddp_timeout_minutes"))
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
@@ -97,6 +98,7 @@ def build(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    rank_watch = start_rank_watch(hparams["output_folder"])  # DDP: names a silent rank
     if data is None:
         run_on_main(hparams["data_prep"])
         data = dataio_prepare(hparams)
@@ -117,6 +119,7 @@ def build(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    brain.rank_watch = rank_watch
     return brain, train_data, valid_data, train_opts, valid_opts
 
 
@@ -128,13 +131,19 @@ def _link_recoverables(recoverables):
 def main(argv):
     """Builds everything and trains; returns the Brain."""
     brain, train_data, valid_data, train_opts, valid_opts = build(argv)
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_data,
-        valid_data,
-        train_loader_kwargs=train_opts,
-        valid_loader_kwargs=valid_opts,
-    )
+    try:
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_data,
+            valid_data,
+            train_loader_kwargs=train_opts,
+            valid_loader_kwargs=valid_opts,
+        )
+    except RuntimeError as err:
+        better = explained(err, brain.rank_watch)  # a DDP timeout: which rank is silent
+        if better is err:
+            raise
+        raise better from err
     return brain
 
 

@@ -24,6 +24,7 @@ import os
 
 import ruamel.yaml
 import torch
+import yaml
 
 from latent_rq_brain.masking import sample_span_mask
 
@@ -87,6 +88,36 @@ def effective_setting(hparams, run_opts, key):
     if run_opts is not None and key in getattr(run_opts, "overridden_args", ()):
         return getattr(run_opts, key)
     return hparams.get(key)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML as data; any tag (``!ref``, ``!new:``...) reads as None."""
+
+
+_PlainLoader.add_multi_constructor("", lambda loader, suffix, node: None)
+
+
+def plain_setting(hparams_file, overrides, key):
+    """A top-level setting, read before the YAML is loaded (nothing built):
+    from ``overrides`` (YAML text or dict) if there, else from the file;
+    None if absent or not plain data (a ``!ref``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("a: 5\\nb: !ref <a>\\nc: !new:os.getcwd\\n")
+    >>> plain_setting(path, None, "a"), plain_setting(path, "a: 7", "a"), plain_setting(path, None, "b")
+    (5, 7, None)
+    """
+    if isinstance(overrides, str):
+        overrides = yaml.load(overrides, Loader=_PlainLoader)  # noqa: S506 (tags read as None)
+    if isinstance(overrides, dict) and key in overrides:
+        return overrides[key]
+    with open(hparams_file, encoding="utf-8") as f:
+        data = yaml.load(f, Loader=_PlainLoader)  # noqa: S506
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def check_counts(hparams, run_opts=None):
