@@ -24,7 +24,10 @@ modification time. Any change gives a new key, hence a new cache; stale files
 are removed. The cache is refused when inputs are not deterministic (random crops
 or augmentation), because the stored targets would not match the features.
 
-Under DDP every rank computes a strided share of the utterances and the ranks
+Under DDP every rank computes a strided share of the batches, which are formed
+from the whole training set first (:func:`cache_batches`): an utterance is
+computed in the same batch, with the same padding, whatever the number of
+ranks, so caches built with 1 or 2 ranks hold the same codes. The ranks
 read each other's shards: the cache folder must be on a file system all ranks
 share (the output folder usually is).
 
@@ -107,6 +110,32 @@ def cache_key(features, target_encoder, quantizer, precision, dataset):
         entry = [uid, item, audio_stamp(item.get("wav"))]
         h.update(json.dumps(entry, sort_keys=True, default=str).encode() + b"\n")
     return h.hexdigest()[:20]
+
+
+def cache_batches(dataset, max_batch_seconds):
+    """Utterance IDs sorted by duration, cut into batches of at most
+    ``max_batch_seconds`` of audio (one utterance at least). The same for any
+    number of ranks: rank r of W builds batches r, r + W, ...
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> ds = SimpleNamespace(data_ids=["a", "b", "c"],
+    ...                      data={"a": {"duration": 3.0}, "b": {"duration": 1.0}, "c": {"duration": 2.0}})
+    >>> cache_batches(ds, 3.5)
+    [['b', 'c'], ['a']]
+    """
+    batches, cur, secs = [], [], 0.0
+    for uid in sorted(dataset.data_ids, key=lambda u: dataset.data[u]["duration"]):
+        d = float(dataset.data[uid]["duration"])
+        if cur and secs + d > max_batch_seconds:
+            batches.append(cur)
+            cur, secs = [], 0.0
+        cur.append(uid)
+        secs += d
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 def code_dtype(codebook_size):
@@ -192,27 +221,13 @@ class TargetCache:
 
         ``make_targets(batch)`` returns ``(codes (sum(enc_lens), N), enc_lens)``
         (:meth:`latent_rq_brain.brain.LatentRQBrain.all_frame_targets`).
-        Utterances are sorted by duration and batched up to ``max_batch_seconds``
-        of audio; ``num_workers`` loader processes read the audio.
+        The batches (:func:`cache_batches`) are formed from the whole training
+        set, then shared out: every rank count computes each utterance in the
+        same batch, hence with the same padding and the same codes.
+        ``num_workers`` loader processes read the audio.
         """
         os.makedirs(self.folder, exist_ok=True)
-        ids = [
-            uid
-            for i, uid in enumerate(
-                sorted(dataset.data_ids, key=lambda u: dataset.data[u]["duration"])
-            )
-            if i % world_size == rank
-        ]
-        batches, cur, secs = [], [], 0.0
-        for uid in ids:
-            d = float(dataset.data[uid]["duration"])
-            if cur and secs + d > max_batch_seconds:
-                batches.append(cur)
-                cur, secs = [], 0.0
-            cur.append(uid)
-            secs += d
-        if cur:
-            batches.append(cur)
+        batches = cache_batches(dataset, max_batch_seconds)[rank::world_size]
         position = {u: i for i, u in enumerate(dataset.data_ids)}
         loader = torch.utils.data.DataLoader(
             dataset,

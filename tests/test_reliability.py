@@ -203,6 +203,36 @@ def test_cache_of_another_world_size_is_not_read(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".world2." in f]  # stale files removed
 
 
+def batch_dependent_targets(n_codebooks=3):
+    """A make_targets whose codes depend on the batch an utterance is in (its
+    padded length), as float rounding makes real targets do in rare ties."""
+
+    def make(batch):
+        lens = torch.tensor([10 + int(u[1:]) for u in batch.id])
+        padded = int(lens.max())
+        codes = [torch.full((int(n), n_codebooks), int(u[1:]) * 100 + padded) for u, n in
+                 zip(batch.id, lens)]
+        return torch.cat(codes), lens
+
+    return make
+
+
+def test_cache_is_the_same_for_any_number_of_ranks(tmp_path):
+    """Batches are formed from the whole set, then shared out: each utterance
+    is computed in the same batch with 1 or 2 ranks."""
+    ds = cache_dataset()
+    codes = {}
+    for world in (1, 2):
+        folder = str(tmp_path / f"world{world}")
+        for rank in range(world):
+            TargetCache(folder, "k", 3, 64, world_size=world).build_shard(
+                batch_dependent_targets(), ds, rank, world, 5.0)
+        cache = TargetCache(folder, "k", 3, 64, world_size=world)
+        cache.open()
+        codes[world] = cached_codes(cache, ds)
+    assert torch.equal(codes[1], codes[2])
+
+
 def key_parts(f_min=0, norm="utterance"):
     """Feature extractor, target encoder and quantizer as a run resolves them."""
     from speechbrain.lobes.features import Fbank
@@ -575,7 +605,7 @@ def checkpoints_of(run):
     return sorted(Checkpointer(run / "save").list_checkpoints(), key=lambda c: c.meta["unixtime"])
 
 
-def damage(path, how):
+def damage_file(path, how):
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write({"empty": b"", "truncated": data[: len(data) // 2],
@@ -592,7 +622,7 @@ def test_corrupt_encoder_file_is_named_by_every_loader(tmp_path, corpus, two_ckp
     run = copy_run(two_ckpt_run, tmp_path / "run")
     ckpt = checkpoints_of(run)[-1]
     path = ckpt.paramfiles["encoder"]
-    damage(path, how)
+    damage_file(path, how)
     named = re.escape(f"cannot read {path} (") + r"\d+ bytes\): it is empty, truncated or not a PyTorch file"
     for load in (lambda: PretrainedEncoder.load(str(ckpt.path)),
                  lambda: export(str(ckpt.path), str(tmp_path / "model")),
@@ -615,7 +645,7 @@ def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckp
         os.remove(newest.paramfiles["quantizer"])
         loaders_skip = ["init_from", "quantizer"]
     else:
-        damage(newest.paramfiles["encoder"], "truncated")
+        damage_file(newest.paramfiles["encoder"], "truncated")
         loaders_skip = ["init_from", "quantizer", "encoder", "export"]
     if "encoder" in loaders_skip:
         assert PretrainedEncoder.load(str(run)).info["checkpoint"] == str(older.path)
