@@ -98,7 +98,8 @@ def build(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    rank_watch = start_rank_watch(hparams["output_folder"])  # DDP: names a silent rank
+    # DDP: names a rank that stops answering
+    rank_watch = start_rank_watch(hparams["output_folder"], hparams.get("ddp_timeout_minutes"))
     if data is None:
         run_on_main(hparams["data_prep"])
         data = dataio_prepare(hparams)

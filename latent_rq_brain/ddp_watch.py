@@ -168,10 +168,26 @@ class RankWatch:
         )
 
 
-def start_rank_watch(output_folder, interval_s=10.0, stale_s=120.0):
-    """A started :class:`RankWatch` under DDP, else None."""
+def watch_timing(timeout_minutes=None):
+    """``(interval_s, stale_s)`` for a collective timeout: a rank is called
+    silent after a quarter of the timeout (at most 2 minutes), and heartbeats
+    come four times as often.
+
+    Example
+    -------
+    >>> watch_timing(60), watch_timing(0.5)
+    ((10.0, 120.0), (1.875, 7.5))
+    """
+    minutes = DEFAULT_TIMEOUT_MINUTES if timeout_minutes is None else float(timeout_minutes)
+    stale_s = min(120.0, minutes * 60.0 / 4)
+    return min(10.0, stale_s / 4), stale_s
+
+
+def start_rank_watch(output_folder, timeout_minutes=None):
+    """A started :class:`RankWatch` under DDP (timing: :func:`watch_timing`), else None."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
+    interval_s, stale_s = watch_timing(timeout_minutes)
     return RankWatch(
         os.path.join(output_folder, ".ddp_heartbeat"),
         torch.distributed.get_rank(),
