@@ -72,8 +72,11 @@ def run(cmd, limit_s, env=None):
 
 
 def train_cmd(out, corpus, *extra):
+    """``train.py`` on the tiny configuration; ``extra`` replaces a base option."""
+    keys = {a.split("=")[0] for a in extra}
+    base = [a for a in TINY if a.split("=")[0] not in keys]
     return [sys.executable, "train.py", "hparams/small/latent_rq.yaml", f"--output_folder={out}",
-            f"--train_csv={corpus['train']}", f"--valid_csv={corpus['valid']}", *TINY, *extra]
+            f"--train_csv={corpus['train']}", f"--valid_csv={corpus['valid']}", *base, *extra]
 
 
 def expect_error(case, pattern):
@@ -221,10 +224,10 @@ def case_received_folder_with_code(base, corpus):
 
 
 def case_lock_race(base, corpus):
-    """Five rounds of three runs into a folder with a stale lock at once."""
+    """Three rounds of three runs into a folder with a stale lock at once."""
     dead = subprocess.Popen(["true"])
     dead.wait()
-    for k in range(5):
+    for k in range(3):
         out = os.path.join(base, f"race{k}")
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
@@ -233,14 +236,14 @@ def case_lock_race(base, corpus):
         cmd = train_cmd(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2")
         procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for _ in range(3)]
-        outs = [p.communicate(timeout=600) for p in procs]
+        outs = [p.communicate(timeout=1800) for p in procs]  # a loaded machine is slow
         codes = [p.returncode for p in procs]
         if codes.count(0) != 1:
             return "SILENT" if codes.count(0) > 1 else "CRASH", f"round {k}: exit statuses {codes}"
         for (text, _), code in zip(outs, codes):
             if code and "is in use by PID" not in text:
                 return "CRASH", f"round {k}: " + text.strip().splitlines()[-1][:160]
-    return "OK", "5 rounds: one run trained, two stopped with 'in use by PID'"
+    return "OK", "3 rounds: one run trained, two stopped with 'in use by PID'"
 
 
 def case_ddp_rank_stopped(base, corpus):
