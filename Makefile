@@ -4,6 +4,9 @@
 #                 BEST-RQ to the same step, probe both checkpoints (language ID,
 #                 English ASR) and print a side-by-side table
 #   make test   - venv + install (if needed), run the whole test suite
+#   make reliability - the slow reliability cases as real processes (kills,
+#                 a planted pickle, a lock race, a stopped DDP rank...):
+#                 tools/reliability.py, one OK/SILENT/CRASH/HANG line each
 #   make gpu-bench - on a GPU machine (wheels in .whl/: tools/fetch_gpu_wheels.sh):
 #                 the paper model's speed, fast paths, compile, RoPE, profile
 #                 -> results/performance_gpu.md (about 8 minutes on one H200)
@@ -20,7 +23,7 @@ REPRO_SCALE ?= cpu
 SEEDS ?= 1 2 3
 SHARED ?= ../shared/data
 
-.PHONY: demo test install clean-demo reproduce s3prl-check gpu-bench
+.PHONY: demo test install clean-demo reproduce s3prl-check gpu-bench reliability
 
 install: $(STAMP)
 
@@ -81,3 +84,7 @@ reproduce: $(STAMP)
 	    --corpus data/pretrain --shared $(SHARED) --seeds $(SEEDS)
 	$(BIN)/python -m recipes.reproduce.reproduce --out $(REPRO_OUT) --scale $(REPRO_SCALE) \
 	    --report results/reproduction.md
+
+# The slow reliability cases (tools/reliability.py); the fast ones are in make test.
+reliability: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m tools.reliability --out results/reliability

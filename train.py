@@ -98,9 +98,12 @@ def build(argv):
 
     import speechbrain as sb
     from latent_rq_brain.brain import LatentRQBrain
-    from latent_rq_brain.checkpoints import check_branch_fits, check_resume_fits
+    from latent_rq_brain.checkpoints import (check_branch_fits, check_resume_fits,
+                                             guard_checkpointer)
     from latent_rq_brain.data import dataio_prepare
-    from latent_rq_brain.hparams import check_settings
+    from latent_rq_brain.ddp_watch import init_ddp, start_rank_watch
+    from latent_rq_brain.hparams import check_settings, plain_setting
+    from latent_rq_brain.pretrained import EncoderSpec
     from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
     from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -109,11 +112,13 @@ def build(argv):
     overrides = csv_overrides(hparams_file, overrides)
     run_opts = typed_run_opts(run_opts)
     run_opts, backend_note = ddp_backend(run_opts)
-    sb.utils.distributed.ddp_init_group(run_opts)
+    init_ddp(run_opts, plain_setting(hparams_file, overrides, "ddp_timeout_minutes"))
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
-    check_settings(hparams)
+    check_settings(hparams, run_opts)
+    if hparams.get("checkpointer") is not None:  # disk full named, debris removed
+        guard_checkpointer(hparams["checkpointer"])
 
     # One run per output folder; nothing is written there before the data and
     # the resume (if any) are known to fit this configuration.
@@ -121,6 +126,7 @@ def build(argv):
     try:
         resumable = None
         if hparams.get("checkpointer") is not None:
+            EncoderSpec.register(hparams["checkpointer"], hparams)  # checked on resume
             resumable = check_resume_fits(hparams["checkpointer"], _link_recoverables)
         if resumable is None and hparams.get("init_from"):
             check_branch_fits(hparams)
@@ -138,6 +144,8 @@ def build(argv):
     )
     if backend_note:
         logger.info(backend_note)
+    # DDP: names a rank that stops answering
+    rank_watch = start_rank_watch(hparams["output_folder"], hparams.get("ddp_timeout_minutes"))
     if data is None:
         run_on_main(hparams["data_prep"])
         data = dataio_prepare(hparams)
@@ -158,6 +166,7 @@ def build(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    brain.rank_watch = rank_watch
     return brain, train_data, valid_data, train_opts, valid_opts
 
 
@@ -169,13 +178,21 @@ def _link_recoverables(recoverables):
 def main(argv):
     """Builds everything and trains; returns the Brain."""
     brain, train_data, valid_data, train_opts, valid_opts = build(argv)
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_data,
-        valid_data,
-        train_loader_kwargs=train_opts,
-        valid_loader_kwargs=valid_opts,
-    )
+    try:
+        brain.fit(
+            brain.hparams.epoch_counter,
+            train_data,
+            valid_data,
+            train_loader_kwargs=train_opts,
+            valid_loader_kwargs=valid_opts,
+        )
+    except RuntimeError as err:
+        from latent_rq_brain.ddp_watch import explained
+
+        better = explained(err, brain.rank_watch)  # a DDP timeout: which rank is silent
+        if better is err:
+            raise
+        raise better from err
     return brain
 
 

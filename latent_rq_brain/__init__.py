@@ -16,6 +16,9 @@ data flow). Modules, one concept each:
 * :mod:`latent_rq_brain.brain`: ``LatentRQBrain``;
 * :mod:`latent_rq_brain.stats`: interval statistics and cross-rank checksums;
 * :mod:`latent_rq_brain.checkpoints`: finding, resuming and branching checkpoints;
+* :mod:`latent_rq_brain.safe_load`: weights-only reading of every checkpoint file;
+* :mod:`latent_rq_brain.output_lock`: one run per output folder;
+* :mod:`latent_rq_brain.ddp_watch`: the DDP timeout and the rank that stopped answering;
 * :mod:`latent_rq_brain.hparams`: thin hparams files;
 * :mod:`latent_rq_brain.target_cache`: offline targets of one stage;
 * :mod:`latent_rq_brain.pretrained`: encoders from checkpoints or ``random:<config>``;

@@ -36,6 +36,7 @@ from latent_rq_brain.checkpoints import (
     recover_newest_complete,
     require_files,
 )
+from latent_rq_brain.data import is_out_of_memory, out_of_memory_message
 from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.pretrained import EncoderSpec
 from latent_rq_brain.stages import StageSchedule
@@ -139,7 +140,7 @@ class LatentRQBrain(sb.Brain):
         quantizer (checked equal), step count and stage; not heads/optimizer."""
         what = f"--init_from={ckpt_dir}"
         try:
-            found = find_checkpoint(ckpt_dir)
+            found = find_checkpoint(ckpt_dir, needed=BRANCH_FILES)  # newest complete
             files = require_files(found, BRANCH_FILES, what)
             for name in ("encoder", "mask_embedding"):
                 load_state(unwrap(getattr(self.modules, name)), files[name], self.device, what)
@@ -286,13 +287,8 @@ class LatentRQBrain(sb.Brain):
         dataset = getattr(self, "train_dataset", None)
         if dataset is None:
             return  # not fitting (e.g. evaluation or a unit test): online targets
-        settings = {
-            k: getattr(self.hparams, k, None)
-            for k in ("sample_rate", "n_fft", "n_mels", "win_length", "hop_length",
-                      "downsampling", "target_layers", "target_norm")
-        }
-        settings["precision"] = self.precision
-        key = cache_key(self.target_encoder, self.quantizer, settings, dataset)
+        key = cache_key(unwrap(self.modules.features), self.target_encoder, self.quantizer,
+                        self.precision, dataset)
         self.target_cache = TargetCache.prepare(
             os.path.join(self.hparams.output_folder, "target_cache"),
             key,
@@ -473,6 +469,19 @@ class LatentRQBrain(sb.Brain):
                 f"checkpoint in {getattr(self.checkpointer, 'checkpoints_dir', '?')} "
                 "with a lower lr or a higher warmup_steps."
             )
+
+    def fit_batch(self, batch):
+        """SpeechBrain's fit_batch; running out of memory names the batch's
+        longest utterance (:func:`latent_rq_brain.data.out_of_memory_message`)."""
+        try:
+            return super().fit_batch(batch)
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            data = getattr(getattr(self, "train_dataset", None), "data", {})
+            raise torch.OutOfMemoryError(out_of_memory_message(
+                batch, data, self.hparams.sample_rate,
+                getattr(self.hparams, "avoid_if_longer_than", None))) from err
 
     def _save_intra_epoch_ckpt(self):
         """SpeechBrain's intra-epoch checkpoint, refused for non-finite weights."""

@@ -17,15 +17,22 @@ Authors
 """
 
 import copy
-import glob
+import errno
 import logging
 import os
 import pathlib
 import pickle
+import shutil
+import zipfile
 
 import torch
 import yaml
 
+from latent_rq_brain.safe_load import (
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    load_weights,
+)
 from latent_rq_brain.stages import StageSchedule
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
@@ -34,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Files a checkpoint must hold to branch a new stage from it (``--init_from``).
 BRANCH_FILES = ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule")
+#: Files a checkpoint must hold to rebuild its encoder (PretrainedEncoder, export, s3prl).
+ENCODER_FILES = ("encoder", "encoder_spec")
 
 
 def read_optimizer_step(path):
@@ -42,7 +51,7 @@ def read_optimizer_step(path):
         return int(yaml.safe_load(f)["optimizer_step"])
 
 
-def transition_checkpoint(run_folder, stage):
+def transition_checkpoint(run_folder, stage, needed=None):
     """The checkpoint a run wrote when it entered ``stage`` (the last weights of stage - 1).
 
     Pre-training keeps these checkpoints forever (``transition_to_stage: k`` in
@@ -59,11 +68,11 @@ def transition_checkpoint(run_folder, stage):
     save = os.path.join(run_folder, "save")
     folder = save if os.path.isdir(save) else run_folder
     found = {}
-    for meta in sorted(glob.glob(os.path.join(folder, "CKPT+*", "CKPT.yaml"))):
-        with open(meta, encoding="utf-8") as f:
-            k = (yaml.safe_load(f) or {}).get("transition_to_stage")
-        if k is not None:
-            found[int(k)] = os.path.dirname(meta)
+    ckpts = list_checkpoints_checked(Checkpointer(folder))[0] if os.path.isdir(folder) else []
+    for ckpt in sorted(ckpts, key=lambda c: c.meta.get("unixtime", 0)):
+        k = ckpt.meta.get("transition_to_stage")
+        if k is not None and checkpoint_problem(ckpt, needed) is None:
+            found[int(k)] = str(ckpt.path)  # the newest complete one
     if int(stage) not in found:
         raise ValueError(
             f"no checkpoint of {run_folder} was written at the transition to stage "
@@ -72,24 +81,95 @@ def transition_checkpoint(run_folder, stage):
     return found[int(stage)]
 
 
-def find_checkpoint(path):
+def file_problem(path):
+    """None if a checkpoint file looks whole, else what is wrong with it.
+
+    Cheap and conservative (it decides what loaders skip and what is deleted
+    as debris): a file must exist and not be empty, and a PyTorch file (a zip
+    archive) must have its central directory, which is written last.
+
+    Example
+    -------
+    >>> file_problem("/nonexistent/encoder.ckpt")
+    'it is missing'
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "it is missing"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"PK":
+        try:
+            zipfile.ZipFile(path).close()
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            return f"it is truncated or corrupt ({size} bytes; {err})"
+    return None
+
+
+def checkpoint_problem(ckpt, needed=None):
+    """None if ``ckpt`` holds every file of ``needed`` (recoverable names) and
+    none of its files is cut short (:func:`file_problem`), else what is wrong."""
+    missing = sorted(set(needed or ()) - set(ckpt.paramfiles))
+    if missing:
+        return f"it lacks {', '.join(m + '.ckpt' for m in missing)}"
+    for name, path in sorted(ckpt.paramfiles.items()):
+        problem = None if name.startswith("dataloader-") else file_problem(path)
+        if problem:
+            return f"{name}.ckpt: {problem}"
+    return None
+
+
+def newest_complete(folder, needed=None):
+    """The newest checkpoint of ``folder`` without a :func:`checkpoint_problem`
+    (the ones skipped are logged), or None if the folder holds none at all.
+
+    Raises ValueError naming every checkpoint and its problem if all are
+    incomplete (a save killed half-way leaves one so).
+    """
+    ckpts, unreadable = list_checkpoints_checked(Checkpointer(folder))
+    ckpts.sort(key=lambda c: c.meta.get("unixtime", 0), reverse=True)
+    problems = [f"{path.name}: {reason}" for path, reason in unreadable]
+    for ckpt in ckpts:
+        problem = checkpoint_problem(ckpt, needed)
+        if problem is None:
+            for skipped in problems:
+                logger.warning(f"skipping incomplete checkpoint {folder}/{skipped}")
+            return ckpt
+        problems.append(f"{ckpt.path.name}: {problem}")
+    if problems:
+        raise ValueError(
+            f"no complete checkpoint in {folder} ({'; '.join(problems)}; a save "
+            "killed half-way?)"
+        )
+    return None
+
+
+def find_checkpoint(path, needed=None):
     """The checkpoint a path names (see the module docstring).
+
+    For a run or ``save`` folder, the newest *complete* one: holding the
+    files of ``needed`` (recoverable names, e.g. :data:`BRANCH_FILES`), none
+    cut short (:func:`newest_complete`), as a resume picks. A ``CKPT+*``
+    folder named explicitly is returned as it is.
 
     Returns a :class:`speechbrain.utils.checkpoints.Checkpoint`.
     """
     path = os.fspath(path)
     if "@stage" in path:
         run, _, stage = path.rpartition("@stage")
-        path = transition_checkpoint(run, int(stage))
+        path = transition_checkpoint(run, int(stage), needed)
     if os.path.isfile(os.path.join(path, "CKPT.yaml")):
-        parent = Checkpointer(os.path.dirname(os.path.abspath(path)))
-        for ckpt in parent.list_checkpoints():
+        for ckpt in list_checkpoints_checked(Checkpointer(os.path.dirname(os.path.abspath(path))))[0]:
             if os.path.samefile(ckpt.path, path):
                 return ckpt
+        raise ValueError(f"checkpoint {path} is incomplete: its CKPT.yaml is empty or unreadable")
     elif os.path.isdir(path):
         for folder in (path, os.path.join(path, "save")):
             if os.path.isdir(folder):
-                found = Checkpointer(folder).find_checkpoint()
+                found = newest_complete(folder, needed)
                 if found is not None:
                     return found
     raise ValueError(
@@ -155,7 +235,7 @@ def state_mismatch(module, state, examples=2):
 
 def load_state(module, path, device, what):
     """Loads a state dict file into ``module`` (strict), naming the file on error."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_weights(path, map_location=device)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -243,6 +323,10 @@ def check_branch_fits(hparams):
 
 def _is_truncated(err):
     """Whether a load error means a file cut short (a save killed half-way)."""
+    if isinstance(err, UnsafeCheckpointError):
+        return False  # refused, never skipped: someone planted code there
+    if isinstance(err, CorruptCheckpointError):
+        return True
     if not isinstance(err, (RuntimeError, ValueError)):
         return True
     return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
@@ -309,7 +393,35 @@ def check_resume_fits(checkpointer, prepare=None):
         prepare(copies)
     probe = Checkpointer(checkpointer.checkpoints_dir, copies)
     probe.optional_recoverables = dict(checkpointer.optional_recoverables)
-    return recover_newest_complete(probe, dry_run=True)
+    found = recover_newest_complete(probe, dry_run=True)
+    if found is not None:
+        refuse_unsafe_files(found, loaded=probe.recoverables)
+    return found
+
+
+def refuse_unsafe_files(ckpt, loaded=()):
+    """Reads, weights-only, the PyTorch files of ``ckpt`` not in ``loaded``
+    (``optimizer.ckpt``: its optimizer only exists once the Brain is built),
+    so that a file holding pickled code is refused before anything is written
+    (:class:`~latent_rq_brain.safe_load.UnsafeCheckpointError`). A corrupt file
+    is left to the resume, which skips that checkpoint."""
+    for name, path in ckpt.paramfiles.items():
+        if name in loaded or not _looks_like_torch_file(path):
+            continue
+        try:
+            load_weights(path)
+        except CorruptCheckpointError:
+            pass
+
+
+def _looks_like_torch_file(path):
+    """A zip archive (``torch.save``) or a pickle (legacy ``torch.save``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def recover_newest_complete(checkpointer, dry_run=False):
@@ -341,7 +453,9 @@ def recover_newest_complete(checkpointer, dry_run=False):
         if before is None:
             before = {k: _state_of(obj) for k, obj in checkpointer.recoverables.items()}
         try:
-            checkpointer.load_checkpoint(ckpt)
+            checkpointer.load_checkpoint(ckpt)  # weights-only: see safe_load
+        except UnsafeCheckpointError:
+            raise
         except (EOFError, KeyError, TypeError, RuntimeError, ValueError,
                 pickle.UnpicklingError, yaml.YAMLError) as err:
             if _is_truncated(err):
@@ -398,3 +512,115 @@ def needed_recoverables(checkpointer):
         for k in checkpointer.recoverables
         if not optional.get(k) and not k.startswith("dataloader-")
     }
+
+
+# ---------------------------------------------------------------- saving
+class DiskFullError(OSError):
+    """A checkpoint could not be written for lack of space (names the folder)."""
+
+
+#: What torch and Python say when a write runs out of space.
+_WRITE_FAILED = ("unexpected pos", "file write failed", "No space left", "Disk quota")
+
+
+def free_space(folder):
+    """Free space on the file system of ``folder``, e.g. ``'1.2 GB'``.
+
+    Example
+    -------
+    >>> free_space("/").endswith("B")
+    True
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if free < 1000 or unit == "TB":
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1000
+
+
+def save_error(err, folder):
+    """A :class:`DiskFullError` naming ``folder`` and its free space if ``err``
+    (from a save) says a write ran out of space, else None."""
+    out_of_space = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not out_of_space and not any(s in str(err) for s in _WRITE_FAILED):
+        return None
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DiskFullError(
+        errno.ENOSPC,
+        f"cannot write a checkpoint into {folder}: the disk is full or over quota "
+        f"({free_space(folder)} free there; {type(err).__name__}: {first[:200]}). Free "
+        "some space and run the same command again: it resumes from the newest "
+        "complete checkpoint (the half-written one is skipped, then removed)",
+    )
+
+
+class GuardedCheckpointer(Checkpointer):
+    """SpeechBrain's Checkpointer with two guards on every save; swapped in by
+    assigning ``__class__`` (:func:`guard_checkpointer`), same state.
+
+    * a save that runs out of space raises :class:`DiskFullError` naming the
+      folder and its free space (upstream: torch's ``[enforce fail at
+      inline_container.cc] unexpected pos``);
+    * once a save is complete, the debris of killed saves is removed
+      (:func:`remove_debris`).
+    """
+
+    def save_checkpoint(self, *args, **kwargs):
+        """See :meth:`speechbrain.utils.checkpoints.Checkpointer.save_checkpoint`."""
+        try:
+            saved = super().save_checkpoint(*args, **kwargs)
+        except (OSError, RuntimeError) as err:
+            explained = save_error(err, self.checkpoints_dir)
+            if explained is None:
+                raise
+            raise explained from err
+        remove_debris(self)
+        return saved
+
+
+def guard_checkpointer(checkpointer):
+    """Makes ``checkpointer`` a :class:`GuardedCheckpointer` (in place); returns it."""
+    if type(checkpointer) is Checkpointer:
+        checkpointer.__class__ = GuardedCheckpointer
+    return checkpointer
+
+
+def remove_debris(checkpointer):
+    """Removes what killed saves left, now that a newer checkpoint is complete.
+
+    On the main process: ``incomplete-CKPT+*`` folders (set aside by a resume),
+    ``CKPT+*`` folders without a readable ``CKPT.yaml``, checkpoints older than
+    the newest complete one that hold an empty or truncated file, and those
+    lacking a file, except a transition checkpoint that is the only one of
+    its stage (kept forever). Each removal is logged. Returns the removed paths.
+    """
+    if not if_main_process():
+        return []
+    folder = pathlib.Path(checkpointer.checkpoints_dir)
+    ckpts, unreadable = list_checkpoints_checked(checkpointer)
+    needed = needed_recoverables(checkpointer)
+    problems = {c.path: checkpoint_problem(c, needed) for c in ckpts}
+    complete = [c for c in ckpts if problems[c.path] is None]
+    if not complete:
+        return []
+    newest = max(c.meta.get("unixtime", 0) for c in complete)
+    stages_kept = {c.meta.get("transition_to_stage") for c in complete} - {None}
+    debris = [(p, "set aside as incomplete") for p in folder.glob("incomplete-CKPT+*")]
+    debris += [(p, reason) for p, reason in unreadable]
+    debris += [(p, "no CKPT.yaml") for p in folder.glob("CKPT+*")
+               if p.is_dir() and not (p / "CKPT.yaml").exists()]
+    for ckpt in ckpts:
+        problem = problems[ckpt.path]
+        if problem is None or ckpt.meta.get("unixtime", 0) >= newest:
+            continue
+        stage = ckpt.meta.get("transition_to_stage")
+        damaged = "lacks" not in problem
+        if damaged or stage is None or stage in stages_kept:
+            debris.append((ckpt.path, problem))
+    for path, reason in debris:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.warning(f"removed incomplete checkpoint {path} ({reason}): a newer one is complete")
+    return [p for p, _ in debris]

@@ -649,3 +649,38 @@ def fixed_shape_loader_kwargs(dataset, hparams, loader_kwargs):
     )
     kwargs["collate_fn"] = functools.partial(PaddedBatch, padding_func=BucketPadding(buckets))
     return kwargs
+
+
+def is_out_of_memory(err):
+    """Whether ``err`` is an allocation failure (CUDA, or the CPU allocator)."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def out_of_memory_message(batch, data, sample_rate, longer_than=None):
+    """What to say when a batch runs out of memory: its size, padded length
+    and longest utterance (ID, file, duration), and the settings to change.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> batch = SimpleNamespace(id=["a", "b"], sig=(torch.zeros(2, 32000), torch.tensor([0.5, 1.0])))
+    >>> out_of_memory_message(batch, {"b": {"wav": "b.wav"}}, 16000, 30.0)
+    'out of memory on a batch of 2 utterance(s) padded to 2.0 s (3.0 s of audio); its longest: b (b.wav, 2.0 s). Lower max_batch_len, or avoid_if_longer_than (now 30.0 s) to leave out such utterances, or remove b from the manifest'
+    """
+    wavs, rel = batch.sig
+    padded = wavs.shape[1] / sample_rate
+    seconds = [float(r) * padded for r in rel]
+    longest = max(range(len(seconds)), key=seconds.__getitem__)
+    uid = batch.id[longest]
+    wav = (data.get(uid) or {}).get("wav", "?")
+    return (
+        f"out of memory on a batch of {len(seconds)} utterance(s) padded to {padded:.1f} s "
+        f"({sum(seconds):.1f} s of audio); its longest: {uid} ({wav}, {seconds[longest]:.1f} s). "
+        f"Lower max_batch_len, or avoid_if_longer_than (now {longer_than} s) to leave out "
+        f"such utterances, or remove {uid} from the manifest"
+    )

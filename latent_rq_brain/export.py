@@ -10,9 +10,21 @@ users publish on a model hub:
 * ``README.md``: a model card (method, stage, step, data, layers, downsample
   rate, how to load, probe / fine-tuning numbers given with ``--results``).
 
-The folder loads back offline with SpeechBrain's own interface and returns
-the hidden states of :class:`PretrainedEncoder` (latent-rq must be
-importable: ``pip install /path/to/latent-rq``, or ``pip install -e`` of a clone)::
+A folder someone sent you: load it with :func:`load_model_folder`, which
+reads ``hyperparams.yaml`` as plain data (any tag but the three the exporter
+writes is refused, nothing is built from the file) and ``encoder.ckpt``
+weights-only, and builds the encoder from this project's own architecture::
+
+    from latent_rq_brain.export import load_model_folder
+    enc = load_model_folder("DIR")  # a PretrainedEncoder
+    hidden_states, enc_lens = enc(wavs, wav_lens)
+
+SpeechBrain's ``from_hparams`` is for trusted folders only: HyperPyYAML
+executes what ``hyperparams.yaml`` says (``!apply:``, ``!new:``,
+``!!python/object/apply``), so a folder you did not write can run any code.
+It loads back offline and returns the hidden states of
+:class:`PretrainedEncoder` (latent-rq must be importable, e.g.
+``pip install /path/to/latent-rq``, or ``pip install -e`` of a clone)::
 
     from latent_rq_brain.export import EncoderInterface
     enc = EncoderInterface.from_hparams(source="DIR", savedir="/tmp/DIR")
@@ -38,7 +50,102 @@ import yaml
 from speechbrain.inference.interfaces import Pretrained
 
 from latent_rq_brain.architectures import ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE
+from latent_rq_brain.checkpoints import ENCODER_FILES
 from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
+from latent_rq_brain.safe_load import load_weights
+
+#: The only tags :func:`load_model_folder` accepts: those :func:`hyperparams_text` writes.
+ENCODER_TAG = "!new:latent_rq_brain.pretrained.PretrainedEncoder"
+SAFE_TAGS = (ENCODER_TAG, "!new:speechbrain.utils.parameter_transfer.Pretrainer", "!ref")
+
+
+class UnsafeModelFolderError(ValueError):
+    """A model folder whose ``hyperparams.yaml`` asks to run code: refused."""
+
+
+class _PlainDataLoader(yaml.SafeLoader):
+    """YAML as plain data: the exporter's own tags become ``{"__tag__": tag, ...}``
+    markers (nothing is imported or built), any other tag is refused."""
+
+
+def _construct_tagged(loader, suffix, node):
+    del suffix
+    tag = node.tag
+    if tag not in SAFE_TAGS:
+        raise UnsafeModelFolderError(
+            f"{loader.name}, line {node.start_mark.line + 1}: tag {tag} is refused: "
+            "an exported latent-rq folder holds only "
+            f"{', '.join(SAFE_TAGS)}, and SpeechBrain's from_hparams would run this one "
+            "(it can execute any code). Do not load this folder with from_hparams"
+        )
+    if isinstance(node, yaml.MappingNode):
+        return {"__tag__": tag, **loader.construct_mapping(node, deep=True)}
+    return {"__tag__": tag, "value": loader.construct_scalar(node)}
+
+
+_PlainDataLoader.add_multi_constructor("", _construct_tagged)
+
+
+def read_model_settings(path):
+    """``(config, info)`` of an exported folder's ``hyperparams.yaml``, read
+    as plain data (:class:`UnsafeModelFolderError` for any other tag).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "hyperparams.yaml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("x: !apply:os.system ['touch /tmp/pwned']\\n")
+    >>> read_model_settings(path)
+    Traceback (most recent call last):
+    ...
+    latent_rq_brain.export.UnsafeModelFolderError: .../hyperparams.yaml, line 1: tag !apply:os.system is refused: ...
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.load(f, Loader=_PlainDataLoader)  # noqa: S506 (safe: see the class)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from None
+    encoder = data.get("encoder") if isinstance(data, dict) else None
+    if not isinstance(encoder, dict) or encoder.get("__tag__") != ENCODER_TAG:
+        raise ValueError(
+            f"{path} defines no `encoder: {ENCODER_TAG}`: not a folder written by "
+            "python -m latent_rq_brain.export"
+        )
+    config, info = encoder.get("config"), encoder.get("info") or {}
+    if not isinstance(config, dict) or not isinstance(info, dict):
+        raise ValueError(f"{path}: the encoder's config and info must be mappings")
+    return config, info
+
+
+def load_model_folder(folder, map_location="cpu"):
+    """The encoder of a model folder written by :func:`export`, loaded safely.
+
+    The settings are read as data (:func:`read_model_settings`), checked to
+    be plain numbers (:func:`latent_rq_brain.pretrained.check_arch_values`),
+    the encoder is built from this project's architecture and ``encoder.ckpt``
+    is read weights-only. Nothing in the folder can run code, unlike
+    SpeechBrain's ``from_hparams`` (trusted folders only).
+
+    Returns
+    -------
+    PretrainedEncoder
+        Frozen, in eval mode; same outputs as the exported encoder.
+    """
+    config, info = read_model_settings(os.path.join(folder, "hyperparams.yaml"))
+    try:
+        encoder = PretrainedEncoder(config, info)
+    except ValueError as err:
+        raise ValueError(f"{os.path.join(folder, 'hyperparams.yaml')}: {err}") from None
+    path = os.path.join(folder, "encoder.ckpt")
+    state = load_weights(path, map_location=map_location)
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{path} does not fit the encoder described in its hyperparams.yaml: {err}"
+        ) from None
+    return encoder.to(map_location)
 
 
 class EncoderInterface(Pretrained):
@@ -184,6 +291,17 @@ def model_card(encoder, data, results, name):
         "",
         "## Load it (offline; `pip install` latent-rq first)",
         "",
+        "A folder you received: `load_model_folder` reads the settings as data and the "
+        "weights weights-only (nothing in the folder can run code):",
+        "",
+        "```python",
+        "from latent_rq_brain.export import load_model_folder",
+        'enc = load_model_folder("<this folder>")',
+        "hidden_states, enc_lens = enc(wavs, wav_lens)  # (B, S) 16 kHz, relative lengths",
+        "```",
+        "",
+        "SpeechBrain's `from_hparams` executes `hyperparams.yaml` (trusted folders only):",
+        "",
         "```python",
         "from latent_rq_brain.export import EncoderInterface",
         'enc = EncoderInterface.from_hparams(source="<this folder>", savedir="/tmp/latent_rq_model")',
@@ -236,7 +354,7 @@ def export(checkpoint, out, name=None, results=()):
     results : sequence of str
         Folders searched for probe / fine-tuning ``results.json``.
     """
-    ckpt = find_checkpoint(checkpoint)
+    ckpt = find_checkpoint(checkpoint, needed=ENCODER_FILES)
     encoder = PretrainedEncoder.from_checkpoint(ckpt.path)
     os.makedirs(out, exist_ok=True)
     files = {

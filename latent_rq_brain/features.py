@@ -12,6 +12,8 @@ Authors
  * latent-rq developers 2026
 """
 
+import hashlib
+
 import torch
 
 
@@ -108,3 +110,86 @@ class MelFeatures(torch.nn.Module):
         if pad:
             feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
         return feats, frame_lens, self.encoder_lengths(frame_lens)
+
+
+#: Run-time state, not settings: mode flags, a first-call flag, devices, counters.
+VOLATILE_ATTRIBUTES = frozenset({"training", "first_call", "device", "device_inp", "count"})
+
+
+def _plain(value):
+    """``value`` if it is plain YAML data (numbers, strings, lists, dicts of
+    them), else :data:`NOT_PLAIN`."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return NOT_PLAIN if any(v is NOT_PLAIN for v in items) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in value.items()}
+        return NOT_PLAIN if any(v is NOT_PLAIN for v in items.values()) else items
+    return NOT_PLAIN
+
+
+NOT_PLAIN = object()
+
+
+def tensor_digest(tensor):
+    """Short SHA-256 of a tensor's dtype, shape and values."""
+    t = tensor.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.float().numpy().tobytes() if t.is_floating_point() else t.numpy().tobytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def module_settings(obj, tensors=False):
+    """Every plain setting of ``obj`` and its sub-modules, by dotted name.
+
+    Derived from the objects themselves (their public attributes), not from a
+    list: a setting added to the YAML (``f_min``, ``window_fn``...) is in it.
+    Run-time state (:data:`VOLATILE_ATTRIBUTES`, private attributes) is not.
+    With ``tensors``, tensor attributes, parameters and buffers are added as
+    digests (:func:`tensor_digest`): e.g. the STFT window, the Mel filters.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> s = module_settings(Fbank(n_mels=40, hop_length=20))
+    >>> s["compute_STFT.hop_length"], s["compute_fbanks.n_mels"], s["compute_fbanks.f_min"]
+    (320, 40, 0)
+    >>> "compute_STFT.window" in s, "compute_STFT.window" in module_settings(Fbank(), tensors=True)
+    (False, True)
+    """
+    found = {}
+    named = obj.named_modules() if isinstance(obj, torch.nn.Module) else [("", obj)]
+    for prefix, sub in named:
+        items = [(k, v) for k, v in vars(sub).items()
+                 if not k.startswith("_") and k not in VOLATILE_ATTRIBUTES]
+        if tensors and isinstance(sub, torch.nn.Module):
+            items += list(sub.named_parameters(recurse=False))
+            items += list(sub.named_buffers(recurse=False))
+        for key, value in sorted(items, key=lambda kv: kv[0]):
+            name = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, torch.Tensor):
+                if tensors:
+                    found[name] = tensor_digest(value)
+                continue
+            value = _plain(value)
+            if value is not NOT_PLAIN:
+                found[name] = value
+    return found
+
+
+def setting_differences(saved, current):
+    """``"name: saved (checkpoint) != current (config)"`` for each setting both
+    hold with another value (a setting only one of them has is not compared).
+
+    Example
+    -------
+    >>> setting_differences({"hop": 160, "n_fft": 400}, {"hop": 320, "n_fft": 400, "new": 1})
+    ['hop: 160 (checkpoint) != 320 (config)']
+    """
+    return [
+        f"{k}: {saved[k]!r} (checkpoint) != {current[k]!r} (config)"
+        for k in sorted(set(saved) & set(current))
+        if saved[k] != current[k]
+    ]

@@ -29,6 +29,7 @@ import logging
 import os
 
 import ruamel.yaml
+import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +104,99 @@ def _check_no_merged_objects(thin_file, thin, base):
             )
 
 
-def check_settings(hparams):
+#: Counts that must be >= 1, and what a smaller value would do (``None``
+#: allowed for the run options that mean "no limit").
+POSITIVE_SETTINGS = {
+    "log_interval": "optimizer steps between train-log lines (0 divides by zero)",
+    "warmup_steps": "steps of LR warm-up (the Noam schedule divides by it)",
+    "grad_accumulation_factor": "batches per optimizer step (0 divides by zero)",
+    "ckpt_to_keep": "end-of-epoch checkpoints kept (0 would delete every one: nothing to resume)",
+    "number_of_epochs": "epochs (0 trains nothing and ends as if it had)",
+    "optimizer_step_limit": "optimizer steps (0 trains nothing; null: no limit)",
+}
+#: Those of :data:`POSITIVE_SETTINGS` that may be None (no limit).
+OPTIONAL_LIMITS = ("optimizer_step_limit",)
+
+
+def effective_setting(hparams, run_opts, key):
+    """The value SpeechBrain's Brain uses: a command-line run option wins
+    over the YAML (``--optimizer_step_limit=N`` is a run option)."""
+    if run_opts is not None and key in getattr(run_opts, "overridden_args", ()):
+        return getattr(run_opts, key)
+    return hparams.get(key)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML as data; any tag (``!ref``, ``!new:``...) reads as None."""
+
+
+_PlainLoader.add_multi_constructor("", lambda loader, suffix, node: None)
+
+
+def plain_setting(hparams_file, overrides, key):
+    """A top-level setting, read before the YAML is loaded (nothing built):
+    from ``overrides`` (YAML text or dict) if there, else from the file;
+    None if absent or not plain data (a ``!ref``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("a: 5\\nb: !ref <a>\\nc: !new:os.getcwd\\n")
+    >>> plain_setting(path, None, "a"), plain_setting(path, "a: 7", "a"), plain_setting(path, None, "b")
+    (5, 7, None)
+    """
+    if isinstance(overrides, str):
+        overrides = yaml.load(overrides, Loader=_PlainLoader)  # noqa: S506 (tags read as None)
+    if isinstance(overrides, dict) and key in overrides:
+        return overrides[key]
+    with open(hparams_file, encoding="utf-8") as f:
+        data = yaml.load(f, Loader=_PlainLoader)  # noqa: S506
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def check_counts(hparams, run_opts=None):
+    """Refuses, naming it, a count of :data:`POSITIVE_SETTINGS` below 1.
+
+    Example
+    -------
+    >>> check_counts({"log_interval": 10, "warmup_steps": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: warmup_steps: 0 must be an integer >= 1 (steps of LR warm-up (the Noam schedule divides by it))
+    """
+    for key, meaning in POSITIVE_SETTINGS.items():
+        value = effective_setting(hparams, run_opts, key)
+        if value is None and (key in OPTIONAL_LIMITS or key not in hparams):
+            continue
+        try:
+            ok = int(value) == float(value) and int(value) >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{key}: {value} must be an integer >= 1 ({meaning})")
+
+
+def check_settings(hparams, run_opts=None):
     """Refuses or warns about degenerate training settings, naming each one.
 
-    Refused: ``codebook_size < 2`` (one code is always right: loss 0),
-    ``target_cache`` with ``target_encoder_ema`` (targets change every step),
-    ``mask_prob`` outside (0, 1], ``mask_length < 1``, and a ``mask_length``
-    that masks every frame of the shortest utterance allowed
-    (``avoid_if_shorter_than``). Warned: a masked fraction above
-    ``MASK_FRACTION_WARN`` there (measured with the training mask sampler).
+    Refused: counts below 1 (:func:`check_counts`: ``log_interval``,
+    ``warmup_steps``, ``grad_accumulation_factor``, ``ckpt_to_keep``,
+    ``number_of_epochs``, ``optimizer_step_limit``; ``run_opts``: the
+    command-line run options, which win over the YAML), ``codebook_size < 2``
+    (one code is always right: loss 0), ``target_cache`` with
+    ``target_encoder_ema`` (targets change every step), ``mask_prob`` outside
+    (0, 1], ``mask_length < 1``, and a ``mask_length`` that masks every frame
+    of the shortest utterance allowed (``avoid_if_shorter_than``). Warned: a
+    masked fraction above ``MASK_FRACTION_WARN`` there (measured with the
+    training mask sampler).
     """
     import torch  # here, not at the top: train.py checks its arguments before torch loads
 
     from latent_rq_brain.masking import sample_span_mask
 
+    check_counts(hparams, run_opts)
     if int(hparams["codebook_size"]) < 2:
         raise ValueError(
             f"codebook_size: {hparams['codebook_size']} must be >= 2 (with one code "

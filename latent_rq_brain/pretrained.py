@@ -20,6 +20,7 @@ Authors
 
 import ast
 import os
+import re
 
 import ruamel.yaml
 import torch
@@ -32,6 +33,7 @@ from speechbrain.utils.checkpoints import (
 )
 
 from latent_rq_brain.checkpoints import (
+    ENCODER_FILES,
     checkpoint_info,
     find_checkpoint,
     load_state,
@@ -44,8 +46,10 @@ from latent_rq_brain.architectures import (
     build_architecture,
     spec_settings,
 )
+from latent_rq_brain.features import module_settings, setting_differences
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
+from latent_rq_brain.safe_load import CheckpointFileError
 
 #: Settings that fix features and encoder of the default architecture: the
 #: ``!PLACEHOLDER`` keys of ``architecture.yaml`` (another architecture's are
@@ -55,6 +59,8 @@ ARCH_KEYS, OPTIONAL_ARCH_KEYS = spec_settings(DEFAULT_ARCHITECTURE)
 #: checkpoints lack them), e.g. ``{"attention_type": "RelPosMHAXL"}``.
 #: Settings recorded for information (what the targets were made from).
 INFO_KEYS = ("target_layers", "target_norm", "seed")
+#: Every plain setting of the resolved feature extractor (features.module_settings).
+FEATURES_KEY = "feature_settings"
 
 
 @register_checkpoint_hooks
@@ -63,9 +69,13 @@ class EncoderSpec:
 
     Saved into every checkpoint (``encoder_spec.ckpt``, YAML text): the
     architecture's settings (:func:`~latent_rq_brain.architectures.spec_settings`),
-    its name when it is not the default (``encoder_architecture``), and
-    :data:`INFO_KEYS`. Loading only checks the file is whole (the encoder's
-    state dict is the strict check).
+    its name when it is not the default (``encoder_architecture``),
+    :data:`INFO_KEYS`, and every plain setting of the resolved feature
+    extractor (:data:`FEATURES_KEY`, :func:`latent_rq_brain.features.module_settings`:
+    hop and window lengths, FFT size, Mel range...). Loading (a resume) checks
+    the file is whole and refuses, naming them, architecture or feature
+    settings that differ from the configuration's: the encoder's state dict
+    cannot tell a hop length.
 
     Example
     -------
@@ -92,7 +102,16 @@ class EncoderSpec:
         config = {k: _plain(hparams[k]) for k in keys if k in hparams}
         if name != DEFAULT_ARCHITECTURE:  # default unnamed: older specs read the same
             config[ARCHITECTURE_KEY] = name
+        if isinstance(hparams.get("features"), torch.nn.Module):
+            config[FEATURES_KEY] = module_settings(hparams["features"])
         return cls(config)
+
+    @classmethod
+    def register(cls, checkpointer, hparams):
+        """Adds the spec of ``hparams`` to ``checkpointer`` (optional: older
+        checkpoints lack it), so that every checkpoint carries it and a resume
+        checks it."""
+        checkpointer.add_recoverable("encoder_spec", cls.from_hparams(hparams), optional_load=True)
 
     @mark_as_saver
     def _save(self, path):
@@ -112,9 +131,20 @@ class EncoderSpec:
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
-        """Checks the file is whole (a truncated one raises KeyError)."""
+        """Checks the file is whole (a truncated one raises KeyError) and that
+        its settings are those of this configuration (ValueError naming each)."""
         del end_of_epoch
-        self.read(path)
+        saved = self.read(path)
+        arch = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS)
+        differ = setting_differences(
+            {k: saved[k] for k in arch if k in saved},
+            {k: self.config[k] for k in arch if k in self.config},
+        ) + setting_differences(saved.get(FEATURES_KEY) or {}, self.config.get(FEATURES_KEY) or {})
+        if differ:
+            raise ValueError(
+                f"{path} was written with other encoder or feature settings than "
+                f"this configuration's: {'; '.join(differ)}"
+            )
 
 
 def _plain(value):
@@ -157,8 +187,48 @@ def build_encoder(config):
         k: tuple(config[k]) if isinstance(config[k], list) else config[k]
         for k in required + tuple(optional) if k in config
     }
+    check_arch_values(settings)
+    if not re.fullmatch(r"[a-z0-9_]+", str(name)):
+        raise ValueError(f"encoder setting encoder_architecture: {name!r} is not a known name")
     built = build_architecture(name, **settings)
     return built["features"], built["encoder"]
+
+
+#: Values ``attention_type`` may take (SpeechBrain's TransformerASR).
+ATTENTION_TYPES = ("RelPosMHAXL", "RoPEMHA", "regularMHA", "hypermixing")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_arch_values(settings):
+    """Refuses architecture settings that are not plain numbers (or, for
+    ``attention_type``, a known name): they are written into the
+    HyperPyYAML overrides of :data:`ARCHITECTURE_YAML`, where a string such as
+    ``!apply:os.system [...]`` read from a checkpoint or a model folder would
+    run.
+
+    Example
+    -------
+    >>> check_arch_values({"n_fft": "!apply:os.system ['true']"})
+    Traceback (most recent call last):
+    ...
+    ValueError: encoder setting n_fft: "!apply:os.system ['true']" must be a number
+    """
+    for key, value in settings.items():
+        if key == "attention_type":
+            if value not in ATTENTION_TYPES:
+                raise ValueError(
+                    f"encoder setting attention_type: {value!r} must be one of {ATTENTION_TYPES}"
+                )
+        elif key == "cnn_channels":
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                raise ValueError(f"encoder setting cnn_channels: {value!r} must be a list of integers")
+        elif not _is_number(value):
+            raise ValueError(f"encoder setting {key}: {value!r} must be a number")
 
 
 #: ``random:<name>`` encoders: a test size, or the architecture of a YAML.
@@ -268,15 +338,18 @@ class PretrainedEncoder(torch.nn.Module):
     def from_checkpoint(cls, path, map_location="cpu"):
         """Loads the encoder of a training checkpoint (any name
         :func:`latent_rq_brain.checkpoints.find_checkpoint` takes)."""
-        ckpt = find_checkpoint(path)
+        older = ("(written by an older latent-rq): resume that run for one step with "
+                 "the current code to add it")
+        try:
+            ckpt = find_checkpoint(path, needed=ENCODER_FILES)
+        except ValueError as err:
+            if "lacks encoder_spec.ckpt" not in str(err):
+                raise
+            raise ValueError(f"{err}; one without encoder_spec.ckpt {older}") from None
         files = ckpt.paramfiles
         spec = files.get("encoder_spec")
         if spec is None:
-            raise ValueError(
-                f"checkpoint {ckpt.path} has no encoder_spec.ckpt (written by an "
-                "older latent-rq): resume that run for one step with the current "
-                "code to add it"
-            )
+            raise ValueError(f"checkpoint {ckpt.path} has no encoder_spec.ckpt {older}")
         require_files(ckpt, ["encoder"])
         config = EncoderSpec.read(spec)
         info = checkpoint_info(ckpt)
@@ -284,6 +357,8 @@ class PretrainedEncoder(torch.nn.Module):
         model = cls(config, info)
         try:
             load_state(model.encoder, files["encoder"], map_location, "encoder")
+        except CheckpointFileError:
+            raise  # names the file: empty, truncated, corrupt or unsafe
         except ValueError as err:
             raise ValueError(
                 f"{files['encoder']} does not fit the architecture in {spec}: {err}"
@@ -382,5 +457,5 @@ class PretrainedEncoder(torch.nn.Module):
 
 def load_quantizer(path):
     """The frozen random-projection quantizer of a training checkpoint."""
-    ckpt = find_checkpoint(path)
+    ckpt = find_checkpoint(path, needed=("quantizer",))
     return RandomProjectionQuantizer.from_file(require_files(ckpt, ["quantizer"])["quantizer"])

@@ -26,6 +26,7 @@ import zlib
 import torch
 
 from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, layer_source
+from latent_rq_brain.safe_load import load_weights
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -414,7 +415,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     @classmethod
     def from_file(cls, path):
         """The quantizer saved in a checkpoint's ``quantizer.ckpt``."""
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         c = saved["config"]
         sources = {k: tuple(v) for k, v in c["sources"].items()}
         quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"],
@@ -427,7 +428,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
         has with the same shape and kind holds the same buffers (branching:
         comparable targets). Sources whose codebook count or kind differ (an
         anchored or data-fitted layer source) are new in the branch."""
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         theirs = saved["config"]
         mine = self.state()
         for name in self.sources:
@@ -448,7 +449,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         mine = self.config()
         theirs = saved["config"]
         for key in ("codebook_size", "codebook_dim", "seed"):

@@ -15,14 +15,19 @@ flipped or rewritten bytes, a cut index, a missing or unreadable ``.done``) is
 rebuilt with a warning. The world size is part of the file names: a run
 resumed with another number of ranks builds its own cache.
 
-The file name is a key over everything the targets depend on: the target
-encoder's weights, the quantizer's buffers, target layers and normalisation,
-the feature settings, the precision and the training manifest (IDs, paths,
-durations). Any change gives a new key, hence a new cache; stale files are
-removed. The cache is refused when inputs are not deterministic (random crops
+The file name is a key over everything the targets depend on
+(:func:`cache_key`), derived from the resolved objects rather than listed:
+every setting and tensor of the feature extractor, the target encoder's
+settings and weights, the quantizer's settings and buffers, the precision, and
+the training manifest (every column) with each audio file's size and
+modification time. Any change gives a new key, hence a new cache; stale files
+are removed. The cache is refused when inputs are not deterministic (random crops
 or augmentation), because the stored targets would not match the features.
 
-Under DDP every rank computes a strided share of the utterances and the ranks
+Under DDP every rank computes a strided share of the batches, which are formed
+from the whole training set first (:func:`cache_batches`): an utterance is
+computed in the same batch, with the same padding, whatever the number of
+ranks, so caches built with 1 or 2 ranks hold the same codes. The ranks
 read each other's shards: the cache folder must be on a file system all ranks
 share (the output folder usually is).
 
@@ -40,22 +45,97 @@ import time
 import numpy as np
 import torch
 
+from latent_rq_brain.features import module_settings
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import is_distributed_initialized
 
 logger = logging.getLogger(__name__)
 
 
-def cache_key(target_encoder, quantizer, settings, dataset):
-    """Hex key over everything the cached targets depend on."""
+def target_settings(features, target_encoder, quantizer, precision):
+    """Everything but the data that the cached targets depend on, derived from
+    the resolved objects (:func:`latent_rq_brain.features.module_settings`),
+    not from a list of YAML keys: every plain setting of the feature extractor
+    with its tensors (STFT window, Mel filters), the target encoder's settings
+    (layers, normalisation, truncation, compile) and weights, the quantizer's
+    settings and buffers, and the precision the targets are computed in.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from latent_rq_brain.quantizer import latent_rq_quantizer
+    >>> from latent_rq_brain.target_encoder import TargetEncoder
+    >>> q = latent_rq_quantizer(2, 16, 8, 320, 32, [0], 2, seed=1)
+    >>> s = target_settings(Fbank(f_min=50), TargetEncoder([0]), q, "fp32")
+    >>> s["features"]["compute_fbanks.f_min"], s["target_encoder"]["norm"], s["precision"]
+    (50, 'utterance', 'fp32')
+    """
+    encoder = module_settings(target_encoder)
+    encoder["weights"] = target_encoder.checksum()
+    return {
+        "features": module_settings(features, tensors=True),
+        "target_encoder": encoder,
+        "quantizer": dict(module_settings(quantizer, tensors=True), buffers=quantizer.checksum()),
+        "precision": str(precision),
+    }
+
+
+def audio_stamp(path):
+    """``[size in bytes, modification time in ns]`` of an audio file (``None``
+    if it cannot be read): a file rewritten in place changes its stamp.
+
+    Example
+    -------
+    >>> audio_stamp("/nonexistent.wav") is None
+    True
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def cache_key(features, target_encoder, quantizer, precision, dataset):
+    """Hex key over everything the cached targets depend on:
+    :func:`target_settings` and, for every utterance of ``dataset``, its
+    manifest entry (ID, path, duration, any other column) and its audio
+    file's size and modification time (:func:`audio_stamp`; one ``stat``
+    per utterance). Same key: same targets; a resume reuses the cache."""
     h = hashlib.sha256()
-    h.update(target_encoder.checksum().encode())
-    h.update(quantizer.checksum().encode())
+    settings = target_settings(features, target_encoder, quantizer, precision)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for uid in dataset.data_ids:
         item = dataset.data[uid]
-        h.update(f"{uid}|{item.get('wav')}|{item.get('duration')}\n".encode())
+        entry = [uid, item, audio_stamp(item.get("wav"))]
+        h.update(json.dumps(entry, sort_keys=True, default=str).encode() + b"\n")
     return h.hexdigest()[:20]
+
+
+def cache_batches(dataset, max_batch_seconds):
+    """Utterance IDs sorted by duration, cut into batches of at most
+    ``max_batch_seconds`` of audio (one utterance at least). The same for any
+    number of ranks: rank r of W builds batches r, r + W, ...
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> ds = SimpleNamespace(data_ids=["a", "b", "c"],
+    ...                      data={"a": {"duration": 3.0}, "b": {"duration": 1.0}, "c": {"duration": 2.0}})
+    >>> cache_batches(ds, 3.5)
+    [['b', 'c'], ['a']]
+    """
+    batches, cur, secs = [], [], 0.0
+    for uid in sorted(dataset.data_ids, key=lambda u: dataset.data[u]["duration"]):
+        d = float(dataset.data[uid]["duration"])
+        if cur and secs + d > max_batch_seconds:
+            batches.append(cur)
+            cur, secs = [], 0.0
+        cur.append(uid)
+        secs += d
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 def code_dtype(codebook_size):
@@ -141,27 +221,13 @@ class TargetCache:
 
         ``make_targets(batch)`` returns ``(codes (sum(enc_lens), N), enc_lens)``
         (:meth:`latent_rq_brain.brain.LatentRQBrain.all_frame_targets`).
-        Utterances are sorted by duration and batched up to ``max_batch_seconds``
-        of audio; ``num_workers`` loader processes read the audio.
+        The batches (:func:`cache_batches`) are formed from the whole training
+        set, then shared out: every rank count computes each utterance in the
+        same batch, hence with the same padding and the same codes.
+        ``num_workers`` loader processes read the audio.
         """
         os.makedirs(self.folder, exist_ok=True)
-        ids = [
-            uid
-            for i, uid in enumerate(
-                sorted(dataset.data_ids, key=lambda u: dataset.data[u]["duration"])
-            )
-            if i % world_size == rank
-        ]
-        batches, cur, secs = [], [], 0.0
-        for uid in ids:
-            d = float(dataset.data[uid]["duration"])
-            if cur and secs + d > max_batch_seconds:
-                batches.append(cur)
-                cur, secs = [], 0.0
-            cur.append(uid)
-            secs += d
-        if cur:
-            batches.append(cur)
+        batches = cache_batches(dataset, max_batch_seconds)[rank::world_size]
         position = {u: i for i, u in enumerate(dataset.data_ids)}
         loader = torch.utils.data.DataLoader(
             dataset,

@@ -34,6 +34,7 @@ import torch
 
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import check_target_layers, hidden_state_index
+from latent_rq_brain.safe_load import load_weights
 from speechbrain.nnet.attention import RoPEMHA
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
@@ -293,7 +294,7 @@ class TargetEncoder:
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
         del end_of_epoch
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights(path)
         if saved["state"] is None:
             self.module, self.snapshot_step = None, None
             return

@@ -76,3 +76,55 @@ def test_model_card_has_no_yaml_anchors(tmp_path):
     card = open(files["README.md"]).read()
     assert "| data | demo_data/asterisk/train.csv (languages en, fr, es, it, ru) |" in card
     assert "&id" not in card and "*id" not in card
+
+
+# ---------------------------------------------------------------- a folder someone sent you
+from latent_rq_brain.export import UnsafeModelFolderError, load_model_folder  # noqa: E402
+
+
+@pytest.fixture
+def exported(tmp_path):
+    run = fake_run(str(tmp_path / "run"))
+    out = str(tmp_path / "model")
+    export(run, out)
+    return run, out
+
+
+def test_safe_loader_gives_the_exported_encoders_outputs(exported):
+    run, out = exported
+    wavs, lens = torch.randn(2, 16000), torch.tensor([1.0, 0.6])
+    want, want_lens = PretrainedEncoder.from_checkpoint(run)(wavs, lens)
+    enc = load_model_folder(out)
+    got, got_lens = enc(wavs, lens)
+    assert isinstance(enc, PretrainedEncoder) and not enc.training
+    assert len(got) == len(want) and torch.equal(got_lens, want_lens)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("line", [
+    "pwn: !apply:os.system ['touch {mark}']",
+    "pwn: !!python/object/apply:os.system ['touch {mark}']",
+    "pwn: !new:subprocess.Popen [['touch', '{mark}']]",
+])
+def test_safe_loader_refuses_a_folder_that_runs_code(exported, tmp_path, line):
+    _, out = exported
+    mark = tmp_path / "pwned"
+    with open(os.path.join(out, "hyperparams.yaml"), "a") as f:
+        f.write(line.format(mark=mark) + "\n")
+    with pytest.raises(UnsafeModelFolderError, match=r"hyperparams.yaml, line \d+: tag .* is "
+                                                     r"refused.*from_hparams would run this"):
+        load_model_folder(out)
+    assert not mark.exists()
+
+
+def test_safe_loader_refuses_code_hidden_in_a_setting(exported, tmp_path):
+    """Settings are written into HyperPyYAML overrides of the architecture:
+    only plain numbers get there."""
+    _, out = exported
+    mark = tmp_path / "pwned"
+    path = os.path.join(out, "hyperparams.yaml")
+    text = open(path).read().replace("n_fft: 400", f"n_fft: \"!apply:os.system ['touch {mark}']\"")
+    open(path, "w").write(text)
+    with pytest.raises(ValueError, match=r"hyperparams.yaml: encoder setting n_fft: .* must be a number"):
+        load_model_folder(out)
+    assert not mark.exists()

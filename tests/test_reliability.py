@@ -6,6 +6,8 @@ Each test fails on the code before the guard it checks. Tiny runs as in
 """
 
 import os
+import re
+import time
 
 import numpy as np
 import pytest
@@ -201,7 +203,89 @@ def test_cache_of_another_world_size_is_not_read(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".world2." in f]  # stale files removed
 
 
+def batch_dependent_targets(n_codebooks=3):
+    """A make_targets whose codes depend on the batch an utterance is in (its
+    padded length), as float rounding makes real targets do in rare ties."""
+
+    def make(batch):
+        lens = torch.tensor([10 + int(u[1:]) for u in batch.id])
+        padded = int(lens.max())
+        codes = [torch.full((int(n), n_codebooks), int(u[1:]) * 100 + padded) for u, n in
+                 zip(batch.id, lens)]
+        return torch.cat(codes), lens
+
+    return make
+
+
+def test_cache_is_the_same_for_any_number_of_ranks(tmp_path):
+    """Batches are formed from the whole set, then shared out: each utterance
+    is computed in the same batch with 1 or 2 ranks."""
+    ds = cache_dataset()
+    codes = {}
+    for world in (1, 2):
+        folder = str(tmp_path / f"world{world}")
+        for rank in range(world):
+            TargetCache(folder, "k", 3, 64, world_size=world).build_shard(
+                batch_dependent_targets(), ds, rank, world, 5.0)
+        cache = TargetCache(folder, "k", 3, 64, world_size=world)
+        cache.open()
+        codes[world] = cached_codes(cache, ds)
+    assert torch.equal(codes[1], codes[2])
+
+
+def key_parts(f_min=0, norm="utterance"):
+    """Feature extractor, target encoder and quantizer as a run resolves them."""
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.processing.features import InputNormalization
+
+    from latent_rq_brain.features import MelFeatures
+    from latent_rq_brain.quantizer import latent_rq_quantizer
+    from latent_rq_brain.target_encoder import TargetEncoder
+
+    features = MelFeatures(Fbank(n_mels=80, f_min=f_min), InputNormalization(norm_type="sentence"))
+    quantizer = latent_rq_quantizer(4, 64, 8, 320, 32, [0], 2, seed=1)
+    return features, TargetEncoder([0], norm=norm), quantizer
+
+
+def wav_dataset(folder, seed=0):
+    path = os.path.join(folder, "a.wav")
+    rng = np.random.default_rng(seed)
+    soundfile.write(path, rng.uniform(-0.5, 0.5, 16000).astype("float32"), 16000)
+    return DynamicItemDataset({"a": {"wav": path, "duration": 1.0}}), path
+
+
+def test_cache_key_follows_every_feature_setting(tmp_path):
+    """f_min is in no list of YAML keys: the key is derived from the objects."""
+    ds, _ = wav_dataset(str(tmp_path))
+    key = target_cache.cache_key(*key_parts(), "fp32", ds)
+    assert target_cache.cache_key(*key_parts(), "fp32", ds) == key  # same settings: reused
+    assert target_cache.cache_key(*key_parts(f_min=50), "fp32", ds) != key
+    assert target_cache.cache_key(*key_parts(norm="layer"), "fp32", ds) != key
+    assert target_cache.cache_key(*key_parts(), "bf16", ds) != key
+
+
+def test_cache_key_follows_a_wav_rewritten_in_place(tmp_path):
+    """Same path, same length, new content: size or modification time differ."""
+    ds, path = wav_dataset(str(tmp_path))
+    key = target_cache.cache_key(*key_parts(), "fp32", ds)
+    size, mtime = os.path.getsize(path), os.stat(path).st_mtime_ns
+    wav_dataset(str(tmp_path), seed=1)  # rewritten: same number of samples
+    os.utime(path, ns=(mtime + 1_000_000, mtime + 1_000_000))  # even within one clock tick
+    assert os.path.getsize(path) == size
+    assert target_cache.cache_key(*key_parts(), "fp32", ds) != key
+
+
 # ---------------------------------------------------------------- resume
+def test_resumed_run_reuses_its_target_cache(tmp_path, corpus):
+    """The derived key is stable: fresh objects, same settings, same key."""
+    args = ("--stage_transitions=[1]",)
+    first = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=2"))
+    resumed = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=3"))
+    assert resumed.resumed_from is not None and resumed.optimizer_step == 3
+    assert resumed.target_cache.key == first.target_cache.key
+    assert f"target cache {first.target_cache.key}: rank 0 shard verified" in log_of(tmp_path)
+
+
 def log_of(out):
     return open(os.path.join(out, "log.txt")).read()
 
@@ -227,8 +311,10 @@ def test_empty_or_unreadable_ckpt_yaml_is_an_incomplete_checkpoint(tmp_path, cor
     brain = train.main(tiny_args(tmp_path, corpus, *args, "--optimizer_step_limit=4"))
     assert brain.optimizer_step == 4
     assert brain.resumed_from.meta.get("transition_to_stage") == 1  # the older, complete one
-    assert (newest.path.parent / ("incomplete-" + newest.path.name)).is_dir()
-    assert "is incomplete" in log_of(tmp_path)
+    assert f"moved to {newest.path.parent / ('incomplete-' + newest.path.name)}" in log_of(tmp_path)
+    # removed once a newer checkpoint is complete
+    assert not (newest.path.parent / ("incomplete-" + newest.path.name)).exists()
+    assert "is incomplete" in log_of(tmp_path) and "removed incomplete checkpoint" in log_of(tmp_path)
 
 
 # ---------------------------------------------------------------- output folder
@@ -299,6 +385,12 @@ from latent_rq_brain.data import DataError, read_manifest  # noqa: E402
     ("--mask_prob=0", r"mask_prob: 0 must be in \(0, 1\]"),
     ("--mask_prob=1.5", r"mask_prob: 1.5 must be in \(0, 1\]"),
     ("--mask_length=40", r"mask_length: 40 .* masks every frame"),
+    ("--log_interval=0", r"log_interval: 0 must be an integer >= 1"),
+    ("--warmup_steps=0", r"warmup_steps: 0 must be an integer >= 1"),
+    ("--grad_accumulation_factor=0", r"grad_accumulation_factor: 0 must be an integer >= 1"),
+    ("--ckpt_to_keep=0", r"ckpt_to_keep: 0 must be an integer >= 1"),
+    ("--number_of_epochs=0", r"number_of_epochs: 0 must be an integer >= 1"),
+    ("--optimizer_step_limit=0", r"optimizer_step_limit: 0 must be an integer >= 1"),
 ])
 def test_degenerate_setting_is_refused_at_start_up_naming_it(tmp_path, corpus, setting, match):
     with pytest.raises(ValueError, match=match):
@@ -352,13 +444,70 @@ def test_checkpoint_loading_never_unpickles_code(tmp_path, corpus, monkeypatch):
     torch.save({"config": _Exploit(), "state": {}}, bad)
     loaders = [brain.quantizer.check_same, brain.quantizer._load,
                brain.target_encoder._load, type(brain.quantizer).from_file]
-    for load in loaders:
-        with pytest.raises(Exception):
-            load(str(bad))
     from latent_rq_brain.checkpoints import load_state
-    with pytest.raises(Exception):
-        load_state(brain.modules.heads, str(bad), "cpu", "test")
+    from latent_rq_brain.safe_load import UnsafeCheckpointError
+
+    loaders.append(lambda path: load_state(brain.modules.heads, path, "cpu", "test"))
+    for load in loaders:
+        with pytest.raises(UnsafeCheckpointError, match=rf"{re.escape(str(bad))}: it holds pickled"):
+            load(str(bad))
     assert not mark.exists()
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory, corpus):
+    """A finished 1-step run (stage 0), copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("one_step") / "run"
+    train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=1"))
+    output_lock.release_output_lock(str(out / ".lock"))
+    return out
+
+
+def copy_run(run, dest):
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.mark.parametrize("victim", ["optimizer", "lr_annealing", "encoder"])
+def test_resume_never_unpickles_code_planted_in_a_checkpoint(tmp_path, corpus, one_step_run,
+                                                             monkeypatch, victim):
+    """SpeechBrain's own loaders (modules, optimizer, scheduler) call torch.load
+    without weights_only; TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 would let them
+    unpickle code. The resume is refused naming the file, before anything is written."""
+    from latent_rq_brain.safe_load import UnsafeCheckpointError
+
+    out = copy_run(one_step_run, tmp_path / "run")
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARK", str(mark))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    path = latest_ckpt(out / "save").paramfiles[victim]
+    torch.save({"state": _Exploit()}, path)
+    before = folder_bytes(out)
+    with pytest.raises(UnsafeCheckpointError, match=rf"refused to load {re.escape(str(path))}: it holds "
+                                                    r"pickled code \(posix.system\)") as err:
+        train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2"))
+    assert "weights_only=False" not in str(err.value)
+    assert not mark.exists()
+    assert folder_bytes(out) == before
+
+
+@pytest.mark.parametrize("setting,named", [
+    ("--hop_length=20", "hop_length: 10 (checkpoint) != 20 (config)"),
+    ("--n_fft=512", "n_fft: 400 (checkpoint) != 512 (config)"),
+    ("--win_length=20", "fbank.compute_STFT.win_length: 400 (checkpoint) != 320 (config)"),
+])
+def test_resume_with_another_feature_setting_is_refused_by_name(tmp_path, corpus, one_step_run,
+                                                                setting, named):
+    """The encoder's weights cannot tell a hop length: the settings of the
+    resolved feature extractor are saved and compared, each by name."""
+    out = copy_run(one_step_run, tmp_path / "run")
+    before = folder_bytes(out)
+    with pytest.raises(ValueError, match=r"cannot resume from checkpoint .*" + re.escape(named)):
+        train.main(tiny_args(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2",
+                             setting))
+    assert folder_bytes(out) == before
 
 
 def test_batch_of_only_non_finite_utterances_updates_nothing_it_should_not(tmp_path, corpus):
@@ -388,3 +537,189 @@ def test_skipped_half_loaded_checkpoint_leaves_a_fresh_start_fresh(tmp_path, cor
     assert brain.schedule.stage == 0 and not brain.target_encoder.active
     a, b = state_copy(brain.modules.encoder), state_copy(fresh.modules.encoder)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- lock race
+LOCK_RACER = r"""
+import json, os, sys, time
+sys.path.insert(0, {repo!r})
+from latent_rq_brain import output_lock
+base, me, n, t0 = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+for k in range(n):
+    start = t0 + 0.25 * k
+    while time.time() < start:  # every racer tries trial k at the same moment
+        pass
+    try:
+        output_lock.acquire_output_lock(os.path.join(base, str(k)))
+        print(k, "HELD", flush=True)
+    except RuntimeError as err:
+        print(k, "BUSY" if "is in use by" in str(err) else "OTHER " + str(err), flush=True)
+    except Exception as err:
+        print(k, "CRASH", type(err).__name__, err, flush=True)
+open(os.path.join(base, "done." + me), "w").close()
+while len([f for f in os.listdir(base) if f.startswith("done.")]) < 3:
+    time.sleep(0.05)  # hold the locks won until every racer is done
+"""
+
+
+def test_three_processes_taking_over_a_stale_lock_at_once(tmp_path):
+    """Exactly one holds it, every time; the others are told who does."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    n = 12
+    for k in range(n):
+        (tmp_path / str(k)).mkdir()
+        (tmp_path / str(k) / ".lock").write_text(
+            json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    script = LOCK_RACER.format(repo=REPO)
+    t0 = time.time() + 3.0  # after the three interpreters have started
+    racers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(i), str(n),
+                                str(t0)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for i in range(3)]
+    outputs = [r.communicate(timeout=120) for r in racers]
+    results = {}
+    for out, err in outputs:
+        assert "Traceback" not in err, err
+        for line in out.splitlines():
+            k, what = line.split(" ", 1)
+            results.setdefault(int(k), []).append(what)
+    assert sorted(results) == list(range(n))
+    for k, got in results.items():
+        assert sorted(got) == ["BUSY", "BUSY", "HELD"], (k, got)
+    assert not list(tmp_path.glob("*/.lock"))  # released at exit
+
+
+# ---------------------------------------------------------------- corrupt and half-written checkpoints
+@pytest.fixture(scope="module")
+def two_ckpt_run(tmp_path_factory, corpus):
+    """A run with a transition checkpoint (step 2) and a newer one (step 3)."""
+    out = tmp_path_factory.mktemp("two_ckpt") / "run"
+    train.main(tiny_args(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3"))
+    output_lock.release_output_lock(str(out / ".lock"))
+    return out
+
+
+def checkpoints_of(run):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    return sorted(Checkpointer(run / "save").list_checkpoints(), key=lambda c: c.meta["unixtime"])
+
+
+def damage_file(path, how):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write({"empty": b"", "truncated": data[: len(data) // 2],
+                 "random": np.random.default_rng(0).bytes(len(data))}[how])
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "random"])
+def test_corrupt_encoder_file_is_named_by_every_loader(tmp_path, corpus, two_ckpt_run, how):
+    """Named explicitly (one CKPT+ folder), the file is read and its fault named;
+    nothing suggests weights_only=False."""
+    from latent_rq_brain.export import export
+    from latent_rq_brain.pretrained import PretrainedEncoder
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    ckpt = checkpoints_of(run)[-1]
+    path = ckpt.paramfiles["encoder"]
+    damage_file(path, how)
+    named = re.escape(f"cannot read {path} (") + r"\d+ bytes\): it is empty, truncated or not a PyTorch file"
+    for load in (lambda: PretrainedEncoder.load(str(ckpt.path)),
+                 lambda: export(str(ckpt.path), str(tmp_path / "model")),
+                 lambda: built(tmp_path / "branch", corpus, "--stage_transitions=[]",
+                               f"--init_from={ckpt.path}")):
+        with pytest.raises(ValueError, match=named) as err:
+            load()
+        assert "weights_only" not in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["lacks quantizer", "truncated encoder"])
+def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckpt_run, how):
+    """As a resume does: the newest complete checkpoint of a run folder is used."""
+    from latent_rq_brain.export import export
+    from latent_rq_brain.pretrained import PretrainedEncoder, load_quantizer
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    older, newest = checkpoints_of(run)[-2:]
+    if how == "lacks quantizer":
+        os.remove(newest.paramfiles["quantizer"])
+        loaders_skip = ["init_from", "quantizer"]
+    else:
+        damage_file(newest.paramfiles["encoder"], "truncated")
+        loaders_skip = ["init_from", "quantizer", "encoder", "export"]
+    if "encoder" in loaders_skip:
+        assert PretrainedEncoder.load(str(run)).info["checkpoint"] == str(older.path)
+        export(str(run), str(tmp_path / "model"))  # from the older one, without an error
+    if "quantizer" in loaders_skip:
+        assert load_quantizer(str(run)).checksum() == load_quantizer(str(older.path)).checksum()
+    brain, _ = built(tmp_path / "branch", corpus, "--stage_transitions=[]", "--initial_stage=1",
+                     f"--init_from={run}")
+    assert brain.optimizer_step == 2  # the older, complete checkpoint's step
+    assert f"initialised from {older.path}" in log_of(tmp_path / "branch")
+
+
+# ---------------------------------------------------------------- saving: disk full, debris
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4224 vs 4112"),
+    OSError(28, "No space left on device"),
+])
+def test_disk_full_while_saving_names_the_folder_and_free_space(tmp_path, corpus, monkeypatch,
+                                                                error):
+    from latent_rq_brain.checkpoints import DiskFullError
+
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
+    fit_batches(brain, loader, 1)
+    real_save = torch.save
+
+    def full(obj, path, *args, **kwargs):
+        if str(path).endswith("heads.ckpt"):  # a few files in: a half-written checkpoint
+            raise error
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match=rf"cannot write a checkpoint into {tmp_path / 'save'}: "
+                                            r"the disk is full or over quota \([\d.]+ [kMGT]?B free"):
+        brain._save_intra_epoch_ckpt()
+    monkeypatch.setattr(torch, "save", real_save)  # space is back
+    brain._save_intra_epoch_ckpt()
+    ckpts = list((tmp_path / "save").glob("CKPT+*"))
+    assert len(ckpts) == 1 and "removed incomplete checkpoint" in log_of(tmp_path)
+
+
+def test_debris_of_killed_saves_is_removed_once_a_newer_checkpoint_is_complete(
+        tmp_path, corpus, two_ckpt_run):
+    """An incomplete-CKPT+* folder, and a transition checkpoint with a 0-byte
+    optimizer.ckpt kept beside the good one of the same stage."""
+    import shutil
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    transition = next(c for c in checkpoints_of(run) if "transition_to_stage" in c.meta)
+    broken = transition.path.with_name(transition.path.name[:-2] + "99")
+    shutil.copytree(transition.path, broken)
+    meta = (broken / "CKPT.yaml").read_text().replace(
+        f"unixtime: {transition.meta['unixtime']}", f"unixtime: {transition.meta['unixtime'] - 1}")
+    (broken / "CKPT.yaml").write_text(meta)
+    (broken / "optimizer.ckpt").write_bytes(b"")
+    set_aside = transition.path.with_name("incomplete-" + transition.path.name[:-2] + "98")
+    shutil.copytree(transition.path, set_aside)
+    train.main(tiny_args(run, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=4"))
+    assert not broken.exists() and not set_aside.exists()
+    assert transition.path.is_dir()  # the good transition checkpoint is kept forever
+    log = log_of(run)
+    assert f"removed incomplete checkpoint {broken} (optimizer.ckpt: it is empty (0 bytes))" in log
+
+
+def test_out_of_memory_names_the_longest_utterance(tmp_path, corpus, monkeypatch):
+    brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
+    brain.train_dataset = loader.dataset  # as fit() keeps it
+    batch = next(iter(loader))
+    longest = batch.id[int(batch.sig[1].argmax())]
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(brain, "compute_forward", oom)
+    brain.step += 1
+    with pytest.raises(torch.OutOfMemoryError, match=rf"out of memory on a batch of {len(batch.id)} "
+                                                     rf".*its longest: {longest} \(.*{longest}.wav, "):
+        brain.fit_batch(batch)

@@ -122,8 +122,8 @@ def test_target_cache_is_keyed_and_invalidated(tmp_path, corpus):
     second = brain.target_cache.key
     assert second != first
     assert all(f.startswith(second) for f in os.listdir(folder))
-    # other settings are other keys too
-    brain.hparams.target_norm = "layer"
+    # other settings of the objects that make targets are other keys too
+    brain.target_encoder.norm = "layer"
     brain.prepare_target_cache()
     assert brain.target_cache.key != second
 

@@ -18,7 +18,7 @@ ValueError: no checkpoint found at /nonexistent (expected a run's output folder,
 
 import os
 
-from latent_rq_brain.checkpoints import find_checkpoint
+from latent_rq_brain.checkpoints import ENCODER_FILES, find_checkpoint
 
 from .expert import UpstreamExpert as _UpstreamExpert
 
@@ -32,7 +32,7 @@ def _one_checkpoint(ckpt):
     ckpt = os.fspath(ckpt)
     if os.path.isfile(os.path.join(ckpt, "CKPT.yaml")):
         return ckpt
-    newest = find_checkpoint(ckpt).path
+    newest = find_checkpoint(ckpt, needed=ENCODER_FILES).path
     raise ValueError(
         f"-k {ckpt} is a run or save folder, whose newest checkpoint can change: "
         f"give one CKPT+ folder, e.g. its newest now, -k {newest}"

@@ -23,6 +23,7 @@ import torch
 
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.pretrained import PretrainedEncoder
+from latent_rq_brain.safe_load import load_weights
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -268,7 +269,7 @@ class HiddenStateCache:
         """The (T, layers, D) fp16 hidden states of utterance ``uid``."""
         item = self.items[uid]
         if isinstance(item, str):
-            tensor = torch.load(item, map_location="cpu", weights_only=True)
+            tensor = load_weights(item)
             if self.keep_in_memory:
                 self.items[uid] = tensor
             return tensor

@@ -26,8 +26,11 @@ OUT=${S3PRL_OUT:-$ROOT/results/s3prl_check}
 PY=${PYTHON:-python3}
 S3PRL=$SRC/s3prl-0.4.18
 export PYTHONPATH=$ROOT OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-# s3prl's checkpoints hold pickled objects: torch >= 2.6 loads weights only by default
-export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
+# s3prl's own checkpoints (states-*.ckpt, written by run_downstream.py) hold
+# pickled objects, which torch >= 2.6 refuses by default: only run_downstream.py
+# gets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, nothing else (latent-rq's loaders are
+# weights-only whatever the environment says).
+s3prl_run() { TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 "$VENV/bin/python" run_downstream.py "$@"; }
 
 step() { echo; echo "== $*"; }
 
@@ -85,18 +88,19 @@ cd "$S3PRL/s3prl"
 for mode in frozen finetune; do
     flag=""; [ $mode = finetune ] && flag="-f"
     rm -rf "$OUT/ic_$mode"
-    "$VENV/bin/python" run_downstream.py -m train $flag -u latent_rq_local -k "$CKPT" \
+    s3prl_run -m train $flag -u latent_rq_local -k "$CKPT" \
         -d fluent_commands -c "$ROOT/recipes/s3prl/fluent_commands.yaml" \
         -o "config.downstream_expert.datarc.file_path=$OUT/task" -p "$OUT/ic_$mode" --device cpu
-    "$VENV/bin/python" run_downstream.py -m evaluate -t test -e "$OUT/ic_$mode/dev-best.ckpt" --device cpu
+    s3prl_run -m evaluate -t test -e "$OUT/ic_$mode/dev-best.ckpt" --device cpu
     echo "-- $mode: $(grep -h "^dev at" "$OUT/ic_$mode/log.log" | tail -1), $(grep -h "^test at" "$OUT/ic_$mode/log.log" | tail -1)"
 done
 # -f must have trained the upstream, and the frozen run must not have saved one
 "$VENV/bin/python" - "$CKPT" "$OUT" <<'PY'
 import sys, torch
 from latent_rq_brain.pretrained import find_checkpoint
-start = torch.load(find_checkpoint(sys.argv[1]).paramfiles["encoder"])
+start = torch.load(find_checkpoint(sys.argv[1]).paramfiles["encoder"], weights_only=True)
 for mode in ("frozen", "finetune"):
+    # s3prl's own checkpoint, just written by run_downstream.py above (trusted)
     up = torch.load(f"{sys.argv[2]}/ic_{mode}/states-20.ckpt", weights_only=False).get("Upstream")
     if mode == "frozen":
         assert up is None, "the frozen run saved upstream weights"
