@@ -299,7 +299,7 @@ def check_branch_fits(hparams):
     init_from = hparams["init_from"]
     what = f"--init_from={init_from}"
     try:
-        ckpt = find_checkpoint(init_from)
+        ckpt = find_checkpoint(init_from, needed=BRANCH_FILES)
         files = require_files(ckpt, BRANCH_FILES, what)
     except ValueError as err:
         raise UsageError(f"{what}: {err}") from None

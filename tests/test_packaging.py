@@ -53,7 +53,7 @@ def test_runtime_dependencies_cover_the_package_imports():
     declared = {d.split(">")[0].split("<")[0].split("=")[0].strip()
                 for d in pyproject()["project"]["dependencies"]}
     assert names <= declared
-    module_of = {"ruamel.yaml": "ruamel", "PyYAML": "yaml"}
+    module_of = {"ruamel.yaml": "ruamel", "PyYAML": "yaml", "scikit-learn": "sklearn"}
     provided = {module_of.get(n, n) for n in declared} | {"hyperpyyaml", "s3prl"}
     imported = set()
     for folder, _, files in os.walk(os.path.join(REPO, PACKAGE)):
