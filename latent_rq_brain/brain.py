@@ -41,7 +41,7 @@ from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.pretrained import EncoderSpec
 from latent_rq_brain.stages import StageSchedule
 from latent_rq_brain.stats import IntervalStats, checksum_tensors
-from latent_rq_brain.target_cache import TargetCache, cache_key
+from latent_rq_brain.target_cache import TargetCache, cache_batches, cache_key
 from latent_rq_brain.target_encoder import ema_decay_at, unwrap
 from latent_rq_brain.targets import TargetMaker
 from speechbrain.dataio.batch import PaddedBatch
@@ -237,9 +237,11 @@ class LatentRQBrain(sb.Brain):
                     self.hparams.fit_frames, self.hparams.seed * 7919 + stage,
                 )
             logger.info(f"fitted target sources {fitted} on {self.hparams.fit_frames} frames")
-        if is_distributed_initialized():
-            for buf in self.quantizer.buffers():
-                torch.distributed.broadcast(buf, src=0)
+        if is_distributed_initialized():  # the fitted sources' buffers only
+            for name in sources:
+                if self.quantizer.source(name).needs_fit:
+                    for buf in self.quantizer.source(name).buffers():
+                        torch.distributed.broadcast(buf, src=0)
 
     def sample_batches(self, dataset, stage):
         """``(feats, enc_lens)`` of a seeded sample of ``dataset`` (the same
@@ -247,16 +249,10 @@ class LatentRQBrain(sb.Brain):
         gen = torch.Generator().manual_seed(self.hparams.seed * 104729 + stage)
         ids = [dataset.data_ids[i] for i in torch.randperm(len(dataset.data_ids), generator=gen)]
         position = {u: i for i, u in enumerate(dataset.data_ids)}
-        chunks, cur, secs = [], [], 0.0
-        for uid in ids:
-            d = float(dataset.data[uid]["duration"])
-            if cur and secs + d > self.hparams.target_cache_batch_seconds:
-                chunks.append(cur)
-                cur, secs = [], 0.0
-            cur.append(position[uid])
-            secs += d
-        chunks.append(cur)
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, collate_fn=PaddedBatch)
+        chunks = cache_batches(dataset, self.hparams.target_cache_batch_seconds, ids)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=[[position[u] for u in c] for c in chunks],
+            collate_fn=PaddedBatch)
         for batch in loader:
             feats, enc_lens, _ = self.batch_features(batch.to(self.device))
             yield feats, enc_lens

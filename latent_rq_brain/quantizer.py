@@ -99,7 +99,7 @@ class TargetSource(torch.nn.Module):
     """
 
     def __init__(self, input_dim, n, codebook_size, codebook_dim, generator,
-                 projection="random", codebooks="random", chunk_elements=None):
+                 projection="random", codebooks="random", chunk_elements=None, name="source"):
         super().__init__()
         if n < 1:
             raise ValueError(f"a target source needs >= 1 codebook, got {n}")
@@ -115,6 +115,9 @@ class TargetSource(torch.nn.Module):
         self.input_dim, self.n = int(input_dim), int(n)
         self.codebook_size, self.codebook_dim = int(codebook_size), int(codebook_dim)
         self.projection_kind, self.codebook_kind = projection, codebooks
+        self.name = name
+        #: fitted on data (anything but the paper's random source)
+        self.needs_fit = (projection, codebooks) != ("random", "random")
         self.chunk_elements = chunk_elements
         # Xavier-normal projection per codebook, as in BEST-RQ.
         std = (2.0 / (self.input_dim + self.codebook_dim)) ** 0.5
@@ -128,11 +131,6 @@ class TargetSource(torch.nn.Module):
             self.register_buffer("fitted", torch.tensor(False))
         self.requires_grad_(False)
 
-    @property
-    def needs_fit(self):
-        """Whether this source is fitted on data (anything but the paper's)."""
-        return (self.projection_kind, self.codebook_kind) != ("random", "random")
-
     def config(self):
         """The kind of this source (empty for the paper's random source)."""
         if not self.needs_fit:
@@ -143,7 +141,9 @@ class TargetSource(torch.nn.Module):
         """Frames (M, input_dim) -> unit vectors (M, count, d), fp32."""
         count = self.n if count is None else int(count)
         if x.shape[-1] != self.input_dim:
-            raise ValueError(f"expected input dim {self.input_dim}, got {x.shape[-1]}")
+            raise ValueError(
+                f"source {self.name!r} expects input dim {self.input_dim}, got {x.shape[-1]}"
+            )
         with torch.autocast(x.device.type, enabled=False), full_fp32_matmul():
             x = x.float()
             if self.needs_fit:
@@ -269,7 +269,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
             gen = torch.Generator().manual_seed(source_seed(self.seed, name))
             self.parts[self._key(name)] = TargetSource(
                 input_dim, n, self.codebook_size, self.codebook_dim, gen,
-                chunk_elements=chunk_elements, **kinds.get(name, {}),
+                chunk_elements=chunk_elements, name=name, **kinds.get(name, {}),
             )
         self.requires_grad_(False)
 
@@ -300,12 +300,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
 
     def project(self, x, name):
         """Projects frames ``x`` (M, input_dim) to unit vectors (M, n, d), fp32."""
-        src = self.source(name)
-        if x.shape[-1] != src.input_dim:
-            raise ValueError(
-                f"source {name!r} expects input dim {src.input_dim}, got {x.shape[-1]}"
-            )
-        return src.project(x)
+        return self.source(name).project(x)
 
     @torch.no_grad()
     def forward(self, x, name, count=None):
@@ -325,12 +320,7 @@ class RandomProjectionQuantizer(torch.nn.Module):
         torch.Tensor
             (M, n) int64 codes.
         """
-        src = self.source(name)
-        if x.shape[-1] != src.input_dim:
-            raise ValueError(
-                f"source {name!r} expects input dim {src.input_dim}, got {x.shape[-1]}"
-            )
-        return src(x, count)
+        return self.source(name)(x, count)
 
     def needs_fit(self, name):
         """Whether source ``name`` is data-fitted and not fitted yet."""

@@ -112,10 +112,10 @@ def cache_key(features, target_encoder, quantizer, precision, dataset):
     return h.hexdigest()[:20]
 
 
-def cache_batches(dataset, max_batch_seconds):
-    """Utterance IDs sorted by duration, cut into batches of at most
-    ``max_batch_seconds`` of audio (one utterance at least). The same for any
-    number of ranks: rank r of W builds batches r, r + W, ...
+def cache_batches(dataset, max_batch_seconds, ids=None):
+    """Utterance IDs (``ids`` in their order, default: all sorted by duration),
+    cut into batches of at most ``max_batch_seconds`` of audio (one utterance at
+    least). The same for any number of ranks: rank r of W builds batches r, r + W, ...
 
     Example
     -------
@@ -125,8 +125,10 @@ def cache_batches(dataset, max_batch_seconds):
     >>> cache_batches(ds, 3.5)
     [['b', 'c'], ['a']]
     """
+    if ids is None:
+        ids = sorted(dataset.data_ids, key=lambda u: dataset.data[u]["duration"])
     batches, cur, secs = [], [], 0.0
-    for uid in sorted(dataset.data_ids, key=lambda u: dataset.data[u]["duration"]):
+    for uid in ids:
         d = float(dataset.data[uid]["duration"])
         if cur and secs + d > max_batch_seconds:
             batches.append(cur)
