@@ -127,6 +127,11 @@ def test_init_from_another_model_is_refused_in_a_few_lines_before_writing(tmp_pa
     assert "num_encoder_layers" not in message  # only what differs
     assert written(out) == []  # nothing written
 
+    # another layer set or anchored codebooks: the branch's stage draws those
+    # sources afresh, so the same model branches (nothing else differs)
+    for change in ("--anchor_codebooks=2", "--target_layers=[1,2]"):
+        train.build(tiny_args(tmp_path / "ok", corpus, *branch, change))
+
     # a quantizer of another seed: the same model, other targets
     with pytest.raises(ValueError, match=r"seed: 1000 in the checkpoint, 7 here"):
         train.build(tiny_args(out, corpus, *branch, "--seed=7"))
