@@ -327,7 +327,9 @@ def hyperparams_text(encoder):
     return (
         "# latent-rq encoder, written by python -m latent_rq_brain.export\n"
         "# Load: EncoderInterface.from_hparams(source=<folder>, savedir=...)\n"
-        "# (latent_rq_brain.export) or speechbrain.inference.encoders.WaveformEncoder.\n"
+        "# (latent_rq_brain.export) or speechbrain.inference.encoders.WaveformEncoder:\n"
+        "# they execute this file (trusted folders only). A folder you received:\n"
+        "# latent_rq_brain.export.load_model_folder(<folder>) reads it as data.\n"
         f"sample_rate: {encoder.sample_rate}\n"
         f"downsample_rate: {encoder.downsample_rate}\n"
         "encoder: !new:latent_rq_brain.pretrained.PretrainedEncoder\n"

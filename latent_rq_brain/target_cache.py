@@ -35,6 +35,7 @@ Authors
  * latent-rq developers 2026
 """
 
+import errno
 import glob
 import hashlib
 import json
@@ -45,6 +46,7 @@ import time
 import numpy as np
 import torch
 
+from latent_rq_brain.checkpoints import DiskFullError, free_space
 from latent_rq_brain.features import module_settings
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import is_distributed_initialized
@@ -237,9 +239,26 @@ class TargetCache:
             collate_fn=PaddedBatch,
             num_workers=num_workers,
         )
-        index, offset, data_sum = {}, 0, hashlib.sha256()
         if os.path.exists(self._path(rank, "done")):
             os.remove(self._path(rank, "done"))
+        try:
+            offset = self._write_shard(loader, make_targets, rank)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"cannot write the target cache into {self.folder}: the disk is full or "
+                f"over quota ({free_space(self.folder)} free there; {err.strerror}). Free "
+                "some space (the cache takes 2 bytes x n_codebooks per 40 ms frame) or set "
+                "target_cache: False",
+            ) from err
+        self.verified.add(rank)
+        logger.info(f"target cache {self.key}: rank {rank} wrote {offset} frames")
+
+    def _write_shard(self, loader, make_targets, rank):
+        """Writes codes, index and ``.done`` of this rank's shard; returns its frames."""
+        index, offset, data_sum = {}, 0, hashlib.sha256()
         with open(self._data_path(rank), "wb") as out:
             for batch in loader:
                 codes, enc_lens = make_targets(batch)
@@ -257,8 +276,7 @@ class TargetCache:
         with open(self._path(rank, "done.tmp"), "w", encoding="utf-8") as f:
             json.dump({"sha256": sums, "frames": offset}, f)
         os.replace(self._path(rank, "done.tmp"), self._path(rank, "done"))
-        self.verified.add(rank)
-        logger.info(f"target cache {self.key}: rank {rank} wrote {offset} frames")
+        return offset
 
     @classmethod
     def prepare(cls, folder, key, n_codebooks, make_targets, dataset, max_batch_seconds,

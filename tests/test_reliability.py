@@ -723,3 +723,14 @@ def test_out_of_memory_names_the_longest_utterance(tmp_path, corpus, monkeypatch
     with pytest.raises(torch.OutOfMemoryError, match=rf"out of memory on a batch of {len(batch.id)} "
                                                      rf".*its longest: {longest} \(.*{longest}.wav, "):
         brain.fit_batch(batch)
+
+
+def test_disk_full_while_building_the_target_cache_names_the_folder(tmp_path, monkeypatch):
+    """/dev/full: every write fails with ENOSPC, as on a full disk."""
+    from latent_rq_brain.checkpoints import DiskFullError
+
+    ds = cache_dataset()
+    monkeypatch.setattr(TargetCache, "_data_path", lambda self, rank: "/dev/full")
+    with pytest.raises(DiskFullError, match=rf"cannot write the target cache into {tmp_path}: the "
+                                            r"disk is full or over quota \([\d.]+ [kMGT]?B free"):
+        prepare(tmp_path, ds)
