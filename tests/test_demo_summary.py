@@ -64,7 +64,12 @@ def test_asterisk_items_tasks_and_groups(tmp_path, monkeypatch):
     phones = items["phones"]
     # English prompts with a transcript only (prompt 0 has none); label = the words
     assert len(phones) == 11 and all(i[0].startswith("en-") and i[2] for i in phones)
-    monkeypatch.setattr(quick, "MIN_LANGUAGE_ITEMS", 13)  # no language has enough
+    # a corpus prepared with valid_fraction 0 has a header-only valid.csv
+    with open(os.path.join(folder, "valid.csv"), "w") as f:
+        f.write("ID,duration,wav,spk_id,wrd\n")
+    monkeypatch.setattr(quick, "MIN_LANGUAGE_ITEMS", 6)
+    assert len(quick.asterisk_items(folder)["language"]) == 18  # 6 prompts per language
+    monkeypatch.setattr(quick, "MIN_LANGUAGE_ITEMS", 7)  # no language has enough
     with pytest.raises(ValueError, match="no item for the language task"):
         quick.asterisk_items(folder)
 

@@ -344,7 +344,8 @@ HOW_TO_READ_INDICATOR = (
     "uses. A layer above Mel at the branch step would be a better target; below Mel, the "
     "branch trains on worse targets than BEST-RQ (what the mini reproduction found at "
     "every branch point, docs/reproduction.md). The Mel row does not depend on the "
-    "encoder: it is the same in every column.")
+    "encoder's weights: for encoders of one architecture, as here, it is the same in every "
+    "column.")
 
 HOW_TO_READ_PROBES = (
     "How to read it: each cell is the accuracy of a linear (ridge) probe on the frozen "

@@ -215,6 +215,9 @@ def asterisk_items(folder):
             raise FileNotFoundError(
                 f"{path} does not exist: build the demo corpus first (python "
                 f"recipes/demo/prepare_asterisk.py {folder} --languages en fr es it ru)")
+        with open(path, encoding="utf-8") as f:
+            if sum(1 for line in f if line.strip()) < 2 and name == "valid.csv":
+                continue  # valid_fraction 0: a header only
         for uid, row in read_manifest(path).items():
             lang, sep, prompt = uid.partition("-")
             if not sep or not prompt:
