@@ -171,10 +171,10 @@ def quick_json(step, lang, lang_std, phones, pnmi_layers, shift=0.0):
                 "best_layer": 0, "best": acc - 0.02, "best_std": std,
                 "all": acc, "all_std": std, "folds": 5, "n": 100}
 
-    targets = {"mel": {"pnmi": 0.2712, "pnmi_codebook_std": 0.01, "purity": 0.1,
-                       "perplexity": 140.2, "distinct": 300}}
+    targets = {"mel": {"pnmi": 0.2712, "pnmi_codebook_std": 0.01, "codebooks": 6,
+                       "purity": 0.1, "perplexity": 140.2, "distinct": 300}}
     for i, p in enumerate(pnmi_layers):
-        targets[f"layer{i - 1}"] = {"pnmi": p + shift, "pnmi_codebook_std": 0.01,
+        targets[f"layer{i - 1}"] = {"pnmi": p + shift, "pnmi_codebook_std": 0.01, "codebooks": 6,
                                     "purity": 0.1, "perplexity": 40.0 + i, "distinct": 90}
     return {"encoder": {"checkpoint": "x", "stage": 0, "step": step},
             "probes": {"language": probe(lang, lang_std), "phones": probe(phones, 0.004)},
@@ -222,7 +222,7 @@ def test_summary_of_one_demo_folder(tmp_path, capsys):
     assert "| Mel (stage 0) | 0.27 | 140 | 0.27 | 140 | 0.27 | 140 |" in text
     assert "| layer0 | 0.21 | 41 | 0.23 | 41 | 0.14 | 41 |" in text
     assert ("the best layer's targets (layer0) hold less phone information than the Mel "
-            "targets (PNMI difference -0.061)") in text
+            "targets (PNMI difference -0.061, standard error over the codebooks 0.006)") in text
     # probes: every row with its fold std, rounded to what the noise leaves
     assert "| random-init (step 0) | 80 ± 3 | 20.0 ± 0.4 |" in text
     assert "| BEST-RQ at the branch (step 300) | 71 ± 2 | 31.0 ± 0.4 |" in text
@@ -230,6 +230,19 @@ def test_summary_of_one_demo_folder(tmp_path, capsys):
     assert "(layer 0)" in text  # the best-layer table names the layer
     # commands: the last make demo block only
     assert "OMP_NUM_THREADS=1\n.venv/bin/python train.py" in text and "old command" not in text
+
+
+def test_indicator_verdict_within_the_noise_is_about_equal():
+    def run(mel, layer, sd):
+        t = {"mel": {"pnmi": mel, "pnmi_codebook_std": sd, "codebooks": 6},
+             "layer0": {"pnmi": layer, "pnmi_codebook_std": sd, "codebooks": 6}}
+        return {"quick": {"branch": {"targets": t}}}
+
+    # +0.006 with a standard error of 0.012: within the noise
+    assert "about as much phone information as" in summary.indicator_verdict(
+        [run(0.293, 0.299, 0.02)])
+    assert "more phone information than" in summary.indicator_verdict([run(0.293, 0.299, 0.001)])
+    assert summary.indicator_verdict([{"quick": {}}]) is None
 
 
 def test_summary_merges_two_runs_with_their_spread(tmp_path):

@@ -268,28 +268,44 @@ def _steps(runs, key):
 
 
 def indicator_verdict(runs):
-    """One sentence: the best layer's PNMI at the branch against Mel's, with the noise."""
-    best = {}
+    """One sentence: the best layer's PNMI at the branch against Mel's, with its noise.
+
+    The noise of a PNMI difference: the standard error over the codebooks (each a
+    different random projection) of the two sources, ``sqrt(sd_mel^2 + sd_layer^2
+    / n)``, and the spread between runs; a gap within twice the larger is "about as
+    much".
+    """
+    best, noise = {}, {}
     for r in runs:
         t = _get(r["quick"], "branch", "targets")
         if not t or "mel" not in t:
             return None
         for name, v in t.items():
-            if name != "mel":
-                best.setdefault(name, []).append(v["pnmi"] - t["mel"]["pnmi"])
+            if name == "mel":
+                continue
+            best.setdefault(name, []).append(v["pnmi"] - t["mel"]["pnmi"])
+            sds = [x.get("pnmi_codebook_std") for x in (v, t["mel"])]
+            n = min(x.get("codebooks") or 0 for x in (v, t["mel"]))
+            if n > 1 and None not in sds:
+                noise.setdefault(name, []).append(math.sqrt((sds[0] ** 2 + sds[1] ** 2) / n))
     if not best:
         return None
     name = max(best, key=lambda n: np.mean(best[n]))
     diffs = np.asarray(best[name])
     spread = float(diffs.max() - diffs.min()) if len(diffs) > 1 else 0.0
+    se = float(np.mean(noise[name])) if noise.get(name) else 0.0
     gap = float(diffs.mean())
-    if abs(gap) <= max(spread, 0.005):
+    if abs(gap) <= 2 * max(spread, se, 0.0025):
         how = "about as much phone information as"
     else:
         how = "more phone information than" if gap > 0 else "less phone information than"
+    detail = [f"PNMI difference {gap:+.3f}"]
+    if se:
+        detail.append(f"standard error over the codebooks {se:.3f}")
+    if len(diffs) > 1:
+        detail.append(f"spread between runs {spread:.3f}")
     return (f"At the branch step the best layer's targets ({name}) hold {how} the Mel "
-            f"targets (PNMI difference {gap:+.3f}"
-            + (f", spread between runs {spread:.3f}" if len(diffs) > 1 else "") + ").")
+            f"targets ({', '.join(detail)}).")
 
 
 def probe_tables(runs):

@@ -388,6 +388,7 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
         per = [c["phone"]["pnmi"] for c in qual["per_codebook"]]
         result[name] = {"pnmi": float(m["phone"]["pnmi"]),
                         "pnmi_codebook_std": float(np.std(per)),
+                        "codebooks": len(per),
                         "purity": float(m["phone"]["cluster_purity"]),
                         "perplexity": float(m["perplexity"]), "distinct": float(m["distinct"])}
     return result
