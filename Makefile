@@ -47,7 +47,7 @@ endef
 
 demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT) && echo "# make demo DEMO_OUT=$(DEMO_OUT): $$(date -u +%FT%TZ), commit \
-	$$(git rev-parse --short HEAD 2>/dev/null || echo unknown), $$(nproc) cores, \
+	$$(git rev-parse --short HEAD 2>/dev/null || echo unknown), $$(nproc --all) cores, \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-unset}" >> $(DEMO_OUT)/commands.txt
 	@echo "== 1/6 BEST-RQ (stage 0) to step $(DEMO_BRANCH_STEP)"
 	$(call demo_run,$(BIN)/python train.py $(SMALL) --stage_transitions=[] \

@@ -216,7 +216,7 @@ def test_summary_of_one_demo_folder(tmp_path, capsys):
     # losses at the branch and at the end
     assert "| BEST-RQ | 4.91 (step 300) | 4.64 (step 550) | 4.72 (step 550) |" in text
     assert "| Latent-RQ | 6.37 (step 310) | 3.55 (step 550) | 3.57 (step 550) |" in text
-    assert "branches from BEST-RQ at step 300" in text
+    assert "branches from BEST-RQ at step 300: its first loss" in text
     # the indicator: Mel vs every layer, PNMI and perplexity, at the branch step
     assert "stage-0 encoder at the branch (step 300): PNMI | perplexity" in text
     assert "| Mel (stage 0) | 0.27 | 140 | 0.27 | 140 | 0.27 | 140 |" in text
