@@ -1,8 +1,10 @@
 # Two commands do everything on a fresh machine:
 #   make demo   - venv + install, build the Asterisk demo corpus, pre-train
 #                 stage 0 (BEST-RQ), branch a Latent-RQ stage from it, continue
-#                 BEST-RQ to the same step, probe both checkpoints (language ID,
-#                 English ASR) and print a side-by-side table
+#                 BEST-RQ to the same step; the leading indicator (phone PNMI of
+#                 Mel vs layer targets at the branch), quick probes with fold std
+#                 of both checkpoints and a random-init encoder; the summary
+#                 (recipes/demo/summary.py) -> $(DEMO_OUT)/summary.md
 #   make test   - venv + install (if needed), run the whole test suite
 #   make reliability - the slow reliability cases as real processes (kills,
 #                 a planted pickle, a lock race, a stopped DDP rank...):
@@ -32,33 +34,44 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+# the demo's quick probes: tasks from the Asterisk prompts (no ../shared), torch's
+# default thread count (set OMP_NUM_THREADS to fix it)
+DEMO_DATA ?= demo_data/asterisk
+DEMO_QUICK = $(BIN)/python -m recipes.probes.quick --asterisk $(DEMO_DATA) \
+    --cache $(DEMO_OUT)/quick_cache --threads 0
+# runs a demo command after appending it to $(DEMO_OUT)/commands.txt (for recipes.demo.summary)
+define demo_run
+	@echo '$(strip $(1))' >> $(DEMO_OUT)/commands.txt
+	$(1)
+endef
+
 demo: $(STAMP)
-	@echo "== 1/5 BEST-RQ (stage 0) to step $(DEMO_BRANCH_STEP)"
-	$(BIN)/python train.py $(SMALL) --stage_transitions=[] \
-	    --optimizer_step_limit=$(DEMO_BRANCH_STEP) --output_folder=$(DEMO_OUT)/best_rq
-	@echo "== 2/5 Latent-RQ stage 1 branched from it, to step $(DEMO_STEPS)"
-	$(BIN)/python train.py $(SMALL) --stage_transitions=[] --initial_stage=1 \
+	@mkdir -p $(DEMO_OUT) && echo "# make demo DEMO_OUT=$(DEMO_OUT): $$(date -u +%FT%TZ), commit \
+	$$(git rev-parse --short HEAD 2>/dev/null || echo unknown), $$(nproc --all) cores, \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-unset}" >> $(DEMO_OUT)/commands.txt
+	@echo "== 1/6 BEST-RQ (stage 0) to step $(DEMO_BRANCH_STEP)"
+	$(call demo_run,$(BIN)/python train.py $(SMALL) --stage_transitions=[] \
+	    --optimizer_step_limit=$(DEMO_BRANCH_STEP) --output_folder=$(DEMO_OUT)/best_rq)
+	@echo "== 2/6 Latent-RQ stage 1 branched from it, to step $(DEMO_STEPS)"
+	$(call demo_run,$(BIN)/python train.py $(SMALL) --stage_transitions=[] --initial_stage=1 \
 	    --init_from=$(DEMO_OUT)/best_rq/save --optimizer_step_limit=$(DEMO_STEPS) \
-	    --output_folder=$(DEMO_OUT)/latent_rq
-	@echo "== 3/5 BEST-RQ continued to step $(DEMO_STEPS) (the baseline)"
-	$(BIN)/python train.py $(SMALL) --stage_transitions=[] \
-	    --optimizer_step_limit=$(DEMO_STEPS) --output_folder=$(DEMO_OUT)/best_rq
-	@echo "== 4/5 Probes: language ID and English ASR on frozen encoders"
-	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/best_rq $(DEMO_OUT)/probes/best_rq --label BEST-RQ
-	$(BIN)/python -m recipes.probes.run_demo_probes $(DEMO_OUT)/latent_rq $(DEMO_OUT)/probes/latent_rq --label Latent-RQ
-	$(BIN)/python -m recipes.probes.run_demo_probes random:small $(DEMO_OUT)/probes/random --label random-init
-	@echo "== Quick probes (recipes/probes/quick.py: keywords, digits, intents, speaker ID, phones)"
-	@if [ -d $(SHARED) ]; then \
-	  $(BIN)/python -m recipes.probes.quick $(DEMO_OUT)/best_rq --label BEST-RQ --corpus none --shared $(SHARED) --cache $(DEMO_OUT)/quick_cache --out $(DEMO_OUT)/quick/best_rq.json && \
-	  $(BIN)/python -m recipes.probes.quick $(DEMO_OUT)/latent_rq --label Latent-RQ --corpus none --shared $(SHARED) --cache $(DEMO_OUT)/quick_cache --out $(DEMO_OUT)/quick/latent_rq.json && \
-	  $(BIN)/python -m recipes.probes.quick random:small --label random-init --corpus none --shared $(SHARED) --cache $(DEMO_OUT)/quick_cache --out $(DEMO_OUT)/quick/random.json; \
-	else echo "skipped: no $(SHARED) (the real-speech packs)"; fi
-	@echo "== 5/5 Summary"
-	@echo "-- BEST-RQ run"; $(BIN)/python -m tools.report $(DEMO_OUT)/best_rq
-	@echo "-- Latent-RQ run (branched at step $(DEMO_BRANCH_STEP))"; $(BIN)/python -m tools.report $(DEMO_OUT)/latent_rq
-	@echo "-- Probes (frozen encoders, same step count)"
-	$(BIN)/python -m recipes.probes.table BEST-RQ=$(DEMO_OUT)/probes/best_rq \
-	    Latent-RQ=$(DEMO_OUT)/probes/latent_rq random-init=$(DEMO_OUT)/probes/random
+	    --output_folder=$(DEMO_OUT)/latent_rq)
+	@echo "== 3/6 BEST-RQ continued to step $(DEMO_STEPS) (the baseline)"
+	$(call demo_run,$(BIN)/python train.py $(SMALL) --stage_transitions=[] \
+	    --optimizer_step_limit=$(DEMO_STEPS) --output_folder=$(DEMO_OUT)/best_rq)
+	@echo "== 4/6 Leading indicator: phone PNMI and code perplexity of the Mel targets and of"
+	@echo "   each layer's, stage-0 encoder at the branch step ($(DEMO_OUT)/latent_rq@stage1)"
+	$(call demo_run,$(DEMO_QUICK) $(DEMO_OUT)/latent_rq@stage1 --label "BEST-RQ at the branch" \
+	    --out $(DEMO_OUT)/quick/branch.json)
+	@echo "== 5/6 Quick probes (language ID, English frame phones; fold std) of the frozen encoders"
+	$(call demo_run,$(DEMO_QUICK) random:small --label random-init --out $(DEMO_OUT)/quick/random.json)
+	$(call demo_run,$(DEMO_QUICK) $(DEMO_OUT)/best_rq --label BEST-RQ --out $(DEMO_OUT)/quick/best_rq.json)
+	$(call demo_run,$(DEMO_QUICK) $(DEMO_OUT)/latent_rq --label Latent-RQ --out $(DEMO_OUT)/quick/latent_rq.json)
+	@echo "== 6/6 Summary"
+	@$(BIN)/python -m tools.report $(DEMO_OUT)/best_rq > /dev/null
+	@$(BIN)/python -m tools.report $(DEMO_OUT)/latent_rq > /dev/null
+	$(BIN)/python -m recipes.demo.summary $(DEMO_OUT) --out $(DEMO_OUT)/summary.md
+	@echo "loss curves: $(DEMO_OUT)/best_rq/loss.png, $(DEMO_OUT)/latent_rq/loss.png"
 
 # s3prl 0.4.18 in its own venv (.venv-s3prl, torch 2.8; a large download), our
 # upstream registered, upstream + Featurizer test, run_downstream.py train/evaluate

@@ -12,6 +12,11 @@ layer) of the items of :mod:`recipes.reproduce.probe_sets`; then
 * a frame-level linear phone probe (the same classifier) on PocketSphinx phones (forced-aligned where a
   transcript exists, recognised otherwise; cached), speaker-disjoint folds.
 
+Without ``../shared`` (``--asterisk FOLDER``, what ``make demo`` runs), the tasks
+come from the Asterisk prompts of :mod:`recipes.demo.prepare_asterisk` instead
+(:func:`asterisk_items`): language ID over the five languages and the frame phone
+probe on the English prompts, forced-aligned to their transcripts.
+
 Each task is scored per layer and on all layers concatenated ("all"); the
 report gives the best layer, the all-layer accuracy, the fold std, and ``Avg``
 (mean over tasks of the all-layer accuracy; ``Avg_best`` of the best-layer
@@ -23,6 +28,9 @@ Usage::
 
     python -m recipes.probes.quick results/demo/best_rq --shared ../shared/data \\
         --corpus data/pretrain --out results/quick/best_rq.json
+    # no ../shared: tasks from the demo's Asterisk prompts
+    python -m recipes.probes.quick results/demo/best_rq --asterisk demo_data/asterisk \\
+        --cache results/demo/quick_cache --out results/demo/quick/best_rq.json
 
 Authors
  * latent-rq developers 2026
@@ -175,6 +183,64 @@ def probe_items(shared, corpus=None):
     return {task: subset(its, MAX_ITEMS.get(task)) for task, its in items.items()}
 
 
+def asterisk_items(folder):
+    """``{task: [(ID, wav, label, group)]}`` from the Asterisk demo corpus, no ``../shared``.
+
+    ``folder``: the output of :mod:`recipes.demo.prepare_asterisk` (``train.csv``
+    and ``valid.csv``, IDs ``<lang>-<prompt>``, one voice per language). Tasks:
+
+    * ``language``: the language of a prompt (its first ``CROP_SECONDS`` s), the
+      languages with at least ``MIN_LANGUAGE_ITEMS`` prompts; folds prompt-disjoint
+      (the same prompt name in every language lands in one fold), so a fold is
+      never scored on a sentence it was trained on in another language;
+    * ``phones``: the English prompts with a transcript; PocketSphinx aligns the
+      transcript (:func:`label_phone_items`), folds prompt-disjoint.
+
+    One voice per language: language ID here is partly voice ID, which even a
+    random encoder's front-end does well (the random-init row shows how well).
+
+    Example
+    -------
+    >>> asterisk_items("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: /nonexistent/train.csv does not exist: build the demo corpus first (python recipes/demo/prepare_asterisk.py /nonexistent --languages en fr es it ru)
+    """
+    from latent_rq_brain.data import read_manifest
+
+    rows = []
+    for name in ("train.csv", "valid.csv"):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} does not exist: build the demo corpus first (python "
+                f"recipes/demo/prepare_asterisk.py {folder} --languages en fr es it ru)")
+        with open(path, encoding="utf-8") as f:
+            if sum(1 for line in f if line.strip()) < 2 and name == "valid.csv":
+                continue  # valid_fraction 0: a header only
+        for uid, row in read_manifest(path).items():
+            lang, sep, prompt = uid.partition("-")
+            if not sep or not prompt:
+                raise ValueError(f"{path}: ID {uid!r} is not <language>-<prompt>")
+            rows.append((uid, row["wav"], lang, prompt, (row.get("wrd") or "").strip()))
+    rows.sort()
+    count = {}
+    for r in rows:
+        count[r[2]] = count.get(r[2], 0) + 1
+    items = {
+        "language": [(uid, wav, lang, prompt) for uid, wav, lang, prompt, _ in rows
+                     if count[lang] >= MIN_LANGUAGE_ITEMS],
+        "phones": [(uid, wav, wrd, prompt) for uid, wav, lang, prompt, wrd in rows
+                   if lang == "en" and wrd],
+    }
+    for task, its in items.items():
+        if not its:
+            raise ValueError(f"{folder}: no item for the {task} task (needs English "
+                             f"prompts with a transcript and >= {MIN_LANGUAGE_ITEMS} "
+                             "prompts per language)")
+    return {task: subset(its, MAX_ITEMS.get(task)) for task, its in items.items()}
+
+
 def subset(items, n, seed=0):
     """At most ``n`` items, the same share of each label (seeded), in input order.
 
@@ -319,7 +385,10 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
         codes = np.concatenate([out[name]["codes"][k] for k in keep])[valid]
         qual = codebook_quality(codes, {"phone": lab}, codebook_size)
         m = qual["mean"]
+        per = [c["phone"]["pnmi"] for c in qual["per_codebook"]]
         result[name] = {"pnmi": float(m["phone"]["pnmi"]),
+                        "pnmi_codebook_std": float(np.std(per)),
+                        "codebooks": len(per),
                         "purity": float(m["phone"]["cluster_purity"]),
                         "perplexity": float(m["perplexity"]), "distinct": float(m["distinct"])}
     return result
@@ -333,9 +402,10 @@ def phone_targets(frames):
     return lab[valid].astype(str), valid
 
 
-def label_phone_items(items, wavs, enc_lens, cache, log=print):
+def label_phone_items(items, wavs, enc_lens, cache, log=print, downsampling=4):
     """Per-frame PocketSphinx phones of the phone-probe items (aligned where the
-    item has words, recognised otherwise), cached under ``cache``."""
+    item has words, recognised otherwise), cached under ``cache``.
+    ``downsampling``: 10 ms frames per encoder frame (``enc.encoder.downsampling``)."""
     from recipes.analysis.common import phone_frames as label_phones
 
     rows = [(i[0], {"wav": i[1], "wrd": i[2] or ""}) for i in items]
@@ -344,7 +414,7 @@ def label_phone_items(items, wavs, enc_lens, cache, log=print):
     frames = [None] * len(items)
     for idx, col in ((with_words, "wrd"), (without, None)):
         f, _ = label_phones([rows[k] for k in idx], [wavs[k] for k in idx],
-                            [enc_lens[k] for k in idx], col,
+                            [enc_lens[k] for k in idx], downsampling, col,
                             cache=os.path.join(cache, f"phones_{'aligned' if col else 'rec'}.json"),
                             log=log)
         for k, fr in zip(idx, f):
@@ -357,13 +427,21 @@ def audio_file(cache, task):
     return os.path.join(cache, f"audio_{task}_crop{CROP_SECONDS.get(task, 0)}.npz")
 
 
-def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=print):
-    """Quick probes and target quality of one encoder; returns a JSON-able dict."""
+def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=print,
+                        items=None):
+    """Quick probes and target quality of one encoder; returns a JSON-able dict.
+
+    ``items``: the tasks (``{task: items}``, e.g. :func:`asterisk_items`); default
+    :func:`probe_items` of ``shared`` and ``corpus``. ``threads``: torch CPU
+    threads, 0 = torch's default (``OMP_NUM_THREADS`` where it is set).
+    """
     from latent_rq_brain.pretrained import PretrainedEncoder
 
-    torch.set_num_threads(max(1, threads))
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.time()
-    items = probe_items(shared, corpus)
+    if items is None:
+        items = probe_items(shared, corpus)
     enc = PretrainedEncoder.load(spec, seed=seed)
     wavs = {t: load_audio(its, audio_file(cache, t), CROP_SECONDS.get(t))
             for t, its in items.items()}
@@ -371,7 +449,8 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
     states = {t: encode(enc, w) for t, w in wavs.items()}
     t2 = time.time()
     frames = label_phone_items(items["phones"], wavs["phones"],
-                               [len(s[0]) for s in states["phones"]], cache, log)
+                               [len(s[0]) for s in states["phones"]], cache, log,
+                               enc.encoder.downsampling)
     probes = run_probes(states, items, frames)
     t3 = time.time()
     targets = target_quality(enc, spec, wavs["phones"], frames, seed=seed)
@@ -380,7 +459,7 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
     avg_best = float(np.mean([r["best"] for r in probes.values()]))
     return {
         "encoder": enc.info, "probes": probes, "Avg": avg, "Avg_best": avg_best,
-        "targets": targets,
+        "targets": targets, "threads": torch.get_num_threads(),
         "seconds": {"audio": t1 - t0, "encode": t2 - t1, "probes": t3 - t2,
                     "targets": t4 - t3, "total": t4 - t0},
     }
@@ -395,14 +474,21 @@ def main(argv=None):
                    help="reproduction corpus (its lid_holdout.csv); missing = no language task")
     p.add_argument("--cache", default="results/quick_probe_cache")
     p.add_argument("--out", default=None, help="JSON file")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--asterisk", default=None, metavar="FOLDER",
+                   help="tasks from the Asterisk demo corpus (recipes/demo/prepare_asterisk.py "
+                   "output) instead of --shared/--corpus: language ID and English phones")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads; 0 = torch's default (OMP_NUM_THREADS)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--label", default=None, help="a title printed above the table")
     args = p.parse_args(argv)
     if args.corpus in ("", "none"):
         args.corpus = None
+    items = asterisk_items(args.asterisk) if args.asterisk else None
     r = evaluate_checkpoint(args.checkpoint, args.shared, args.corpus, args.cache, args.threads,
-                            args.seed)
+                            args.seed, items=items)
+    r["command"] = ["python", "-m", "recipes.probes.quick"] + list(
+        sys.argv[1:] if argv is None else argv)
     if args.label:
         print(f"\n### Quick probes: {args.label} ({args.checkpoint})")
     print("| task | best layer | best acc | all-layer acc (fold std) | n |")
@@ -411,7 +497,9 @@ def main(argv=None):
         print(f"| {task} | {s['best_layer']} | {100 * s['best']:.1f} | "
               f"{100 * s['all']:.1f} ({100 * s['all_std']:.1f}) | {s['n']} |")
     print(f"| **Avg** | | {100 * r['Avg_best']:.1f} | {100 * r['Avg']:.1f} | |")
-    print("target phone PNMI: " + ", ".join(f"{k} {v['pnmi']:.3f}" for k, v in r["targets"].items()))
+    print("\n| target source | phone PNMI | code perplexity |\n|---|---:|---:|")
+    for k, v in r["targets"].items():
+        print(f"| {k} | {v['pnmi']:.3f} | {v['perplexity']:.0f} |")
     print(f"seconds: {r['seconds']}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
