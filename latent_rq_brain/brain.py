@@ -63,6 +63,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
     """
 
     # ------------------------------------------------------------ set-up
+    # Overrides fit (with super()): no hook before on_fit_start sees the training set.
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         """SpeechBrain's fit (through :class:`~latent_rq_brain.guards.NonFiniteGuards`);
         keeps the training set for the target cache and target-source fitting."""

@@ -37,6 +37,7 @@ class NonFiniteGuards:
     and optionally ``train_dataset`` (to name the files of skipped utterances).
     """
 
+    # Overrides fit (with super()): SpeechBrain has no hook after the last epoch's checkpoint.
     def fit(self, *args, **kwargs):
         """SpeechBrain's fit, then raises if the weights are not finite, so that
         a run never ends with exit status 0 and non-finite weights."""
