@@ -34,6 +34,7 @@ from latent_rq_brain.safe_load import (
     load_weights,
 )
 from latent_rq_brain.stages import StageSchedule
+from latent_rq_brain.target_encoder import unwrap
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
@@ -322,6 +323,145 @@ def check_branch_fits(hparams):
     except ValueError as err:
         raise UsageError(f"{what}: checkpoint {ckpt.path} does not fit this config: {err}") from None
     return ckpt
+
+
+def load_pretrained(ckpt_dir, modules, quantizer, target_encoder, schedule, device):
+    """Branches from another run's checkpoint (``--init_from``).
+
+    Loads the encoder and the mask embedding, checks the quantizer is the
+    same, and sets the stage of ``schedule``; not the heads nor the optimizer.
+    A checkpoint in a stage that this config trains on (no transition due at
+    its step) also gives its target encoder and fitted target sources.
+
+    Arguments
+    ---------
+    ckpt_dir : str
+        Anything :func:`find_checkpoint` resolves (the newest complete one).
+    modules : torch.nn.ModuleDict
+        The brain's modules (``encoder``, ``mask_embedding``).
+    quantizer : latent_rq_brain.quantizer.RandomProjectionQuantizer
+        Checked equal to the checkpoint's.
+    target_encoder : latent_rq_brain.target_encoder.TargetEncoder
+        Attached to the encoder (loaded when the stage trains on).
+    schedule : latent_rq_brain.stages.StageSchedule
+        Its ``stage`` becomes the checkpoint's.
+    device : str or torch.device
+        Where the weights are loaded.
+
+    Returns
+    -------
+    int
+        The checkpoint's optimizer step (the brain's from now on).
+    """
+    what = f"--init_from={ckpt_dir}"
+    try:
+        found = find_checkpoint(ckpt_dir, needed=BRANCH_FILES)  # newest complete
+        files = require_files(found, BRANCH_FILES, what)
+        for name in ("encoder", "mask_embedding"):
+            load_state(unwrap(getattr(modules, name)), files[name], device, what)
+        quantizer.check_same(files["quantizer"])
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from err
+    optimizer_step = read_optimizer_step(files["brain"])
+    schedule.stage = StageSchedule.read(files["stage_schedule"])["stage"]
+    if schedule.stage > 0 and schedule.due(optimizer_step) is None:
+        # trains on in the checkpoint's stage: its targets are needed as they were
+        if "target_encoder" not in files:
+            raise ValueError(
+                f"{what}: {found.path} is in stage {schedule.stage}, which "
+                "this config trains on, but it lacks target_encoder.ckpt; set "
+                f"initial_stage above {schedule.stage} to branch a new stage"
+            )
+        target_encoder._load(files["target_encoder"])
+        quantizer._load(files["quantizer"])  # its fitted sources too
+    logger.info(
+        f"initialised from {found.path}: stage {schedule.stage}, "
+        f"optimizer step {optimizer_step}"
+    )
+    return optimizer_step
+
+
+def check_start(schedule, target_encoder, optimizer_step, source, resumed, checkpoints_dir):
+    """Refuses a start that has no weights for its stage.
+
+    Arguments
+    ---------
+    schedule : latent_rq_brain.stages.StageSchedule
+        After resuming or branching.
+    target_encoder : latent_rq_brain.target_encoder.TargetEncoder
+        Must hold a snapshot in a stage >= 1.
+    optimizer_step : int
+        The brain's step after resuming or branching.
+    source : str or None
+        The checkpoint resumed, else ``init_from`` (None: a fresh start).
+    resumed : bool
+        Whether the run resumed its own checkpoint.
+    checkpoints_dir : str
+        Where a checkpoint to resume was looked for (named in the error).
+
+    Example
+    -------
+    >>> from latent_rq_brain.target_encoder import TargetEncoder
+    >>> check_start(StageSchedule([10]), TargetEncoder([0]), 0, None, False, "save")
+    >>> check_start(StageSchedule([10], initial_stage=1), TargetEncoder([0]), 0, None,
+    ...             False, "save")
+    Traceback (most recent call last):
+    ...
+    ValueError: this config starts in stage 1 (initial_stage > 0) but no --init_from=<checkpoint dir> was given and there is no checkpoint to resume in save
+    """
+    if not resumed and not source and schedule.stage_for_step(optimizer_step) > 0:
+        raise ValueError(
+            f"this config starts in stage {schedule.initial_stage} "
+            "(initial_stage > 0) but no --init_from=<checkpoint dir> was given "
+            f"and there is no checkpoint to resume in {checkpoints_dir}"
+        )
+    if schedule.stage > 0 and not target_encoder.active:
+        raise ValueError(
+            f"checkpoint {source} is in stage {schedule.stage} but its "
+            "target_encoder.ckpt holds no target encoder snapshot"
+        )
+
+
+def resume_or_branch(checkpointer, init_from, optimizer_step, modules, quantizer,
+                     target_encoder, schedule, device):
+    """The start of a run: resumes its newest complete checkpoint
+    (:func:`recover_newest_complete`), else branches from ``init_from``
+    (:func:`load_pretrained`), then refuses a start without weights for its
+    stage (:func:`check_start`).
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer or None
+        The run's (restores the brain's recoverables, the optimizer step too).
+    init_from : str or None
+        ``--init_from``; used only when there is nothing to resume.
+    optimizer_step : int
+        The brain's step before resuming (the step of a fresh start).
+    modules, quantizer, target_encoder, schedule, device
+        As in :func:`load_pretrained`.
+
+    Returns
+    -------
+    resumed_from : speechbrain.utils.checkpoints.Checkpoint or None
+        The checkpoint resumed.
+    branched_step : int or None
+        The optimizer step of the checkpoint branched from (None: no branch).
+    """
+    resumed_from = None
+    if checkpointer is not None:
+        resumed_from = recover_newest_complete(checkpointer)
+    branched_step = None
+    if resumed_from is None and init_from:
+        branched_step = load_pretrained(
+            init_from, modules, quantizer, target_encoder, schedule, device
+        )
+        optimizer_step = branched_step
+    check_start(
+        schedule, target_encoder, optimizer_step,
+        resumed_from.path if resumed_from else init_from, resumed_from is not None,
+        getattr(checkpointer, "checkpoints_dir", None),
+    )
+    return resumed_from, branched_step
 
 
 def _is_truncated(err):

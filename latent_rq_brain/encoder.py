@@ -67,6 +67,60 @@ def check_truncation(n_layers, num_layers):
     return int(n_layers)
 
 
+def frontend_stride(frontend):
+    """Time stride of a SpeechBrain front-end (its filter properties): the
+    ``downsampling`` of an encoder built on it.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+    >>> frontend_stride(ConvolutionFrontEnd((8, 16, 80), num_blocks=2,
+    ...     num_layers_per_block=1, out_channels=(8, 8), kernel_sizes=(3, 3),
+    ...     strides=(2, 2), residuals=(False, False)))
+    4
+    """
+    return int(frontend.get_filter_properties().stride)
+
+
+def truncated_copy(encoder, stack, n_layers):
+    """A frozen (:func:`frozen`) deep copy of ``encoder`` whose submodule
+    ``stack`` keeps only the first ``n_layers`` of its ``layers`` ModuleList:
+    :meth:`LayeredEncoder.truncated_copy` of an encoder with one layer stack.
+
+    Arguments
+    ---------
+    encoder : LayeredEncoder
+        The encoder to copy (unchanged).
+    stack : str
+        Dotted name of the submodule holding ``layers``, as in
+        ``encoder.get_submodule(stack)``.
+    n_layers : int
+        Layers kept (checked with :func:`check_truncation`).
+
+    Returns
+    -------
+    LayeredEncoder
+        The copy, in eval mode, without gradients.
+
+    Example
+    -------
+    >>> class Stack(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.layers = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+    >>> net = torch.nn.Module()
+    >>> net.num_layers, net.stack = 3, Stack()
+    >>> top = truncated_copy(net, "stack", 2)
+    >>> len(top.stack.layers), len(net.stack.layers), top.training
+    (2, 3, False)
+    """
+    n_layers = check_truncation(n_layers, encoder.num_layers)
+    module = copy.deepcopy(encoder)
+    holder = module.get_submodule(stack)
+    holder.layers = torch.nn.ModuleList(list(holder.layers)[:n_layers])
+    return frozen(module)
+
+
 def indexed_layer(name, prefix, num_layers):
     """Layer index in a parameter ``name`` that starts with ``prefix``
     (``<prefix><i>.``), None if it does not or ``i >= num_layers``.
@@ -213,16 +267,12 @@ class LatentRQEncoder(LayeredEncoder):
 
     @property
     def downsampling(self):
-        """Time stride of the CNN front-end (SpeechBrain's filter properties)."""
-        return int(self.frontend.get_filter_properties().stride)
+        """Time stride of the CNN front-end (:func:`frontend_stride`)."""
+        return frontend_stride(self.frontend)
 
     def truncated_copy(self, n_layers):
         """A frozen deep copy keeping Conformer layers ``0..n_layers-1``."""
-        n_layers = check_truncation(n_layers, self.num_layers)
-        module = copy.deepcopy(self)
-        layers = module.transformer.encoder.layers
-        module.transformer.encoder.layers = torch.nn.ModuleList(list(layers)[:n_layers])
-        return frozen(module)
+        return truncated_copy(self, "transformer.encoder", n_layers)
 
     def layer_of(self, name):
         """``-1``: CNN front-end and its projection to ``d_model``; ``l``:

@@ -4,10 +4,15 @@ Authors
  * latent-rq developers 2026
 """
 
+import logging
 import time
 import zlib
 
 import torch
+
+from speechbrain.utils.distributed import is_distributed_initialized
+
+logger = logging.getLogger(__name__)
 
 
 class IntervalStats:
@@ -87,3 +92,112 @@ def checksum_tensors(named):
         crc = zlib.crc32(name.encode(), crc)
         crc = zlib.crc32(t.detach().float().cpu().contiguous().numpy().tobytes(), crc)
     return f"{crc:08x}"
+
+
+def check_rank_consistency(when, quantizer, target_encoder, heads, stage):
+    """Fails loudly if quantizer, target encoder, heads or stage differ across
+    ranks (one ``all_gather_object`` under DDP); logs the checksums.
+
+    Arguments
+    ---------
+    when : str
+        Named in the log and the error (``"start"``, ``"transition to stage 1"``).
+    quantizer : latent_rq_brain.quantizer.RandomProjectionQuantizer
+        Compared by its ``checksum()``.
+    target_encoder : latent_rq_brain.target_encoder.TargetEncoder
+        Compared by its ``checksum()``.
+    heads : torch.nn.Module
+        The (unwrapped) heads, compared by :func:`checksum_tensors`.
+    stage : int
+        The Latent-RQ stage.
+
+    Returns
+    -------
+    dict
+        ``{"quantizer", "target_encoder", "heads", "stage"}`` -> checksum string.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> part = SimpleNamespace(checksum=lambda: "0123456789abcdef")
+    >>> sums = check_rank_consistency("start", part, part, torch.nn.Linear(1, 1), 0)
+    >>> sorted(sums), sums["stage"]
+    (['heads', 'quantizer', 'stage', 'target_encoder'], '0')
+    """
+    sums = {
+        "quantizer": quantizer.checksum(),
+        "target_encoder": target_encoder.checksum(),
+        "heads": checksum_tensors(heads.state_dict().items()),
+        "stage": str(stage),
+    }
+    if is_distributed_initialized():
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, sums)
+        bad = [k for k in sums if len({g[k] for g in gathered}) > 1]
+        if bad:
+            detail = {k: [g[k][:12] for g in gathered] for k in bad}
+            raise RuntimeError(
+                f"ranks disagree at {when} on {bad}: {detail}. Every rank must "
+                "use the same seed, config and checkpoint."
+            )
+    logger.info(f"rank checksums at {when}: " + ", ".join(f"{k}={v[:12]}" for k, v in sums.items()))
+    return sums
+
+
+def rounded(value):
+    """``value`` for a log line: a float rounded to 4 decimals, the rest as is.
+
+    Example
+    -------
+    >>> rounded(0.123456), rounded([1, 2])
+    (0.1235, [1, 2])
+    """
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def log_train_interval(train_logger, tensorboard, summary, step, stage, lr):
+    """Writes the interval line of :meth:`IntervalStats.summary` (and, with a
+    TensorBoard logger, its scalars, codebook lists averaged).
+
+    SpeechBrain loggers are main_process_only, which broadcasts: every rank
+    must call this (never behind ``if_main_process()``).
+
+    Arguments
+    ---------
+    train_logger : speechbrain.utils.train_logger.TrainLogger
+        The run's log.
+    tensorboard : speechbrain.utils.train_logger.TensorboardLogger or None
+        Optional scalars.
+    summary : dict
+        The interval's statistics.
+    step, stage : int
+        Optimizer step and Latent-RQ stage.
+    lr : float
+        The current learning rate.
+    """
+    meta = {"step": step, "stage": stage, "lr": f"{lr:.3e}"}
+    train_logger.log_stats(meta, train_stats={k: rounded(v) for k, v in summary.items()})
+    if tensorboard is not None and "codes_used" in summary:
+        scalars = {k: v for k, v in summary.items() if not isinstance(v, list)}
+        scalars.update(
+            codes_used=sum(summary["codes_used"]) / len(summary["codes_used"]),
+            perplexity=sum(summary["perplexity"]) / len(summary["perplexity"]),
+            stage=stage,
+        )
+        tensorboard.log_stats({"step": step}, train_stats=scalars)
+
+
+def log_validation(train_logger, summary, epoch, step, stage, train_loss):
+    """Writes the end-of-epoch line: the training loss and the validation
+    statistics of :meth:`IntervalStats.summary` (on every rank, as
+    :func:`log_train_interval`)."""
+    train_logger.log_stats(
+        {"epoch": epoch, "step": step, "stage": stage},
+        train_stats={"loss": rounded(train_loss)},
+        valid_stats={
+            k: rounded(summary[k])
+            for k in ("loss", "acc", "codes_used", "perplexity", "mask_fraction")
+        },
+    )

@@ -316,6 +316,26 @@ class TargetCache:
             cache.remove_others()
         return cache
 
+    @classmethod
+    def keyed(cls, folder, parts, dataset, make_targets, n_codebooks, max_batch_seconds,
+              num_workers=0, codebook_size=2**16):
+        """:meth:`prepare` under the key of what the targets depend on
+        (:func:`cache_key` of ``parts`` and ``dataset``).
+
+        Arguments
+        ---------
+        folder : str
+            Where the cache files live.
+        parts : tuple
+            ``(features, target_encoder, quantizer, precision)``: the unwrapped
+            feature extractor, the target encoder, the quantizer, the precision.
+        dataset, make_targets, n_codebooks, max_batch_seconds, num_workers, codebook_size
+            As in :meth:`prepare`.
+        """
+        key = cache_key(*parts, dataset)
+        return cls.prepare(folder, key, n_codebooks, make_targets, dataset, max_batch_seconds,
+                           num_workers, codebook_size)
+
     def open(self, world_size=None):
         """Verifies every shard, loads the indexes and maps the shards (read-only)."""
         world_size = self.world_size if world_size is None else world_size
@@ -370,3 +390,60 @@ class TargetCache:
             if not os.path.basename(path).startswith(mine):
                 os.remove(path)
 
+
+
+def stage_cache(hparams, stage, dataset, parts, make_targets):
+    """The offline targets of ``stage`` (a :class:`TargetCache`, built or
+    reopened), or None for online targets.
+
+    Only in stages >= 1, with ``target_cache: True`` and a known training set
+    (None: evaluation or a unit test); refused (``ValueError``) with the EMA
+    target encoder or inputs that are not deterministic (``augmentation``,
+    ``random_crop``).
+
+    Arguments
+    ---------
+    hparams : types.SimpleNamespace
+        The brain's hparams (``target_cache``, ``output_folder``, ...).
+    stage : int
+        The Latent-RQ stage.
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset or None
+        The training set.
+    parts : tuple
+        ``(features, target_encoder, quantizer, precision)``, see :meth:`TargetCache.keyed`.
+    make_targets : callable
+        ``make_targets(batch) -> (codes, enc_lens)``, see :meth:`TargetCache.build_shard`.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> stage_cache(SimpleNamespace(target_cache=True), 0, None, (), None) is None
+    True
+    """
+    if not getattr(hparams, "target_cache", False) or stage == 0:
+        return None
+    if getattr(hparams, "target_encoder_ema", False):
+        raise ValueError(
+            "target_cache: True cannot be used with target_encoder_ema: True: the "
+            "EMA target encoder changes every step, so its targets cannot be "
+            "computed once per stage. Set target_cache: False."
+        )
+    for key in ("augmentation", "random_crop"):
+        if getattr(hparams, key, None):
+            raise ValueError(
+                f"target_cache: True needs deterministic inputs, but {key} is set: "
+                "cached targets would not match the augmented features. Set "
+                "target_cache: False (targets are then computed online)."
+            )
+    if dataset is None:
+        return None  # not fitting (e.g. evaluation or a unit test): online targets
+    return TargetCache.keyed(
+        os.path.join(hparams.output_folder, "target_cache"),
+        parts,
+        dataset,
+        make_targets,
+        hparams.n_codebooks,
+        hparams.target_cache_batch_seconds,
+        hparams.train_dataloader_opts.get("num_workers", 0),
+        hparams.codebook_size,
+    )

@@ -207,6 +207,14 @@ class TargetEncoder:
                 t.copy_(s)
         self.version += 1
 
+    def ema_step(self, encoder, step, decay, end_decay, anneal_steps):
+        """The EMA update after optimizer step ``step``: :meth:`ema_update` with
+        the decay :func:`ema_decay_at` gives ``step - snapshot_step`` steps
+        after the snapshot (settings ``ema_decay``, ``ema_end_decay``,
+        ``ema_anneal_steps``)."""
+        steps = step - self.snapshot_step
+        self.ema_update(encoder, ema_decay_at(steps, decay, end_decay, anneal_steps))
+
     def runner(self, device_type="cpu"):
         """The module that runs the forward.
 

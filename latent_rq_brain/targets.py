@@ -11,7 +11,9 @@ the heads predict::
     codes = concat over sources of quantizer(inputs[frames], source)   (M, N)
 
 A data-fitted source (PCA projection, k-means codebooks) is fitted at the start
-of its stage on a sample of its own input frames (:meth:`TargetMaker.fit`).
+of its stage on a sample of its own input frames (:meth:`TargetMaker.fit`), the
+training set's seeded sample of :func:`sample_batches`, on rank 0, then
+broadcast (:func:`fit_stage_sources`).
 
 Training (:class:`latent_rq_brain.brain.LatentRQBrain`), the offline target
 cache, the code-usage tool (``tools/target_usage.py``) and the analysis
@@ -22,10 +24,18 @@ Authors
  * latent-rq developers 2026
 """
 
+import contextlib
+import logging
+
 import torch
 
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
+from latent_rq_brain.target_cache import cache_batches
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
+
+logger = logging.getLogger(__name__)
 
 
 def stack_frames(feats, downsampling):
@@ -166,3 +176,94 @@ class TargetMaker:
             x = torch.cat(sample[name])[: int(max_frames)]
             self.quantizer.fit(name, x, seed)
         return names
+
+
+def sample_batches(dataset, featurize, seed, batch_seconds):
+    """``(feats, enc_lens)`` of a seeded sample of ``dataset``: its utterances
+    in a ``seed``-ed random order (the same on every machine), in batches of
+    at most ``batch_seconds`` of audio (:func:`~latent_rq_brain.target_cache.cache_batches`).
+
+    A generator: nothing is read (and no random number drawn) before the
+    first batch is asked for.
+
+    Arguments
+    ---------
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        The training set (``data_ids``, ``data``, items with ``sig``).
+    featurize : callable
+        ``featurize(batch) -> (feats, enc_lens, ...)`` of a ``PaddedBatch``.
+    seed : int
+        Seed of the order.
+    batch_seconds : float
+        Audio per batch (``target_cache_batch_seconds``).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    ids = [dataset.data_ids[i] for i in torch.randperm(len(dataset.data_ids), generator=gen)]
+    position = {u: i for i, u in enumerate(dataset.data_ids)}
+    chunks = cache_batches(dataset, batch_seconds, ids)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=[[position[u] for u in c] for c in chunks],
+        collate_fn=PaddedBatch)
+    for batch in loader:
+        feats, enc_lens = featurize(batch)[:2]
+        yield feats, enc_lens
+
+
+def fit_stage_sources(maker, stage, dataset, featurize, max_frames, seed, batch_seconds,
+                      context=None):
+    """Fits the data-fitted target sources of ``stage`` (PCA, k-means) afresh;
+    a no-op for the paper's random-projection quantizer.
+
+    Fitted on rank 0 (:meth:`TargetMaker.fit`) and broadcast, so every rank
+    holds the same buffers (only the fitted sources' buffers are sent).
+
+    Arguments
+    ---------
+    maker : TargetMaker
+        Its quantizer's sources of ``stage`` are unfitted, then fitted.
+    stage : int
+        The stage that starts.
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset or None
+        The training set, sampled (:func:`sample_batches`, seed
+        ``seed * 104729 + stage``) on rank 0 only; None raises if a source
+        needs fitting.
+    featurize : callable
+        ``featurize(batch) -> (feats, enc_lens, ...)``, see :func:`sample_batches`.
+    max_frames : int
+        Frames each source is fitted on (``fit_frames``).
+    seed : int
+        The run's seed; the k-means initialisation's is ``seed * 7919 + stage``.
+    batch_seconds : float
+        Audio per batch of the sample.
+    context : contextlib.AbstractContextManager, optional
+        Entered around the fit (the brain's ``training_ctx``: its precision).
+
+    Example
+    -------
+    >>> from latent_rq_brain.quantizer import RandomProjectionQuantizer
+    >>> from latent_rq_brain.target_encoder import TargetEncoder
+    >>> q = RandomProjectionQuantizer({"mel": (320, 2)}, 16, 4, seed=1)
+    >>> fit_stage_sources(TargetMaker(q, TargetEncoder([0])), 0, None, None, 100, 1, 60.0)
+    []
+    """
+    quantizer = maker.quantizer
+    sources = maker.sources(stage)
+    quantizer.unfit(sources)
+    if not any(quantizer.needs_fit(n) for n in sources):
+        return []
+    if dataset is None:
+        raise RuntimeError("data-fitted target sources need the training set (fit())")
+    fitted = []
+    if if_main_process():
+        with context if context is not None else contextlib.nullcontext():
+            fitted = maker.fit(
+                sample_batches(dataset, featurize, seed * 104729 + stage, batch_seconds),
+                stage, max_frames, seed * 7919 + stage,
+            )
+        logger.info(f"fitted target sources {fitted} on {max_frames} frames")
+    if is_distributed_initialized():  # the fitted sources' buffers only
+        for name in sources:
+            if quantizer.source(name).needs_fit:
+                for buf in quantizer.source(name).buffers():
+                    torch.distributed.broadcast(buf, src=0)
+    return fitted

@@ -11,11 +11,14 @@ Authors
  * latent-rq developers 2026
 """
 
-import copy
-
 import torch
 
-from latent_rq_brain.encoder import LayeredEncoder, check_truncation, frozen, indexed_layer
+from latent_rq_brain.encoder import (
+    LayeredEncoder,
+    frontend_stride,
+    indexed_layer,
+    truncated_copy,
+)
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.sb_patches import set_fast_kernels
 
@@ -76,15 +79,12 @@ class TransformerStackEncoder(LayeredEncoder):
 
     @property
     def downsampling(self):
-        """Time stride of the CNN front-end."""
-        return int(self.frontend.get_filter_properties().stride)
+        """Time stride of the CNN front-end (:func:`~latent_rq_brain.encoder.frontend_stride`)."""
+        return frontend_stride(self.frontend)
 
     def truncated_copy(self, n_layers):
         """A frozen deep copy keeping Transformer layers ``0..n_layers-1``."""
-        n_layers = check_truncation(n_layers, self.num_layers)
-        module = copy.deepcopy(self)
-        module.stack.layers = torch.nn.ModuleList(list(module.stack.layers)[:n_layers])
-        return frozen(module)
+        return truncated_copy(self, "stack", n_layers)
 
     def layer_of(self, name):
         """``-1``: front-end and projection; ``l``: layer ``l``; None: the final norm."""

@@ -65,7 +65,8 @@ SB_WAY = "BEST-RQ, SpeechBrain's way (its quantizer and modules, heads on all fr
 def plain_forward(brain, batch, stage):
     """The reference of :meth:`LatentRQBrain.compute_forward`: targets of every
     valid frame and heads on every frame, then the masked ones kept (what the
-    fast path computes on the masked frames only; the tests prove them equal)."""
+    fast path computes on the masked frames only; the tests prove them equal).
+    ``stage`` is SpeechBrain's split, the name its evaluate_batch passes it by."""
     batch = batch.to(brain.device)
     x = brain.masked_inputs(batch, stage)
     feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]

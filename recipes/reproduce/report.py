@@ -166,7 +166,7 @@ def write_report(out, md_path, scale="cpu"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recipes.reproduce.reproduce import SCALES, scaled_steps
+    from recipes.reproduce.reproduce import layer_sets, scaled_steps
 
     st = scaled_steps(scale)
     runs, random = load_runs(out)
@@ -268,7 +268,7 @@ def write_report(out, md_path, scale="cpu"):
             lines += ["## When does Latent-RQ reach BEST-RQ's final Avg?", ""] + reach + [""]
 
     # ---- Table 2 (at the last step every layer set reached)
-    sets = SCALES[scale]["layer_sets"]
+    sets = layer_sets(scale)
     arms2 = [a for a in ("schedule_shallow", "schedule", "schedule_deep") if a in runs]
     if len(arms2) > 1:
         seed2 = min(runs[arms2[0]])

@@ -10,7 +10,7 @@ For every seed it runs, each in its own output folder under ``OUT/seed<k>/``:
   first beats Mel's (``--branch-step``, or found from ``best_rq``'s evaluations),
   when that is not 0.2S;
 * for the first seed only, the layer-set comparison (Table 2): ``schedule`` with
-  the shallow and deep layer sets of :data:`SCALES`;
+  the shallow and deep layer sets of the scale's YAML (:func:`layer_sets`);
 * with ``--variants``, ``variant_<name>``: the schedule with the latent-target
   variant ``<name>`` of :data:`VARIANTS` (settings of the training YAML).
 
@@ -43,22 +43,32 @@ import time
 import yaml
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
+from latent_rq_brain.hparams import plain_setting
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 #: scale -> the configuration (a thin YAML over hparams/small/latent_rq.yaml: the
-#: architecture has one home), steps S, and the layer sets of Table 2
+#: architecture has one home; the layer sets of Table 2 are its ``target_layers``
+#: and ``layer_sets``, :func:`layer_sets`) and steps S
 SCALES = {
-    "cpu": {
-        "hparams": "hparams/small/reproduce.yaml",
-        "steps": 3000,
-        "layer_sets": {"middle": [2, 3], "shallow": [0, 1], "deep": [4, 5]},
-    },
-    "gpu": {
-        "hparams": "hparams/small/reproduce_gpu.yaml",
-        "steps": 20000,
-        "layer_sets": {"middle": [3, 4], "shallow": [0, 1], "deep": [6, 7]},
-    },
+    "cpu": {"hparams": "hparams/small/reproduce.yaml", "steps": 3000},
+    "gpu": {"hparams": "hparams/small/reproduce_gpu.yaml", "steps": 20000},
 }
+
+
+def layer_sets(scale):
+    """The layer sets of Table 2, read from the scale's YAML: ``middle`` is its
+    ``target_layers``, the others (``shallow``, ``deep``) its ``layer_sets``.
+
+    Example
+    -------
+    >>> layer_sets("cpu")
+    {'middle': [2, 3], 'shallow': [0, 1], 'deep': [4, 5]}
+    """
+    path = os.path.join(ROOT, SCALES[scale]["hparams"])
+    sets = {"middle": plain_setting(path, None, "target_layers")}
+    sets.update(plain_setting(path, None, "layer_sets") or {})
+    return sets
 
 
 #: latent-target variants beyond the paper: name -> the YAML settings that make it
@@ -168,7 +178,7 @@ class Reproduction:
     def arms(self, seed, first_seed, branch_step):
         """``[(name, layers, extra_args_fn or None, start_step)]`` in run order."""
         st = self.steps
-        sets = SCALES[self.scale]["layer_sets"]
+        sets = layer_sets(self.scale)
         best = os.path.join(self.out, f"seed{seed}", "best_rq")
 
         def branch(at, transitions, settings=None):
