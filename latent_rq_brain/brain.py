@@ -14,13 +14,8 @@ One training step (ARCHITECTURE.md has the whole picture)::
 (TRAIN, VALID, TEST) is called the *split* here.
 
 The Brain holds the SpeechBrain hooks and :meth:`LatentRQBrain.transition`;
-the rest lives next to what it works on: statistics and cross-rank checks in
-:mod:`latent_rq_brain.stats`, checkpoint finding, resume and branching in
-:mod:`latent_rq_brain.checkpoints`, the non-finite guards in
-:mod:`latent_rq_brain.guards`, target-source fitting in
-:mod:`latent_rq_brain.targets`, the EMA update in
-:mod:`latent_rq_brain.target_encoder`, the offline targets in
-:mod:`latent_rq_brain.target_cache`; ARCHITECTURE.md has the whole picture.
+the rest lives next to what it works on (stats, checkpoints, guards, targets,
+target_encoder, target_cache: ARCHITECTURE.md).
 
 Authors
  * latent-rq developers 2026
@@ -76,17 +71,11 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         """Attaches frozen parts, resumes or branches, checks ranks agree."""
         self._attach_frozen_parts()
         self.target_encoder.attach(self.modules.encoder)
-        self.train_stats = IntervalStats(
-            self.hparams.n_codebooks, self.hparams.codebook_size
-        )
+        self.train_stats = IntervalStats(self.hparams.n_codebooks, self.hparams.codebook_size)
         self._fresh_lr_state = copy.deepcopy(self.hparams.lr_annealing.__dict__)
-        if self.checkpointer is not None:
-            # Lets latent_rq_brain.pretrained rebuild the encoder without the YAML.
-            self.checkpointer.add_recoverable(
-                "encoder_spec",
-                EncoderSpec.from_hparams(vars(self.hparams)),
-                optional_load=True,
-            )
+        if self.checkpointer is not None:  # lets pretrained.py rebuild the encoder without YAML
+            spec = EncoderSpec.from_hparams(vars(self.hparams))
+            self.checkpointer.add_recoverable("encoder_spec", spec, optional_load=True)
         self._compile()
         self._wrap_distributed()
         self.init_optimizers()
@@ -97,31 +86,24 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         if branched_step is not None:
             self.optimizer_step = branched_step
         self.check_rank_consistency("start")
-        self.target_cache = None
         self.prepare_target_cache()
-        logger.info(
-            f"stage {self.schedule.stage} at optimizer step {self.optimizer_step}; "
-            f"transitions at {self.schedule.transitions}; quantizer "
-            f"{self.quantizer.checksum()[:12]}"
-        )
+        logger.info(f"stage {self.schedule.stage} at optimizer step {self.optimizer_step}; "
+                    f"transitions at {self.schedule.transitions}; quantizer "
+                    f"{self.quantizer.checksum()[:12]}")
 
     def _attach_frozen_parts(self):
         """Quantizer, target encoder, stage schedule and the target maker."""
         self.quantizer = self.hparams.quantizer.to(self.device)
         self.target_encoder = self.hparams.target_encoder
         self.schedule = self.hparams.stage_schedule
-        self.targets = TargetMaker(
-            self.quantizer, self.target_encoder, self.hparams.downsampling,
-            getattr(self.hparams, "anchor_codebooks", 0),
-        )
+        self.targets = TargetMaker(self.quantizer, self.target_encoder, self.hparams.downsampling,
+                                   getattr(self.hparams, "anchor_codebooks", 0))
 
     def check_rank_consistency(self, when):
         """Fails loudly if quantizer, target encoder, heads or stage differ
         across ranks (:func:`latent_rq_brain.stats.check_rank_consistency`)."""
-        return check_rank_consistency(
-            when, self.quantizer, self.target_encoder, unwrap(self.modules.heads),
-            self.schedule.stage,
-        )
+        return check_rank_consistency(when, self.quantizer, self.target_encoder,
+                                      unwrap(self.modules.heads), self.schedule.stage)
 
     # ------------------------------------------------------------ stages
     def transition(self, stage):
@@ -145,9 +127,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         )
         # SpeechBrain loggers are main_process_only, which broadcasts: every
         # rank must call them (never behind if_main_process()).
-        self.hparams.train_logger.log_stats(
-            {"transition_to_stage": stage, "step": self.optimizer_step}
-        )
+        self.hparams.train_logger.log_stats({"transition_to_stage": stage,
+                                             "step": self.optimizer_step})
         if self.checkpointer is not None:
             self.check_finite_weights(f"the transition to stage {stage}")
             self.checkpointer.save_checkpoint(
@@ -180,15 +161,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
 
     @torch.no_grad()
     def all_frame_targets(self, batch):
-        """Targets of every valid frame of ``batch`` (the target cache's input).
-
-        Returns
-        -------
-        codes : torch.Tensor
-            (sum(enc_lens), N) int64, utterance by utterance.
-        enc_lens : torch.Tensor
-            (B,) valid encoder frames.
-        """
+        """Targets of every valid frame of ``batch`` (the target cache's input):
+        codes (sum(enc_lens), N) int64, utterance by utterance, and enc_lens (B,)."""
         feats, enc_lens, _ = self.batch_features(batch.to(self.device))
         with self.training_ctx:
             codes = self.targets.all_frames(feats, enc_lens, self.schedule.stage)
@@ -246,13 +220,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         else:
             targets = self.compute_targets(feats, enc_lens, mask)
         out, _ = self.modules.encoder(self.modules.mask_embedding(feats, mask), enc_lens)
-        return {
-            "logits": self.modules.heads(out[mask]),
-            "targets": targets,
-            "mask": mask,
-            "enc_lens": enc_lens,
-            "audio_s": x["audio_s"],
-        }
+        return {"logits": self.modules.heads(out[mask]), "targets": targets, "mask": mask,
+                "enc_lens": enc_lens, "audio_s": x["audio_s"]}
 
     # SpeechBrain's evaluate_batch passes the split by keyword, as stage=.
     def compute_objectives(self, predictions, batch, stage):
@@ -264,18 +233,10 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
             # of them in the graph); no statistics
             return sum(p.sum() for p in self.modules.parameters() if p.requires_grad) * 0.0
         logits, targets = predictions["logits"], predictions["targets"]
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1)
-        )
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         stats = self.train_stats if split == sb.Stage.TRAIN else self.valid_stats
-        stats.update(
-            loss.detach(),
-            logits.detach(),
-            targets,
-            predictions["mask"],
-            predictions["enc_lens"],
-            predictions["audio_s"],
-        )
+        stats.update(loss.detach(), logits.detach(), targets, predictions["mask"],
+                     predictions["enc_lens"], predictions["audio_s"])
         return loss
 
     # ------------------------------------------------------------ hooks
@@ -309,9 +270,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
     def on_stage_start(self, split, epoch=None):
         """Fresh validation statistics (``split``: SpeechBrain's TRAIN, VALID, TEST)."""
         if split != sb.Stage.TRAIN:
-            self.valid_stats = IntervalStats(
-                self.hparams.n_codebooks, self.hparams.codebook_size
-            )
+            self.valid_stats = IntervalStats(self.hparams.n_codebooks,
+                                             self.hparams.codebook_size)
             if not hasattr(self, "quantizer"):  # evaluate() without fit()
                 self._attach_frozen_parts()
 
