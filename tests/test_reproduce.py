@@ -262,9 +262,15 @@ def test_report_branch_rule_reads_the_longer_arm_and_the_superb_check(tmp_path):
                "mean": {"A": 70.0, "B": 60.0}, "ranking": ["A", "B"],
                "quick_avg": {"A": 0.62, "B": 0.64}, "quick_ranking": ["B", "A"]},
               open(out / "superb" / "summary.json", "w"))
+    (out / "superb_variants").mkdir()
+    json.dump({"scores": {"C": {"ks": 85.0, "ic": 45.0}}, "mean": {"C": 65.0}, "ranking": ["C"],
+               "quick_avg": {}, "quick_ranking": None},
+              open(out / "superb_variants" / "summary.json", "w"))
     md = tmp_path / "r.md"
     write_report(str(out), str(md))
     text = md.read_text()
+    assert "## SUPERB-style check of the ranking (variants)" in text
+    assert "| C | 85.0 | 45.0 | 65.0 |  |" in text
     assert "first beat Mel's at step 3600 (best layer minus Mel PNMI by step: 3000: -0.100, " \
         "3600: +0.050)" in text
     assert "| A | 90.0 | 50.0 | 70.0 | 62.0 |" in text

@@ -440,27 +440,30 @@ def paired_gap_lines(runs, st, key="Avg"):
 
 
 def superb_lines(out):
-    """The SUPERB-style check (``superb_check.py``'s ``summary.json``), if run."""
-    path = os.path.join(out, "superb", "summary.json")
-    if not os.path.isfile(path):
-        return []
-    summary = json.load(open(path))
-    scores, mean, quick = summary["scores"], summary["mean"], summary.get("quick_avg") or {}
-    tasks = list(next(iter(scores.values())))
-    lines = ["## SUPERB-style check of the ranking (recipes/probes, test accuracy %)", "",
-             "Learned layer weights, mean pooling, linear head, train / valid / test splits "
-             "(`python -m recipes.reproduce.superb_check`); one run each.", "",
-             "| checkpoint | " + " | ".join(tasks) + " | mean | quick-probe Avg |",
-             "|---|" + "---:|" * (len(tasks) + 2)]
-    for k in summary["ranking"]:
-        q = f"{100 * quick[k]:.1f}" if k in quick else ""
-        lines.append(f"| {k} | " + " | ".join(f"{scores[k][t]:.1f}" for t in tasks)
-                     + f" | {mean[k]:.1f} | {q} |")
-    same = summary.get("quick_ranking") == [k for k in summary["ranking"] if k in quick]
-    lines += ["", f"Ranking: {' > '.join(summary['ranking'])} (SUPERB-style); "
-              + (f"{' > '.join(summary['quick_ranking'])} (quick probes): "
-                 + ("the same order." if same else "a different order.")
-                 if summary.get("quick_ranking") else "no quick-probe ranking given."), ""]
+    """The SUPERB-style checks (``superb_check.py``'s ``summary.json`` in
+    ``out/superb`` and in any ``out/superb_<name>``, e.g. the variants'), if run."""
+    lines = []
+    for path in sorted(glob.glob(os.path.join(out, "superb*", "summary.json"))):
+        name = os.path.basename(os.path.dirname(path))
+        summary = json.load(open(path))
+        scores, mean, quick = summary["scores"], summary["mean"], summary.get("quick_avg") or {}
+        tasks = list(next(iter(scores.values())))
+        title = "" if name == "superb" else f" ({name[len('superb_'):].replace('_', ' ')})"
+        lines += [f"## SUPERB-style check of the ranking{title} (recipes/probes, test accuracy %)",
+                  "", "Learned layer weights, mean pooling, linear head, train / valid / test "
+                  f"splits (`python -m recipes.reproduce.superb_check --out OUT/{name}`); one "
+                  "run each.", "",
+                  "| checkpoint | " + " | ".join(tasks) + " | mean | quick-probe Avg |",
+                  "|---|" + "---:|" * (len(tasks) + 2)]
+        for k in summary["ranking"]:
+            q = f"{100 * quick[k]:.1f}" if k in quick else ""
+            lines.append(f"| {k} | " + " | ".join(f"{scores[k][t]:.1f}" for t in tasks)
+                         + f" | {mean[k]:.1f} | {q} |")
+        same = summary.get("quick_ranking") == [k for k in summary["ranking"] if k in quick]
+        lines += ["", f"Ranking: {' > '.join(summary['ranking'])} (SUPERB-style); "
+                  + (f"{' > '.join(summary['quick_ranking'])} (quick probes): "
+                     + ("the same order." if same else "a different order.")
+                     if summary.get("quick_ranking") else "no quick-probe ranking given."), ""]
     return lines
 
 
