@@ -198,6 +198,18 @@ def cell(values, std=None, scale=1.0, fixed=None):
     return text
 
 
+def _names(runs, keys, field):
+    """Names under ``field`` of the quick-probe results ``keys`` of every run,
+    in order of first appearance (``field``: "targets" or "probes")."""
+    names = []
+    for r in runs:
+        for key in keys:
+            for name in _get(r["quick"], key, field) or {}:
+                if name not in names:
+                    names.append(name)
+    return names
+
+
 def _get(data, *keys):
     for k in keys:
         if not isinstance(data, (dict, list)):
@@ -240,12 +252,7 @@ def indicator_table(runs):
                                             ("best_rq", "BEST-RQ at the end"),
                                             ("random", "random-init"))
             if any(key in r["quick"] for r in runs)]
-    sources = []
-    for r in runs:
-        for key, _ in cols:
-            for name in _get(r["quick"], key, "targets") or {}:
-                if name not in sources:
-                    sources.append(name)
+    sources = _names(runs, [key for key, _ in cols], "targets")
     if not cols or not sources:
         return None
     head = "| targets | " + " | ".join(
@@ -310,12 +317,7 @@ def indicator_verdict(runs):
 
 def probe_tables(runs):
     """Markdown: all-layer and best-layer accuracy (%) of every task, ± fold std."""
-    tasks = []
-    for r in runs:
-        for key, _ in ROWS:
-            for task in _get(r["quick"], key, "probes") or {}:
-                if task not in tasks:
-                    tasks.append(task)
+    tasks = _names(runs, [key for key, _ in ROWS], "probes")
     rows = [(key, label) for key, label in ROWS if any(key in r["quick"] for r in runs)]
     if not tasks or not rows:
         return None

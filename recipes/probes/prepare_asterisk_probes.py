@@ -40,6 +40,33 @@ LID_COLUMNS = ["ID", "duration", "wav", "language", "prompt"]
 ASR_COLUMNS = ["ID", "duration", "wav", "wrd", "prompt"]
 
 
+def prompt_rows(path):
+    """Rows of one demo-corpus manifest (``prepare_asterisk.py``), each with
+    ``ID``, ``language``, ``prompt`` (from the ``<language>-<prompt>`` ID) and
+    ``source``; a header-only manifest (``valid_fraction: 0``) has none.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "valid.csv")
+    >>> _ = open(path, "w").write("ID,duration,wav,wrd\\n")
+    >>> prompt_rows(path)
+    []
+    """
+    with open(path, encoding="utf-8") as f:
+        if sum(1 for line in f if line.strip()) < 2:
+            return []
+    rows = []
+    for uid, row in read_manifest(path).items():
+        lang, sep, prompt = uid.partition("-")
+        if not sep or not prompt:
+            raise DataError(
+                f"manifest {path}, line {row['line']}: ID {uid!r} is not <language>-<prompt>"
+            )
+        rows.append(dict(row, ID=uid, language=lang, prompt=prompt, source=path))
+    return rows
+
+
 def normalize_text(text):
     """Upper case; letters, digits and apostrophes; single spaces.
 
@@ -110,21 +137,13 @@ def prepare_asterisk_probes(
                 f"{path} does not exist: run `python recipes/demo/prepare_asterisk.py "
                 f"{asterisk_folder} --languages {' '.join(languages)}` first"
             )
-        for uid, row in read_manifest(path).items():
-            lang, sep, prompt = uid.partition("-")
-            if not sep or not prompt:
-                raise DataError(
-                    f"manifest {path}, line {row['line']}: ID {uid!r} is not "
-                    "<language>-<prompt>"
-                )
+        for row in prompt_rows(path):
             if not os.path.isfile(row["wav"]):
                 raise DataError(
-                    f"manifest {path}, line {row['line']} (ID {uid}): audio file "
+                    f"manifest {path}, line {row['line']} (ID {row['ID']}): audio file "
                     f"{row['wav']} does not exist"
                 )
-            rows.append(
-                dict(row, ID=uid, language=lang, prompt=prompt, source=path)
-            )
+            rows.append(row)
     found = sorted({r["language"] for r in rows})
     missing = [lang for lang in list(languages) + [asr_language] if lang not in found]
     if missing:

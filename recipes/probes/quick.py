@@ -206,7 +206,7 @@ def asterisk_items(folder):
     ...
     FileNotFoundError: /nonexistent/train.csv does not exist: build the demo corpus first (python recipes/demo/prepare_asterisk.py /nonexistent --languages en fr es it ru)
     """
-    from latent_rq_brain.data import read_manifest
+    from recipes.probes.prepare_asterisk_probes import prompt_rows
 
     rows = []
     for name in ("train.csv", "valid.csv"):
@@ -215,14 +215,8 @@ def asterisk_items(folder):
             raise FileNotFoundError(
                 f"{path} does not exist: build the demo corpus first (python "
                 f"recipes/demo/prepare_asterisk.py {folder} --languages en fr es it ru)")
-        with open(path, encoding="utf-8") as f:
-            if sum(1 for line in f if line.strip()) < 2 and name == "valid.csv":
-                continue  # valid_fraction 0: a header only
-        for uid, row in read_manifest(path).items():
-            lang, sep, prompt = uid.partition("-")
-            if not sep or not prompt:
-                raise ValueError(f"{path}: ID {uid!r} is not <language>-<prompt>")
-            rows.append((uid, row["wav"], lang, prompt, (row.get("wrd") or "").strip()))
+        rows += [(r["ID"], r["wav"], r["language"], r["prompt"], (r.get("wrd") or "").strip())
+                 for r in prompt_rows(path)]
     rows.sort()
     count = {}
     for r in rows:
