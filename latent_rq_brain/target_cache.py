@@ -391,7 +391,6 @@ class TargetCache:
                 os.remove(path)
 
 
-
 def stage_cache(hparams, stage, dataset, parts, make_targets):
     """The offline targets of ``stage`` (a :class:`TargetCache`, built or
     reopened), or None for online targets.
