@@ -269,7 +269,7 @@ def branch_differences(ckpt, hparams):
                 lines.append(f"{key}: {a} in the checkpoint, {b} here")
     quantizer = hparams.get("quantizer")
     if "quantizer" in files and quantizer is not None:
-        theirs = torch.load(files["quantizer"], map_location="cpu", weights_only=True)["config"]
+        theirs = load_weights(files["quantizer"])["config"]
         mine = quantizer.config()
         for key in ("codebook_size", "codebook_dim", "seed"):
             if theirs.get(key) != mine[key]:
@@ -305,9 +305,9 @@ def check_branch_fits(hparams):
     try:
         ckpt = find_checkpoint(init_from, needed=BRANCH_FILES)
         files = require_files(ckpt, BRANCH_FILES, what)
-    except ValueError as err:
+        differences = branch_differences(ckpt, hparams)
+    except ValueError as err:  # names the file (safe_load's errors are ValueErrors)
         raise UsageError(f"{what}: {err}") from None
-    differences = branch_differences(ckpt, hparams)
     if differences:
         raise UsageError(
             f"{what}: checkpoint {ckpt.path} was trained with other model settings "

@@ -99,7 +99,9 @@ def load_weights(path, map_location="cpu", **kwargs):
                 "(or its checkpoint folder) and use a checkpoint from a trusted source",
             ) from None
         raise CorruptCheckpointError(path, _corrupt_message(path, err)) from None
-    except (EOFError, RuntimeError, ValueError) as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (EOFError, RuntimeError, ValueError, OSError) as err:  # OSError: truncated zip
         raise CorruptCheckpointError(path, _corrupt_message(path, err)) from None
 
 

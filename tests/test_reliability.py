@@ -633,6 +633,32 @@ def test_corrupt_encoder_file_is_named_by_every_loader(tmp_path, corpus, two_ckp
         assert "weights_only" not in str(err.value)
 
 
+@pytest.mark.parametrize("how", ["planted", "empty", "truncated", "random"])
+def test_init_from_reads_the_quantizer_safely_naming_it(tmp_path, corpus, two_ckpt_run,
+                                                        monkeypatch, how):
+    """The early --init_from check reads quantizer.ckpt weights-only: a planted
+    pickle, an empty, a truncated or a random file is a one-line usage error
+    naming the file, before anything is written; no code runs."""
+    from latent_rq_brain.arguments import UsageError
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    ckpt = checkpoints_of(run)[-1]
+    path = ckpt.paramfiles["quantizer"]
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARK", str(mark))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    if how == "planted":
+        torch.save({"config": _Exploit(), "state": {}}, path)
+    else:
+        damage_file(path, how)
+    out = tmp_path / "branch"
+    with pytest.raises(UsageError, match=rf"--init_from=.*{re.escape(str(path))}") as err:
+        train.main(tiny_args(out, corpus, "--stage_transitions=[]", f"--init_from={ckpt.path}"))
+    assert "weights_only" not in str(err.value)
+    assert not mark.exists()
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("how", ["lacks quantizer", "truncated encoder"])
 def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckpt_run, how):
     """As a resume does: the newest complete checkpoint of a run folder is used."""
