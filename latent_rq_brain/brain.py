@@ -32,6 +32,7 @@ import torch.nn.functional as F
 import speechbrain as sb
 from latent_rq_brain.checkpoints import resume_or_branch
 from latent_rq_brain.guards import NamedOutOfMemory, NonFiniteGuards
+from latent_rq_brain.loss_terms import active_loss_terms
 from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.pretrained import EncoderSpec
 from latent_rq_brain.stats import (
@@ -98,6 +99,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         self.schedule = self.hparams.stage_schedule
         self.targets = TargetMaker(self.quantizer, self.target_encoder, self.hparams.downsampling,
                                    getattr(self.hparams, "anchor_codebooks", 0))
+        self.loss_terms = active_loss_terms(getattr(self.hparams, "loss_terms", None),
+                                            getattr(self.hparams, "loss_weights", None))
 
     def check_rank_consistency(self, when):
         """Fails loudly if quantizer, target encoder, heads or stage differ
@@ -219,14 +222,15 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
             targets = cached[mask[:, : cached.shape[1]]]  # mask: False past max(enc_lens)
         else:
             targets = self.compute_targets(feats, enc_lens, mask)
-        out, _ = self.modules.encoder(self.modules.mask_embedding(feats, mask), enc_lens)
+        out, hidden = self.modules.encoder(self.modules.mask_embedding(feats, mask), enc_lens)
         return {"logits": self.modules.heads(out[mask]), "targets": targets, "mask": mask,
-                "enc_lens": enc_lens, "audio_s": x["audio_s"]}
+                "enc_lens": enc_lens, "audio_s": x["audio_s"], "hidden_states": hidden}
 
     # SpeechBrain's evaluate_batch passes the split by keyword, as stage=.
     def compute_objectives(self, predictions, batch, stage):
-        """Cross-entropy over masked frames and all codebooks; ``stage`` is
-        SpeechBrain's split (TRAIN, VALID, TEST)."""
+        """Cross-entropy over masked frames and all codebooks, plus each named
+        loss term times its weight (:mod:`latent_rq_brain.loss_terms`); ``stage``
+        is SpeechBrain's split (TRAIN, VALID, TEST)."""
         split = stage
         if predictions.get("skipped"):
             # a zero loss that still reaches every parameter (DDP needs all
@@ -237,6 +241,10 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         stats = self.train_stats if split == sb.Stage.TRAIN else self.valid_stats
         stats.update(loss.detach(), logits.detach(), targets, predictions["mask"],
                      predictions["enc_lens"], predictions["audio_s"])
+        for name, (term, weight) in self.loss_terms.items():
+            value, logs = term(predictions, self.optimizer_step)
+            loss = loss + weight * value
+            stats.update_terms({name: value, **{f"{name}.{k}": v for k, v in logs.items()}})
         return loss
 
     # ------------------------------------------------------------ hooks

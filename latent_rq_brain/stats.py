@@ -16,11 +16,21 @@ logger = logging.getLogger(__name__)
 
 
 class IntervalStats:
-    """Sums over a logging interval: loss, accuracy, code usage, mask, time.
+    """Sums over a logging interval: loss, accuracy, code usage, mask, time,
+    and the named loss terms.
+
+    ``loss`` is the masked-prediction cross-entropy alone; each named loss term
+    (:mod:`latent_rq_brain.loss_terms`) is logged unweighted under its name,
+    with its own logs as ``<name>.<key>``.
 
     Accumulates on the batch's device; nothing is copied to the host until
     :meth:`summary`, so logging adds no per-step synchronisation.
     """
+
+    #: keys of :meth:`summary` besides the named loss terms
+    SUMMARY_KEYS = ("loss", "acc", "acc_per_codebook", "codes_used", "perplexity",
+                    "mask_fraction", "step_time_s", "audio_s_per_s", "skipped_utterances",
+                    "skipped_steps")
 
     def __init__(self, n_codebooks, codebook_size):
         self.n, self.v = n_codebooks, codebook_size
@@ -34,6 +44,7 @@ class IntervalStats:
         self.batches, self.steps = 0, 0
         self.skipped_utterances = 0  # non-finite audio or features
         self.skipped_steps = 0  # non-finite gradients
+        self.terms = {}  # named loss terms and their logs: name -> [sum, count]
         self.t0 = time.time()
 
     def update(self, loss, logits, targets, mask, enc_lens, audio_s):
@@ -59,6 +70,18 @@ class IntervalStats:
                 (targets + offs).flatten(), minlength=self.n * self.v
             )
 
+    def update_terms(self, values):
+        """Adds one batch's named loss terms (and their logs): name -> scalar tensor."""
+        with torch.no_grad():
+            for name, value in values.items():
+                total = self.terms.setdefault(name, [0.0, 0])
+                total[0] = total[0] + value.detach().double()
+                total[1] += 1
+
+    def term_means(self):
+        """``{name: mean over the interval}`` of the named loss terms (floats)."""
+        return {k: float(s) / max(n, 1) for k, (s, n) in sorted(self.terms.items())}
+
     def summary(self):
         """Dict of the interval's statistics (per-codebook lists included)."""
         elapsed = max(time.time() - self.t0, 1e-9)
@@ -82,6 +105,7 @@ class IntervalStats:
             "audio_s_per_s": audio_s / elapsed,
             "skipped_utterances": self.skipped_utterances,
             "skipped_steps": self.skipped_steps,
+            **self.term_means(),
         }
 
 
@@ -198,6 +222,7 @@ def log_validation(train_logger, summary, epoch, step, stage, train_loss):
         train_stats={"loss": rounded(train_loss)},
         valid_stats={
             k: rounded(summary[k])
-            for k in ("loss", "acc", "codes_used", "perplexity", "mask_fraction")
+            for k in ("loss", "acc", "codes_used", "perplexity", "mask_fraction",
+                      *sorted(set(summary) - set(IntervalStats.SUMMARY_KEYS)))
         },
     )
