@@ -43,7 +43,8 @@ DEFAULT_T_MAX = 3.0
 
 
 def _fp32(x):
-    return x.float()
+    """At least fp32 (float64 stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 class EppsPulley(torch.nn.Module):

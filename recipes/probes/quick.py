@@ -354,7 +354,8 @@ def _summary(layers, allm, alls, n_folds, n):
 
 def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, codebook_dim=16,
                    seed=1, norm=None):
-    """Phone PNMI and code usage of Mel targets and of every layer's targets.
+    """Phone PNMI and code usage of Mel targets and of every layer's targets, and
+    the effective dimension (participation ratio) of what each quantizer reads.
 
     The quantizers are the ones a Latent-RQ stage would use (seeded per source with
     ``seed``, :func:`latent_rq_brain.quantizer.latent_rq_quantizer`), so a stage-0
@@ -364,6 +365,7 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     from latent_rq_brain.quantizer import latent_rq_quantizer
     from latent_rq_brain.target_quality import codebook_quality
     from latent_rq_brain.layers import layer_source
+    from latent_rq_brain.sigreg import effective_dimension
     from recipes.analysis.common import extract
 
     L = enc.encoder.num_layers
@@ -371,7 +373,7 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     q = latent_rq_quantizer(n_codebooks * (len(layers)), codebook_size, codebook_dim,
                             enc.mel_target_dim, enc.hidden_size, layers, L, seed)
     sources = ["mel"] + [layer_source(l) for l in layers]
-    lens, out = extract(enc, q, sources, wavs, norm=norm)
+    lens, out = extract(enc, q, sources, wavs, norm=norm, keep_inputs=True)
     lab, valid = phone_targets(frames)
     keep = [k for k in range(len(wavs)) if frames[k] is not None]
     result = {}
@@ -380,7 +382,10 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
         qual = codebook_quality(codes, {"phone": lab}, codebook_size)
         m = qual["mean"]
         per = [c["phone"]["pnmi"] for c in qual["per_codebook"]]
+        x = np.concatenate([out[name]["inputs"][k] for k in keep])[valid]
         result[name] = {"pnmi": float(m["phone"]["pnmi"]),
+                        "effective_dimension": float(
+                            effective_dimension(torch.from_numpy(x.astype(np.float64)))),
                         "pnmi_codebook_std": float(np.std(per)),
                         "codebooks": len(per),
                         "purity": float(m["phone"]["cluster_purity"]),

@@ -12,7 +12,11 @@ For every seed it runs, each in its own output folder under ``OUT/seed<k>/``:
 * for the first seed only, the layer-set comparison (Table 2): ``schedule`` with
   the shallow and deep layer sets of the scale's YAML (:func:`layer_sets`);
 * with ``--variants``, ``variant_<name>``: the schedule with the latent-target
-  variant ``<name>`` of :data:`VARIANTS` (settings of the training YAML).
+  variant ``<name>`` of :data:`VARIANTS` (settings of the training YAML);
+* with ``--regularizers``, for each layer regulariser ``<name>`` of
+  :data:`REGULARIZERS`: ``best_rq_<name>`` (BEST-RQ with the regulariser from
+  step 0), ``schedule_<name>`` and ``ema_anchor2_<name>`` (the schedule and the
+  EMA + anchors variant with the regulariser, branched from ``best_rq_<name>``).
 
 Training goes in segments of S/10 steps (``--optimizer_step_limit``); after
 each segment its checkpoint is evaluated once (:mod:`recipes.probes.quick` and
@@ -87,6 +91,17 @@ VARIANTS = {
 }
 
 
+#: layer regularisers against collapse (README, "SIGReg against collapse"): name ->
+#: the YAML settings; each acts from step 0 (arm ``best_rq_<name>``) and in the
+#: stages branched from it
+REGULARIZERS = {
+    "sigreg002": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.02},
+    "sigreg005": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.05},
+    "whiten005": {"layer_regularizer": "whitening", "layer_regularizer_weight": 0.05,
+                  "layer_regularizer_whitening_limit": 3.0},
+}
+
+
 def scaled_steps(scale):
     """Checkpoint steps (every S/10) and the schedule's transitions (0.2/0.5/0.8 S).
 
@@ -140,7 +155,7 @@ class Reproduction:
 
     def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
                  python=sys.executable, threads=2, evaluate=True, train=True, longer=None,
-                 until=None, variants=()):
+                 until=None, variants=(), regularizers=(), eval_steps=None):
         self.out = os.path.abspath(out)
         self.scale = scale
         self.corpus = os.path.abspath(corpus)
@@ -160,6 +175,13 @@ class Reproduction:
             raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
         #: the arms ``variant_<name>`` to run for every seed
         self.variants = list(variants)
+        unknown = sorted(set(regularizers) - set(REGULARIZERS))
+        if unknown:
+            raise ValueError(f"unknown regularizers {unknown}; known: {sorted(REGULARIZERS)}")
+        #: the arms ``best_rq_<name>``, ``schedule_<name>``, ``ema_anchor2_<name>``
+        self.regularizers = list(regularizers)
+        #: evaluate only the checkpoints of these steps (None: every one)
+        self.eval_steps = None if eval_steps is None else set(eval_steps)
         os.makedirs(self.out, exist_ok=True)
 
     # ------------------------------------------------------------ commands
@@ -181,11 +203,11 @@ class Reproduction:
         sets = layer_sets(self.scale)
         best = os.path.join(self.out, f"seed{seed}", "best_rq")
 
-        def branch(at, transitions, settings=None):
+        def branch(at, transitions, settings=None, source=best):
             def extra():
-                ckpt = checkpoint_at(best, at)
+                ckpt = checkpoint_at(source, at)
                 if ckpt is None:
-                    raise RuntimeError(f"{best} has no checkpoint at step {at}")
+                    raise RuntimeError(f"{source} has no checkpoint at step {at}")
                 return [f"--init_from={ckpt}", "--initial_stage=1",
                         "--stage_transitions=[" + ",".join(map(str, transitions)) + "]",
                         *_override_args(settings or {})]
@@ -203,6 +225,16 @@ class Reproduction:
         for name in self.variants:
             arms.append((f"variant_{name}", sets["middle"],
                          branch(t0, st["transitions"], VARIANTS[name]), t0))
+        for name in self.regularizers:
+            reg = REGULARIZERS[name]
+            source = os.path.join(self.out, f"seed{seed}", f"best_rq_{name}")
+            arms.append((f"best_rq_{name}", sets["middle"],
+                         lambda reg=reg: ["--stage_transitions=[]", *_override_args(reg)], 0))
+            arms.append((f"schedule_{name}", sets["middle"],
+                         branch(t0, st["transitions"], reg, source), t0))
+            arms.append((f"ema_anchor2_{name}", sets["middle"],
+                         branch(t0, st["transitions"], {**VARIANTS["ema_anchor2"], **reg},
+                                source), t0))
         if self.longer:
             arms.append(("best_rq_longer", sets["middle"], lambda: ["--stage_transitions=[]"],
                          st["S"]))
@@ -260,7 +292,7 @@ class Reproduction:
                     json.dump(timing, f, indent=1)
                 if checkpoint_at(folder, step) is None:
                     raise RuntimeError(f"{folder}: no checkpoint at step {step} after training")
-            if self.evaluate:
+            if self.evaluate and (self.eval_steps is None or step in self.eval_steps):
                 self.evaluate_step(folder, step, checkpoint_at(folder, step), layers)
 
     def evaluate_step(self, folder, step, ckpt, layers):
@@ -342,6 +374,11 @@ def main(argv=None):
                         "variants variant_<name>)")
     p.add_argument("--variants", nargs="+", default=[], choices=sorted(VARIANTS),
                    help="also run these latent-target variants (arms variant_<name>)")
+    p.add_argument("--regularizers", nargs="+", default=[], choices=sorted(REGULARIZERS),
+                   help="also run these layer regularisers (arms best_rq_<name>, "
+                        "schedule_<name>, ema_anchor2_<name>; pick with --arms)")
+    p.add_argument("--eval-steps", type=int, nargs="+", default=None,
+                   help="evaluate only the checkpoints of these steps (default: every one)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--longer", type=int, default=None,
                    help="also continue BEST-RQ past S to this step (arm best_rq_longer)")
@@ -360,7 +397,8 @@ def main(argv=None):
     Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
                  evaluate=not args.no_eval, train=not args.eval_only,
                  longer=args.longer, until=args.until,
-                 variants=args.variants).run(args.seeds, args.branch_step, args.arms)
+                 variants=args.variants, regularizers=args.regularizers,
+                 eval_steps=args.eval_steps).run(args.seeds, args.branch_step, args.arms)
     return 0
 
 

@@ -55,9 +55,9 @@ def effective_dimension(x):
     >>> round(effective_dimension(line), 3)
     1.0
     """
-    x = np.asarray(x, dtype=np.float64)
-    lam = np.clip(np.linalg.eigvalsh(np.cov(x - x.mean(0), rowvar=False)), 0, None)
-    return float(lam.sum() ** 2 / (lam ** 2).sum())
+    from latent_rq_brain.sigreg import effective_dimension as participation_ratio
+
+    return float(participation_ratio(torch.from_numpy(np.asarray(x, dtype=np.float64))))
 
 
 def kmeans_pnmi(x, labels, k=KMEANS_CLUSTERS, fit_frames=KMEANS_FIT_FRAMES, seed=0):
