@@ -37,3 +37,18 @@ def test_bench_reports_ratios_and_writes_markdown(tmp_path, capsys):
     for name, v in summary["target_variants"].items():
         assert v["step_s"] > 0 and v["ratio"] > 0 and v["transition_s"] > 0, name
         assert f"| {name} |" in text
+    # and every layer regulariser against BEST-RQ
+    from recipes.reproduce.reproduce import REGULARIZERS
+    assert sorted(summary["regularizers"]) == sorted(REGULARIZERS)
+    assert "## Layer regularisers (stage 0, vs BEST-RQ)" in text
+
+
+def test_bench_times_only_the_regularizers(capsys):
+    from recipes.reproduce.reproduce import REGULARIZERS
+
+    summary = bench.main(["--device", "cpu", "--batch-seconds", "4", "--utt-seconds", "2",
+                          "--warmup", "0", "--iters", "1", "--only-regularizers", *TINY])
+    assert summary["BEST-RQ"] > 0
+    assert sorted(summary["regularizers"]) == sorted(REGULARIZERS)
+    assert all(v["step_s"] > 0 and v["ratio"] > 0 for v in summary["regularizers"].values())
+    assert "| sigreg005 |" in capsys.readouterr().out

@@ -18,12 +18,14 @@ then times each latent-target variant beyond the paper (anchored, PCA, k-means,
 EMA target encoder: ``recipes.reproduce.reproduce.VARIANTS``) online against
 BEST-RQ, with the time its transition takes (snapshot and fitting), and
 compares our quantizer with SpeechBrain's on 18 x 4096 x 16
-(:mod:`tools.bench_quantizer`). Prints markdown tables and, as the
-last line, a JSON object.
+(:mod:`tools.bench_quantizer`), and times BEST-RQ with each layer regulariser
+(SIGReg, whitening: ``recipes.reproduce.reproduce.REGULARIZERS``) against
+plain BEST-RQ. Prints markdown tables and, as the last line, a JSON object.
 
 Usage::
 
     python -m tools.bench --quick                  # CPU, a few minutes
+    python -m tools.bench --only-regularizers --config hparams/small/reproduce.yaml
     python -m tools.bench --out results/performance.md
     python -m tools.bench --config hparams/best_rq.yaml --device cuda:0 \\
         --batch-seconds 600                                  # paper model on a GPU
@@ -75,11 +77,11 @@ def plain_forward(brain, batch, stage):
         *valid.shape, brain.hparams.n_codebooks, dtype=torch.long, device=brain.device
     )
     full[valid] = brain.compute_targets(feats, enc_lens, valid)
-    out, _ = brain.modules.encoder(brain.modules.mask_embedding(feats, mask), enc_lens)
+    out, hidden = brain.modules.encoder(brain.modules.mask_embedding(feats, mask), enc_lens)
     logits = brain.modules.heads(out.reshape(-1, out.shape[-1]))
     logits = logits.view(*out.shape[:2], *logits.shape[1:])[mask]
     return {"logits": logits, "targets": full[mask], "mask": mask, "enc_lens": enc_lens,
-            "audio_s": x["audio_s"]}
+            "audio_s": x["audio_s"], "hidden_states": hidden}
 
 
 def _sync(device):
@@ -286,6 +288,44 @@ def time_target_variants(args, base, batch, warmup, iters):
              "ratio": paired_ratio(times, name, "BEST-RQ")} for name in brains]
 
 
+def time_regularizers(args, warmup, iters):
+    """Rows ``{variant, step_s, ratio}``: BEST-RQ with each layer regulariser of
+    ``recipes.reproduce.reproduce.REGULARIZERS`` (its own Brain: same model,
+    seed and batch), timed round-robin with plain BEST-RQ (stage 0)."""
+    from recipes.reproduce.reproduce import REGULARIZERS, _override_args
+
+    brains = {"BEST-RQ": _bench_brain(args)[:2]}
+    for name, settings in REGULARIZERS.items():
+        v = argparse.Namespace(**vars(args))
+        v.overrides = list(args.overrides) + _override_args(settings)
+        brains[name] = _bench_brain(v)[:2]
+    times = {name: [] for name in brains}
+    for r in range(warmup + iters):
+        for name, (brain, batch) in brains.items():
+            t = time_steps(brain, batch, 0, 1)
+            if r >= warmup:
+                times[name].append(t)
+    reg = brains["BEST-RQ"][0].hparams
+    note = (f"{reg.layer_regularizer_frames} frames, {reg.layer_regularizer_slices} slices, "
+            f"layers {list(reg.layer_regularizer_layers)}")
+    return [{"variant": name, "step_s": statistics.median(times[name]),
+             "ratio": paired_ratio(times, name, "BEST-RQ"), "setting": note}
+            for name in brains if name != "BEST-RQ"], statistics.median(times["BEST-RQ"])
+
+
+def _regularizers_markdown(rows, base_s):
+    """The table of :func:`time_regularizers`."""
+    md = ["## Layer regularisers (stage 0, vs BEST-RQ)", "",
+          f"BEST-RQ: {base_s * 1000:.1f} ms / step.", "",
+          "| regulariser | ms / step | vs BEST-RQ |", "|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['variant']} | {r['step_s'] * 1000:.1f} | {r['ratio']:.3f} |")
+    md += ["", f"Each regulariser scores {rows[0]['setting']} per step (the YAML's "
+           "layer_regularizer_* settings); its own Brain of the same model, seed and batch, "
+           "timed round-robin with BEST-RQ ('vs BEST-RQ': median of the per-round ratios)."]
+    return "\n".join(md)
+
+
 def _summary(rows, flops, qrows, cache, cache_s):
     """The JSON summary: ratios to BEST-RQ, FLOP floor, quantizer, compile, MFU."""
     step = {r["variant"]: r["step_s"] for r in rows}
@@ -391,6 +431,11 @@ def _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s):
 
 def run(args):
     """Runs every measurement; returns (markdown, summary dict)."""
+    if args.only_regularizers:
+        rrows, base_s = time_regularizers(args, args.warmup, args.iters)
+        summary = {"BEST-RQ": base_s, "regularizers": {
+            r["variant"]: {"step_s": r["step_s"], "ratio": r["ratio"]} for r in rrows}}
+        return _regularizers_markdown(rrows, base_s), summary
     brain, batch, n, audio_s = _bench_brain(args)
     rows = []
 
@@ -462,6 +507,11 @@ def run(args):
     md = _markdown(args, brain, rows, flops, qrows, n, audio_s, cache, cache_s)
     if vrows:
         md += "\n\n" + _variants_markdown(vrows, cache_s)
+    if args.regularizers:
+        rrows, base_s = time_regularizers(args, args.warmup, args.iters)
+        summary["regularizers"] = {r["variant"]: {"step_s": r["step_s"], "ratio": r["ratio"]}
+                                   for r in rrows}
+        md += "\n\n" + _regularizers_markdown(rrows, base_s)
     return md, summary
 
 
@@ -507,6 +557,10 @@ def parse_args(argv):
     p.add_argument("--compile", action="store_true", help="also time torch.compile(encoder)")
     p.add_argument("--no-target-variants", dest="target_variants", action="store_false",
                    help="skip the latent-target variants' step times")
+    p.add_argument("--no-regularizers", dest="regularizers", action="store_false",
+                   help="skip the layer regularisers' step times")
+    p.add_argument("--only-regularizers", action="store_true",
+                   help="time only the layer regularisers against BEST-RQ")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
     args = parse_with_overrides(p, argv)
