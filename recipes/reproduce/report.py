@@ -40,7 +40,29 @@ def arm_label(arm):
         return f"Latent-RQ (schedule, {arm[9:]} layers)"
     if arm.startswith("variant_"):
         return f"Latent-RQ + {arm[8:].replace('_', ' + ')}"
+    reg = regularized_arm(arm)
+    if reg is not None:
+        base, name = reg
+        return {"best_rq": "BEST-RQ", "schedule": "Latent-RQ (schedule)",
+                "ema_anchor2": "Latent-RQ + ema + anchor2"}[base] + f" + {name}"
     return ARM_LABELS.get(arm, arm)
+
+
+def regularized_arm(arm):
+    """``(base arm, regulariser)`` of a regulariser arm, else None.
+
+    Example
+    -------
+    >>> regularized_arm("schedule_sigreg005"), regularized_arm("schedule_deep")
+    (('schedule', 'sigreg005'), None)
+    """
+    from recipes.reproduce.reproduce import REGULARIZERS
+
+    for base in ("best_rq", "schedule", "ema_anchor2"):
+        name = arm[len(base) + 1:]
+        if arm.startswith(base + "_") and name in REGULARIZERS:
+            return base, name
+    return None
 
 
 def load_runs(out):
@@ -86,6 +108,9 @@ def branch_step(arm, st):
     ...                               "variant_kmeans")]
     [None, 600, 2400, 3000, 600]
     """
+    reg = regularized_arm(arm)
+    if reg is not None:
+        return None if reg[0] == "best_rq" else st["transitions"][0]
     if arm.startswith("schedule") or arm.startswith("variant_"):
         return st["transitions"][0]
     if arm.startswith("branch"):
@@ -325,6 +350,7 @@ def write_report(out, md_path, scale="cpu"):
         lines += [""] + _save(fig, [ax], folder, f"{stem}_pnmi.png", "target PNMI")
     lines += branch_rule_lines(runs, st)
     lines += variant_target_lines(out)
+    lines += regularizer_indicator_lines(out, runs)
     lines += diagnosis_lines(out)
     lines += superb_lines(out)
     open(md_path, "w").write("\n".join(lines) + "\n")
@@ -515,6 +541,62 @@ def variant_target_lines(out):
         pn, pp = np.array(vals).T
         lines.append(f"| {step} | {len(seeds[step])} | {name} | {_fmt(pn, scale=1, digits=3)} | "
                      f"{_fmt(pp, scale=1, digits=0)} |")
+    return lines + [""]
+
+
+def _effective_dimensions(out, seed, arm, step, r):
+    """``{source: effective dimension}`` of one evaluation: from the evaluation
+    itself, else from that seed's target diagnosis of the same checkpoint."""
+    dims = {k: v["effective_dimension"] for k, v in r["targets"].items()
+            if "effective_dimension" in v}
+    if dims:
+        return dims
+    f = os.path.join(out, f"seed{seed}", "diagnosis", f"step{step}.json")
+    if arm == "best_rq" and os.path.isfile(f):
+        return json.load(open(f))["effective_dimension"]
+    return {}
+
+
+def regularizer_indicator_lines(out, runs):
+    """The leading indicator of the layer regularisers: BEST-RQ with and without
+    each one at the same steps (per seed): phone PNMI of Mel's targets and of the
+    best layer's, the target layers' PNMI, perplexity and effective dimension, and
+    the quick-probe Avg."""
+    from recipes.reproduce.reproduce import layer_sets
+
+    arms = [a for a in sorted(runs) if (regularized_arm(a) or ("", ""))[0] == "best_rq"]
+    if not arms or "best_rq" not in runs:
+        return []
+    layers = [f"layer{k}" for k in layer_sets("cpu")["middle"]]
+    lines = ["## SIGReg against collapse: the leading indicator", "",
+             "BEST-RQ with a layer regulariser on the target layers "
+             f"({', '.join(layers)}) from step 0, beside BEST-RQ, by seed and step "
+             "(`python -m recipes.reproduce.reproduce --regularizers NAME --arms best_rq_NAME`). "
+             "PNMI: phone PNMI of the random-projection targets (6 x 512) read from that "
+             "source; eff. dim: participation ratio of what the quantizer reads (of 96; Mel "
+             "of 320). A pass: target layers' eff. dim >= 30, perplexity near Mel's, best "
+             "layer's PNMI above Mel's, Avg not below BEST-RQ's.", "",
+             "| arm | seed | step | Avg % | Mel PNMI | best layer (PNMI) | target layers' PNMI "
+             "| target layers' perplexity (Mel) | target layers' eff. dim (Mel) |",
+             "|---|---:|---:|---:|---:|---|---|---|---|"]
+    steps = sorted({s for a in arms for per in runs[a].values() for s in per})
+    for seed in sorted({sd for a in arms for sd in runs[a]}):
+        for step in steps:
+            for arm in ["best_rq"] + arms:
+                r = runs.get(arm, {}).get(seed, {}).get(step)
+                if r is None:
+                    continue
+                t = r["targets"]
+                best = max((k for k in t if k != "mel"), key=lambda k: t[k]["pnmi"])
+                dims = _effective_dimensions(out, seed, arm, step, r)
+                dim = (", ".join(f"{dims[k]:.1f}" for k in layers if k in dims)
+                       + (f" ({dims['mel']:.1f})" if "mel" in dims else "")) or "not measured"
+                lines.append(
+                    f"| {arm_label(arm)} | {seed} | {step} | {100 * r['Avg']:.1f} | "
+                    f"{t['mel']['pnmi']:.3f} | {best} ({t[best]['pnmi']:.3f}) | "
+                    + ", ".join(f"{t[k]['pnmi']:.3f}" for k in layers) + " | "
+                    + ", ".join(f"{t[k]['perplexity']:.0f}" for k in layers)
+                    + f" ({t['mel']['perplexity']:.0f}) | {dim} |")
     return lines + [""]
 
 
