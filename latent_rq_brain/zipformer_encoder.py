@@ -177,25 +177,23 @@ class WeightedDownsample(torch.nn.Module):
 
 class SelfAttention(torch.nn.Module):
     """Multi-head self-attention on one fused kernel
-    (``scaled_dot_product_attention``); padded keys are ignored."""
+    (``scaled_dot_product_attention``); padded keys are ignored. No dropout
+    on the attention weights: on CPU it forces the unfused kernel, and the
+    Bernoulli draws over (heads, T, T) cost more than the layer's matmuls."""
 
-    def __init__(self, d_model, nhead, dropout=0.0):
+    def __init__(self, d_model, nhead):
         super().__init__()
         if d_model % nhead:
             raise ValueError(f"zipformer d_model: {d_model} must be a multiple of nhead: {nhead}")
         self.nhead = nhead
         self.qkv = torch.nn.Linear(d_model, 3 * d_model)
         self.out = torch.nn.Linear(d_model, d_model)
-        self.dropout = dropout
 
     def forward(self, x, valid):
         """(B, T, D) -> (B, T, D); ``valid`` (B, T) marks the keys to attend."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=valid[:, None, None, :],
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -226,7 +224,7 @@ class ZipformerLayer(torch.nn.Module):
     def __init__(self, d_model, nhead, d_ffn, kernel_size, norm, activation, dropout=0.0):
         super().__init__()
         self.norm_attn = norm(d_model)
-        self.attn = SelfAttention(d_model, nhead, dropout)
+        self.attn = SelfAttention(d_model, nhead)
         self.norm_conv = norm(d_model)
         self.conv = ConvolutionModule(d_model, kernel_size, activation)
         self.norm_ffn = norm(d_model)
@@ -299,7 +297,7 @@ class ZipformerEncoder(LayeredEncoder):
     activation : str
         ``swish``, ``swoosh`` (:func:`swoosh_r`) or ``gelu``.
     dropout : float
-        Dropout on every residual branch, in the feed-forward and attention.
+        Dropout on every residual branch and inside the feed-forward.
     fast_frontend : bool
         Channels-last front-end convolutions (:func:`~latent_rq_brain.sb_patches.set_fast_kernels`).
 

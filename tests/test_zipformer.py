@@ -175,3 +175,32 @@ def test_zipformer_pretrains_exports_loads_and_probes(zipformer_run, tmp_path):
     assert feats.shape == (24, 7, 64) and np.isfinite(feats).all()
     acc, _ = cv_accuracy(feats[:, 4], labels, make_folds(labels))
     assert acc > 0.5  # chance: 1/3
+
+
+def test_bench_times_the_zipformer_against_the_conformer(capsys):
+    from tools import bench
+
+    tiny = ["--d_model=32", "--nhead=2", "--num_encoder_layers=6", "--d_ffn=64",
+            "--n_codebooks=4", "--codebook_size=64", "--target_layers=[0, 2]"]
+    summary = bench.main(["--device", "cpu", "--batch-seconds", "4", "--utt-seconds", "2",
+                          "--warmup", "1", "--iters", "2", "--architectures-only",
+                          "--architectures", "hparams/small/latent_rq_zipformer.yaml", *tiny])
+    rows = summary["architectures"]
+    assert list(rows) == ["hparams/small/latent_rq.yaml", "hparams/small/latent_rq_zipformer.yaml"]
+    conformer, zipformer_ = rows.values()
+    assert conformer["ratio"] == 1.0 and zipformer_["ratio"] > 0
+    # the stacks at lower rates count fewer FLOPs per layer than the Conformer's
+    assert 0 < zipformer_["gflop"] < conformer["gflop"]
+    text = capsys.readouterr().out
+    assert "| `hparams/small/latent_rq_zipformer.yaml` | ZipformerEncoder | 6 |" in text
+
+
+def test_bench_zipformer_times_every_option_and_profiles():
+    from tools import bench_zipformer
+
+    summary = bench_zipformer.main(["--batch-seconds", "2", "--utt-seconds", "1", "--rounds", "2",
+                                    "--warmup", "0", "--profile-calls", "1", "--top", "5"])
+    labels = [label for label, _, _ in bench_zipformer.OPTIONS]
+    assert labels[0] in summary and summary[labels[0]]["vs_default"] == 1.0
+    assert all(summary[label]["ms"] > 0 for label in labels)
+    assert "CNN front-end + projection alone" in summary
