@@ -117,39 +117,49 @@ def test_small_config_matches_the_conformer_parameter_count():
 # ---------------------------------------------------------------- demo path
 @pytest.fixture(scope="module")
 def zipformer_run(tmp_path_factory):
-    """hparams/small/latent_rq_zipformer.yaml shrunk on the command line (6
-    layers at 1, 1/2, 1/4, 1/8, 1/4, 1/2): 3 steps of stage 0, the transition
-    to stage 1 with target layers 1 and 3 (the 1/8 stack), 2 steps of stage 1."""
+    """The demo's path on hparams/small/latent_rq_zipformer.yaml, shrunk on the
+    command line (6 layers at 1, 1/2, 1/4, 1/8, 1/4, 1/2): 3 steps of stage 0,
+    then a stage-1 branch of it (``--init_from``) with target layers 1 and 3
+    (the 1/8 stack), target cache on, 2 more steps."""
     import train
     from test_training import tiny_args, write_corpus
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("zipformer")
     corpus = write_corpus(str(tmp / "corpus"), n_train=8, n_valid=2)
-    out = tmp / "run"
-    args = tiny_args(
-        out, corpus, "--stage_transitions=[3]", "--optimizer_step_limit=5",
-        "--target_layers=[1, 3]", "--number_of_epochs=10", "--num_encoder_layers=6",
-    )
-    args[0] = os.path.join(REPO, "hparams", "small", "latent_rq_zipformer.yaml")
-    brain, train_data, valid_data, train_opts, valid_opts = train.build(args)
-    brain.fit(brain.hparams.epoch_counter, train_data, valid_data,
-              train_loader_kwargs=train_opts, valid_loader_kwargs=valid_opts)
-    return str(out), brain
+    config = os.path.join(REPO, "hparams", "small", "latent_rq_zipformer.yaml")
+
+    def run(out, *extra):
+        args = tiny_args(out, corpus, "--number_of_epochs=10", "--num_encoder_layers=6", *extra)
+        args[0] = config
+        brain, train_data, valid_data, train_opts, valid_opts = train.build(args)
+        brain.fit(brain.hparams.epoch_counter, train_data, valid_data,
+                  train_loader_kwargs=train_opts, valid_loader_kwargs=valid_opts)
+        return brain
+
+    stage0 = run(tmp / "s0", "--stage_transitions=[]", "--optimizer_step_limit=3")
+    encoder0 = {k: v.clone() for k, v in stage0.modules.encoder.state_dict().items()}
+    out = tmp / "s1"
+    brain = run(out, "--stage_transitions=[]", "--initial_stage=1",
+                f"--init_from={tmp / 's0' / 'save'}", "--target_layers=[1, 3]",
+                "--optimizer_step_limit=5")
+    return str(out), brain, encoder0
 
 
-def test_zipformer_pretrains_exports_loads_and_probes(zipformer_run, tmp_path):
+def test_zipformer_pretrains_branches_exports_loads_and_probes(zipformer_run, tmp_path):
     from latent_rq_brain.export import export, load_model_folder
     from recipes.probes.quick import cv_accuracy, encode, make_folds, pooled
     from test_probes import gated_tone
 
-    out, brain = zipformer_run
+    out, brain, encoder0 = zipformer_run
     enc_module = brain.modules.encoder
     assert isinstance(enc_module, ZipformerEncoder) and enc_module.factors == [1, 2, 4, 8, 4, 2]
     assert brain.optimizer_step == 5 and brain.schedule.stage == 1
     te = brain.target_encoder
     assert te.snapshot_step == 3 and isinstance(te.module, ZipformerEncoder)
+    # the stage-0 encoder, truncated above target layer 3 (the 1/8 stack)
     assert te.module.num_layers == 4 and te.module.factors == [1, 2, 4, 8]
+    assert all(torch.equal(v, encoder0[k]) for k, v in te.module.state_dict().items())
     assert os.listdir(os.path.join(out, "target_cache"))
 
     enc = PretrainedEncoder.load(out)
@@ -175,6 +185,32 @@ def test_zipformer_pretrains_exports_loads_and_probes(zipformer_run, tmp_path):
     assert feats.shape == (24, 7, 64) and np.isfinite(feats).all()
     acc, _ = cv_accuracy(feats[:, 4], labels, make_folds(labels))
     assert acc > 0.5  # chance: 1/3
+
+
+def test_zipformer_finetunes_the_layers_asked(zipformer_run, tmp_path):
+    """CTC fine-tuning of layer 3 only: its stack's layer, bypass and pooling
+    weights move, nothing else of the encoder (layer_of)."""
+    from recipes.finetune import train as finetune
+    from test_finetune import HPARAMS, encoder_weights
+    from test_probes import tone_task
+
+    out, _, _ = zipformer_run
+    enc = PretrainedEncoder.load(out)
+    data = tone_task(str(tmp_path / "data"), sizes=(8, 4, 4))
+    ft = tmp_path / "ft"
+    res = finetune.main([
+        HPARAMS, f"--checkpoint={out}", f"--data_folder={data}", f"--output_folder={ft}",
+        "--vocab_size=14", "--batch_size=4", "--rnn_layers=0", "--rnn_size=16",
+        "--beam_size=3", "--number_of_epochs=1", "--freeze_encoder_steps=0",
+        "--finetune_layers=[3]",
+    ])
+    assert res["optimizer_steps"] == 2 and res["finetune_layers"] == [3]
+    start = enc.encoder.state_dict()
+    prefix = "pretrained.encoder."
+    moved = {k[len(prefix):] for k, v in encoder_weights(ft).items()
+             if not torch.equal(v, start[k[len(prefix):]])}
+    assert {enc.encoder.layer_of(k) for k in moved} == {3}
+    assert {"stacks.3.bypass", "stacks.3.downsample.weights"} <= moved
 
 
 def test_bench_times_the_zipformer_against_the_conformer(capsys):
