@@ -269,7 +269,7 @@ class ZipformerStack(torch.nn.Module):
         for layer in self.layers:
             y = layer(y, low)
             up = y.repeat_interleave(self.factor, dim=1)[:, :T] if self.factor > 1 else y
-            states.append(torch.lerp(x, up, self.bypass))
+            states.append(torch.lerp(x, up.to(x.dtype), self.bypass.to(x.dtype)))
         return states
 
 

@@ -85,6 +85,25 @@ def test_truncated_copy_cuts_a_stack_short():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(states, full))
 
 
+def test_bf16_autocast_trains_and_the_low_precision_target_copy_is_bit_exact():
+    """precision: bf16 (autocast): the bypass mixes in the activations' dtype;
+    the target encoder's copy with bf16 matmul weights gives the same bits."""
+    from latent_rq_brain.target_encoder import autocast_weights
+
+    enc = zipformer(6)
+    feats, lens = torch.randn(2, 40, 80), torch.tensor([10, 7])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = enc(feats, lens)
+        out.float().pow(2).mean().backward()
+    assert enc.stacks[3].bypass.grad is not None and torch.isfinite(out).all()
+    enc.eval()
+    low = autocast_weights(enc, torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, want = enc(feats, lens)
+        _, got = low(feats, lens)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_bad_choices_name_the_setting():
     with pytest.raises(ValueError, match="zipformer norm: 'rms' must be one of"):
         ZipformerEncoder(None, None, 32, 2, 64, 2, norm="rms")
