@@ -255,7 +255,7 @@ class ZipformerStack(torch.nn.Module):
 
     def __init__(self, layers, d_model, factor=1):
         super().__init__()
-        self.layers = torch.nn.ModuleList(layers)  # first: layer_of tests rely on it
+        self.layers = torch.nn.ModuleList(layers)  # registered first: a layer's parameters lead
         self.factor = int(factor)
         self.bypass = torch.nn.Parameter(torch.full((d_model,), 0.5))
         self.downsample = WeightedDownsample(factor) if self.factor > 1 else None
