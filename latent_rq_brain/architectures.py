@@ -60,10 +60,10 @@ def architecture_file(name):
     -------
     >>> os.path.basename(architecture_file("conformer"))
     'architecture.yaml'
-    >>> architecture_file("zipformer")  # doctest: +ELLIPSIS
+    >>> architecture_file("mamba")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: encoder_architecture: 'zipformer' has no file .../architecture_zipformer.yaml; available: conformer, ...
+    ValueError: encoder_architecture: 'mamba' has no file .../architecture_mamba.yaml; available: conformer, ...
     """
     name = str(name)
     base = "architecture.yaml" if name == DEFAULT_ARCHITECTURE else f"architecture_{name}.yaml"

@@ -114,8 +114,8 @@ def test_transformer_encoder_is_exact_under_padding():
 
 
 def test_architecture_errors_name_the_setting():
-    with pytest.raises(ValueError, match="encoder_architecture: 'zipformer' has no file"):
-        build_encoder(dict(PretrainedEncoder.tiny_config(), encoder_architecture="zipformer"))
+    with pytest.raises(ValueError, match="encoder_architecture: 'mamba' has no file"):
+        build_encoder(dict(PretrainedEncoder.tiny_config(), encoder_architecture="mamba"))
     with pytest.raises(ValueError, match="downsampling: 8 but the encoder of .*architecture_transformer.yaml downsamples by 4"):
         build_architecture("transformer", **dict(PretrainedEncoder.tiny_config(), downsampling=8))
 

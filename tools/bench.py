@@ -20,7 +20,11 @@ BEST-RQ, with the time its transition takes (snapshot and fitting), and
 compares our quantizer with SpeechBrain's on 18 x 4096 x 16
 (:mod:`tools.bench_quantizer`), and times BEST-RQ with each layer regulariser
 (SIGReg, whitening: ``recipes.reproduce.reproduce.REGULARIZERS``) against
-plain BEST-RQ. Prints markdown tables and, as the last line, a JSON object.
+plain BEST-RQ. With ``--architectures CONFIG ...`` it also
+times BEST-RQ steps of other encoders (e.g. ``hparams/small/latent_rq_zipformer.yaml``,
+the Zipformer-like encoder at the small Conformer's parameter count) round-robin
+with the ``--config`` one, with their counted FLOPs (``--architectures-only``:
+that table alone). Prints markdown tables and, as the last line, a JSON object.
 
 Usage::
 
@@ -29,6 +33,8 @@ Usage::
     python -m tools.bench --out results/performance.md
     python -m tools.bench --config hparams/best_rq.yaml --device cuda:0 \\
         --batch-seconds 600                                  # paper model on a GPU
+    python -m tools.bench --architectures-only \\
+        --architectures hparams/small/latent_rq_zipformer.yaml  # encoders compared
 
 On CUDA it also reports audio seconds per second, peak memory and model-FLOPs
 utilisation (MFU), with FLOPs counted as ``6 * P_train * F + 2 * P_target * F``
@@ -323,6 +329,76 @@ def _regularizers_markdown(rows, base_s):
     md += ["", f"Each regulariser scores {rows[0]['setting']} per step (the YAML's "
            "layer_regularizer_* settings); its own Brain of the same model, seed and batch, "
            "timed round-robin with BEST-RQ ('vs BEST-RQ': median of the per-round ratios)."]
+def ratio_spread(times, label, base):
+    """(first, third) quartile over rounds of ``times[label][r] / times[base][r]``:
+    the noise of :func:`paired_ratio` (None with fewer than 2 rounds).
+
+    Example
+    -------
+    >>> ratio_spread({"a": [1.0, 2.0, 3.0, 4.0], "b": [1.0] * 4}, "a", "b")
+    (1.75, 3.25)
+    """
+    ratios = [t / b for t, b in zip(times[label], times[base])]
+    if len(ratios) < 2:
+        return None
+    q = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def counted_flops_unfused(brain, batch):
+    """:func:`counted_flops` with attention on its math (matmul) kernels, so
+    that every encoder's attention is counted alike."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        return counted_flops(brain, batch)
+
+
+def time_architectures(args, base, batch, warmup, iters):
+    """Rows ``{config, encoder, layers, params, gflop, step_s, ratio, spread}``
+    of BEST-RQ training steps: ``base`` (the ``--config`` Brain, at stage 0)
+    and one Brain per ``--architectures`` config (same overrides, seed and
+    synthetic batch), timed round-robin, one step each per round."""
+    brains = {args.config: (base, batch)}
+    for config in args.architectures:
+        v = argparse.Namespace(**vars(args))
+        v.config = config
+        brains[config] = _bench_brain(v)[:2]
+    for brain, _ in brains.values():
+        brain.schedule.stage = 0
+    times = {config: [] for config in brains}
+    for r in range(warmup + iters):
+        for config, (brain, b) in brains.items():
+            t = time_steps(brain, b, 0, 1)
+            if r >= warmup:
+                times[config].append(t)
+    rows = []
+    for config, (brain, b) in brains.items():
+        enc = unwrap(brain.modules.encoder)
+        rows.append({
+            "config": config, "encoder": type(enc).__name__, "layers": enc.num_layers,
+            "params": sum(p.numel() for p in enc.parameters()),
+            "gflop": counted_flops_unfused(brain, b) / 1e9,
+            "step_s": statistics.median(times[config]),
+            "ratio": paired_ratio(times, config, args.config),
+            "spread": ratio_spread(times, config, args.config),
+        })
+    return rows
+
+
+def _architectures_markdown(rows, iters):
+    """The table of :func:`time_architectures`."""
+    md = ["## Encoders compared (BEST-RQ training steps, same batch)", "",
+          "| config | encoder | layers | encoder parameters | GFLOP / step | ms / step "
+          "| vs first | per-round quartiles |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        spread = "-" if r["spread"] is None else f"{r['spread'][0]:.3f} - {r['spread'][1]:.3f}"
+        md.append(f"| `{r['config']}` | {r['encoder']} | {r['layers']} | {r['params'] / 1e6:.3f}M "
+                  f"| {r['gflop']:.2f} | {r['step_s'] * 1000:.1f} | {r['ratio']:.3f} | {spread} |")
+    md += ["", f"Each round times one step of every encoder, back to back ({iters} rounds after "
+           "warm-up); 'vs first' is the median over rounds of the ratio to the first row's step "
+           "of the same round, with its first and third quartiles. GFLOP: forward + backward, "
+           "counted by `FlopCounterMode` with attention on its math kernels."]
     return "\n".join(md)
 
 
@@ -437,6 +513,9 @@ def run(args):
             r["variant"]: {"step_s": r["step_s"], "ratio": r["ratio"]} for r in rrows}}
         return _regularizers_markdown(rrows, base_s), summary
     brain, batch, n, audio_s = _bench_brain(args)
+    if args.architectures_only:
+        arows = time_architectures(args, brain, batch, args.warmup, args.iters)
+        return _architectures_markdown(arows, args.iters), _architectures_summary(arows)
     rows = []
 
     # Snapshot + target cache first, so that every variant can be switched on
@@ -512,7 +591,18 @@ def run(args):
         summary["regularizers"] = {r["variant"]: {"step_s": r["step_s"], "ratio": r["ratio"]}
                                    for r in rrows}
         md += "\n\n" + _regularizers_markdown(rrows, base_s)
+    if args.architectures:
+        setup(0)()
+        arows = time_architectures(args, brain, batch, args.warmup, args.iters)
+        md += "\n\n" + _architectures_markdown(arows, args.iters)
+        summary.update(_architectures_summary(arows))
     return md, summary
+
+
+def _architectures_summary(rows):
+    """``{"architectures": {config: {step_s, ratio, gflop, params}}}``."""
+    return {"architectures": {r["config"]: {k: r[k] for k in ("step_s", "ratio", "gflop", "params")}
+                              for r in rows}}
 
 
 def _variants_markdown(vrows, paper_transition_s):
@@ -562,8 +652,15 @@ def parse_args(argv):
     p.add_argument("--only-regularizers", action="store_true",
                    help="time only the layer regularisers against BEST-RQ")
     p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--architectures", nargs="*", default=[], metavar="CONFIG",
+                   help="training YAMLs of other encoders, timed against --config "
+                        "(e.g. hparams/small/latent_rq_zipformer.yaml)")
+    p.add_argument("--architectures-only", action="store_true",
+                   help="time only --config against --architectures (BEST-RQ steps)")
     p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
     args = parse_with_overrides(p, argv)
+    if args.architectures_only and not args.architectures:
+        p.error("--architectures-only needs --architectures CONFIG [CONFIG ...]")
     if args.quantizer_frames is None:
         args.quantizer_frames = [1000, 4000] if args.quick else [1000, 4000, 16000]
     if args.quick:
