@@ -312,3 +312,16 @@ def test_quantizer_sizes_are_bounded_before_allocating(tmp_path):
     with pytest.raises(ValueError, match=r"quantizer.ckpt: quantizer setting codebook_size: "
                                          r"1000000000 must be an integer in \[1, 1048576\]"):
         load_quantizer(first_ckpt(run))
+
+
+def test_downstream_docs_lead_with_the_safe_loader():
+    """docs/downstream.md shows load_model_folder before from_hparams, and
+    every from_hparams example is labelled trusted folders only."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "docs", "downstream.md")
+    text = open(path, encoding="utf-8").read()
+    assert 0 <= text.find("load_model_folder(") < text.find("from_hparams(")
+    blocks = text.split("```")[1::2]
+    for block in (b for b in blocks if "from_hparams(" in b):
+        before = text[: text.index(block)][-600:]
+        assert "trusted folders only" in before + block, block
