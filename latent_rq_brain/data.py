@@ -28,6 +28,11 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("ID", "duration", "wav")
+#: Side file (in the output folder) remembering each audio file's content hash.
+AUDIO_HASHES = ".audio_hashes.json"
+#: A multi-channel file whose mono mix has less than this fraction of its
+#: channels' mean energy (-20 dB) cancels in the mix: one channel is used.
+CANCELLATION_RATIO = 0.01
 
 
 class DataError(ValueError):
@@ -168,26 +173,119 @@ def check_audio_files(rows, csv_path, sample_rate, tolerance=0.1):
         )
 
 
+class AudioHashes:
+    """Content hashes of audio files, remembered in a side file.
+
+    :meth:`digest` is the BLAKE2b hash of a file's bytes (symbolic links
+    resolved). It is taken from the side file when the file's size,
+    modification time, inode and change time are those remembered with it,
+    and recomputed when any of them changed: a file replaced by other audio of
+    the same size with its modification time restored (``os.utime``, a tar
+    extraction) changes its change time or inode, hence is hashed again.
+
+    Arguments
+    ---------
+    path : str, optional
+        The side file (:data:`AUDIO_HASHES` in the output folder); None:
+        nothing remembered, every file is hashed.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> wav = os.path.join(d, "a.wav")
+    >>> _ = open(wav, "wb").write(b"RIFF")
+    >>> hashes = AudioHashes(os.path.join(d, AUDIO_HASHES))
+    >>> hashes.digest(wav)
+    'f9d45a7be062711cbb5ca8c8e2699db2'
+    >>> hashes.save()
+    >>> AudioHashes(os.path.join(d, AUDIO_HASHES)).digest(wav)  # no read: remembered
+    'f9d45a7be062711cbb5ca8c8e2699db2'
+    >>> hashes.digest(os.path.join(d, "missing.wav")) is None
+    True
+    """
+
+    def __init__(self, path=None):
+        self.path = path
+        self.known = {}
+        self.changed = False
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    known = json.load(f)
+                if isinstance(known, dict):
+                    self.known = known
+            except (OSError, ValueError):
+                pass  # none yet, or damaged: every file is hashed again
+
+    def digest(self, path):
+        """Hex content hash of the audio file ``path``; None if it cannot be read."""
+        try:
+            real = os.path.realpath(path)
+            st = os.stat(real)
+        except (OSError, TypeError, ValueError):
+            return None
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev]
+        entry = self.known.get(real)
+        if isinstance(entry, list) and entry[:-1] == stamp:
+            return entry[-1]
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            with open(real, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return None
+        self.known[real] = stamp + [h.hexdigest()]
+        self.changed = True
+        return h.hexdigest()
+
+    def save(self):
+        """Writes the side file (atomically) if a hash was added; a failure
+        to write it only costs a re-hash next time."""
+        if self.path is None or not self.changed:
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.known, f)
+            os.replace(tmp, self.path)
+            self.changed = False
+        except OSError as err:
+            logger.warning(f"cannot write {self.path} ({err}): audio is hashed again next time")
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
 def checked_manifest(csv_path, data_root, sample_rate, cache_dir=None):
-    """:func:`read_manifest` + :func:`check_audio_files`, cached per manifest content.
+    """:func:`read_manifest` + :func:`check_audio_files`, cached per content.
 
     The check is skipped when ``cache_dir`` holds a marker for the same manifest
-    bytes, data_root and sample rate.
+    bytes, data_root, sample rate and the same content of every audio file
+    (:class:`AudioHashes`, remembered in ``cache_dir``): a wav replaced behind
+    an unchanged manifest is checked again.
     """
     rows = read_manifest(csv_path, data_root)
-    marker = None
+    marker = hashes = None
     if cache_dir is not None:
+        hashes = AudioHashes(os.path.join(cache_dir, AUDIO_HASHES))
+        h = hashlib.sha256()
         with open(csv_path, "rb") as f:
-            key = hashlib.sha256(
-                f.read() + f"|{data_root}|{sample_rate}".encode()
-            ).hexdigest()[:16]
-        marker = os.path.join(cache_dir, f".audio_checked_{key}.json")
+            h.update(f.read() + f"|{data_root}|{sample_rate}".encode())
+        for row in rows.values():
+            h.update(f"|{hashes.digest(row['wav'])}".encode())
+        marker = os.path.join(cache_dir, f".audio_checked_{h.hexdigest()[:16]}.json")
     if marker is None or not os.path.exists(marker):
         check_audio_files(rows, csv_path, sample_rate)
         if marker is not None:
             os.makedirs(cache_dir, exist_ok=True)
             with open(marker, "w", encoding="utf-8") as f:
                 json.dump({"manifest": os.path.abspath(csv_path), "n": len(rows)}, f)
+    if hashes is not None:
+        hashes.save()
     return rows
 
 
@@ -213,7 +311,44 @@ def read_audio_checked(path, sample_rate, min_samples=1):
             f"audio file {path} has {data.shape[0]} samples, fewer than the "
             f"{min_samples} needed"
         )
-    return torch.from_numpy(data.mean(axis=1))
+    return torch.from_numpy(downmix(data, path))
+
+
+_WARNED_DOWNMIX = set()  # files warned about, once per process
+
+
+def downmix(data, path="audio"):
+    """Mono waveform of a (samples, channels) array: the mean of the
+    channels, unless they cancel in it (the mix has less than
+    :data:`CANCELLATION_RATIO` of the channels' mean energy, e.g. right =
+    -left): then the loudest channel alone, with a warning naming the file.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> left = np.array([0.5, -0.25, 0.125], dtype="float32")
+    >>> downmix(np.stack([left, left], axis=1)).tolist()
+    [0.5, -0.25, 0.125]
+    >>> downmix(np.stack([left, -left], axis=1), "x.wav").tolist()  # not silence
+    [0.5, -0.25, 0.125]
+    """
+    mono = data.mean(axis=1)
+    if data.shape[1] == 1:
+        return mono
+    energy = (data.astype("float64") ** 2).mean(axis=0)
+    if energy.max() > 0 and float((mono.astype("float64") ** 2).mean()) < (
+        CANCELLATION_RATIO * energy.mean()
+    ):
+        k = int(energy.argmax())
+        if path not in _WARNED_DOWNMIX:
+            _WARNED_DOWNMIX.add(path)
+            logger.warning(
+                f"{path}: its {data.shape[1]} channels cancel in the mono mix (out of "
+                f"phase: the mean of the channels is near silence), so channel {k} alone "
+                "is used; fix the file (e.g. `sox in.wav out.wav remix 1`)"
+            )
+        mono = data[:, k].copy()
+    return mono
 
 
 def duration_filter_report(rows, csv_path, min_duration, max_duration):

@@ -8,12 +8,19 @@ users publish on a model hub:
   with its architecture), ``modules`` and a ``pretrainer``;
 * ``encoder.ckpt``: its weights;
 * ``README.md``: a model card (method, stage, step, data, layers, downsample
-  rate, how to load, probe / fine-tuning numbers given with ``--results``).
+  rate, how to load, probe / fine-tuning numbers given with ``--results``);
+* ``SHA256SUMS``: the SHA-256 of each file, written last.
+
+The folder is written into a temporary sibling and renamed into place, so a
+killed export leaves the previous one whole; ``--out`` may not be the run
+folder or inside it, and an encoder with NaN or Inf weights is refused.
 
 A folder someone sent you: load it with :func:`load_model_folder`, which
-reads ``hyperparams.yaml`` as plain data (any tag but the three the exporter
-writes is refused, nothing is built from the file) and ``encoder.ckpt``
-weights-only, and builds the encoder from this project's own architecture::
+checks every file against ``SHA256SUMS``, reads ``hyperparams.yaml`` as plain
+data (any tag but the three the exporter writes is refused, nothing is built
+from the file; sizes are bounded before anything is allocated) and
+``encoder.ckpt`` weights-only (finite values only), and builds the encoder
+from this project's own architecture::
 
     from latent_rq_brain.export import load_model_folder
     enc = load_model_folder("DIR")  # a PretrainedEncoder
@@ -38,10 +45,14 @@ Authors
 """
 
 import argparse
+import ctypes
 import glob
+import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import ruamel.yaml
 import torch
@@ -52,7 +63,11 @@ from speechbrain.inference.interfaces import Pretrained
 from latent_rq_brain.architectures import ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE
 from latent_rq_brain.checkpoints import ENCODER_FILES
 from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
-from latent_rq_brain.safe_load import load_weights
+from latent_rq_brain.safe_load import check_finite, load_weights
+
+#: Files of an exported folder, and its manifest (``sha256sum -c`` format), written last.
+EXPORT_FILES = ("encoder.ckpt", "hyperparams.yaml", "README.md")
+MANIFEST = "SHA256SUMS"
 
 #: The only tags :func:`load_model_folder` accepts: those :func:`hyperparams_text` writes.
 ENCODER_TAG = "!new:latent_rq_brain.pretrained.PretrainedEncoder"
@@ -127,18 +142,29 @@ def load_model_folder(folder, map_location="cpu"):
     is read weights-only. Nothing in the folder can run code, unlike
     SpeechBrain's ``from_hparams`` (trusted folders only).
 
+    The folder's files are checked against its :data:`MANIFEST`
+    (:func:`check_manifest`: a folder whose files were changed, mixed with
+    another export's or cut short is refused, naming the file), the
+    architecture settings against their bounds
+    (:data:`latent_rq_brain.pretrained.ARCH_BOUNDS`) before anything is
+    allocated, and the weights must be finite.
+
     Returns
     -------
     PretrainedEncoder
         Frozen, in eval mode; same outputs as the exported encoder.
     """
-    config, info = read_model_settings(os.path.join(folder, "hyperparams.yaml"))
+    config, info = read_model_settings(os.path.join(folder, "hyperparams.yaml"))  # data only
+    check_manifest(folder)
     try:
         encoder = PretrainedEncoder(config, info)
     except ValueError as err:
         raise ValueError(f"{os.path.join(folder, 'hyperparams.yaml')}: {err}") from None
     path = os.path.join(folder, "encoder.ckpt")
     state = load_weights(path, map_location=map_location)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict")
+    check_finite(state, path)
     try:
         encoder.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -146,6 +172,75 @@ def load_model_folder(folder, map_location="cpu"):
             f"{path} does not fit the encoder described in its hyperparams.yaml: {err}"
         ) from None
     return encoder.to(map_location)
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder, names=EXPORT_FILES):
+    """Writes ``folder/SHA256SUMS`` (``<sha256>  <file>`` lines; ``sha256sum -c``
+    checks it) over ``names``."""
+    lines = "".join(f"{_sha256(os.path.join(folder, n))}  {n}\n" for n in names)
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
+        f.write(lines)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def check_manifest(folder):
+    """Raises ``ValueError`` naming the file unless every file listed in the
+    folder's :data:`MANIFEST` (which must list :data:`EXPORT_FILES`) has its hash.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> for name in EXPORT_FILES:
+    ...     _ = open(os.path.join(d, name), "w").write(name)
+    >>> write_manifest(d)
+    >>> check_manifest(d)
+    >>> _ = open(os.path.join(d, "encoder.ckpt"), "a").write("changed")
+    >>> check_manifest(d)
+    Traceback (most recent call last):
+    ...
+    ValueError: .../encoder.ckpt does not match its SHA-256 in .../SHA256SUMS: the folder was changed, mixed with another export or cut short (an export killed half-way?); export it again
+    """
+    manifest = os.path.join(folder, MANIFEST)
+    if not os.path.isdir(folder):
+        raise ValueError(f"model folder {folder} does not exist")
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            listed = dict(reversed(ln.strip().split(None, 1)) for ln in f if ln.strip())
+    except FileNotFoundError:
+        raise ValueError(
+            f"{folder} has no {MANIFEST}: not a complete folder written by python -m "
+            "latent_rq_brain.export (an export killed half-way, or an older export); "
+            "export it again"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"cannot read {manifest}: {err}; export the folder again") from None
+    missing = [n for n in EXPORT_FILES if n not in listed]
+    if missing:
+        raise ValueError(f"{manifest} does not list {missing}; export the folder again")
+    for name, digest in listed.items():
+        path = os.path.join(folder, name)
+        if os.path.basename(name) != name:
+            raise ValueError(f"{manifest} lists {name!r}, not a file of the folder")
+        try:
+            actual = _sha256(path)
+        except OSError as err:
+            raise ValueError(f"cannot read {path} ({err}), listed in {manifest}") from None
+        if actual != digest:
+            raise ValueError(
+                f"{path} does not match its SHA-256 in {manifest}: the folder was changed, "
+                "mixed with another export or cut short (an export killed half-way?); "
+                "export it again"
+            )
 
 
 class EncoderInterface(Pretrained):
@@ -342,38 +437,119 @@ def hyperparams_text(encoder):
     )
 
 
+def run_name(checkpoint_path):
+    """How the model card and the exported settings name the checkpoint: the
+    run folder's name and the path inside it (no local absolute path).
+
+    Example
+    -------
+    >>> run_name("/home/me/results/best_rq/1000/save/CKPT+2026-01-01+00-00-00+00")
+    '1000/save/CKPT+2026-01-01+00-00-00+00'
+    """
+    path = os.path.abspath(checkpoint_path)
+    run = os.path.dirname(os.path.dirname(path))
+    return os.path.join(os.path.basename(run), os.path.relpath(path, run))
+
+
+def check_out_folder(out, run):
+    """Refuses (``ValueError``) an output folder that is the run folder, inside
+    it, holds it, or holds files other than an export's: replacing it would
+    destroy them."""
+    out_real, run_real = os.path.realpath(out), os.path.realpath(run)
+    if out_real == run_real or out_real.startswith(run_real + os.sep):
+        raise ValueError(
+            f"--out {out} is the run folder {run} or inside it: the export would "
+            "overwrite the run's own files (hyperparams.yaml); give a folder outside it"
+        )
+    if run_real.startswith(out_real + os.sep):
+        raise ValueError(f"--out {out} holds the run folder {run}: give a folder outside it")
+    if os.path.isdir(out):
+        others = sorted(set(os.listdir(out)) - set(EXPORT_FILES) - {MANIFEST})
+        if others:
+            raise ValueError(
+                f"--out {out} holds files that an export did not write ({', '.join(others[:5])}): "
+                "an export replaces the whole folder; give a new or empty folder"
+            )
+    elif os.path.exists(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _swap(new, out):
+    """Puts folder ``new`` in the place of ``out``: one atomic exchange on
+    Linux (``renameat2(RENAME_EXCHANGE)``), so ``out`` is at every moment
+    the old or the new folder; elsewhere two renames."""
+    if not os.path.exists(out):
+        os.rename(new, out)
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd = -100
+        if libc.renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(out),
+                          _RENAME_EXCHANGE) == 0:
+            return new  # now holds the previous export
+    except (AttributeError, OSError):
+        pass
+    old = new + ".old"
+    os.rename(out, old)
+    os.rename(new, out)
+    return old
+
+
 def export(checkpoint, out, name=None, results=()):
     """Writes the model folder (see the module docstring); returns its files.
+
+    The folder is written whole into a temporary sibling, its
+    :data:`MANIFEST` last, then put in place of ``out`` in one rename: an
+    export killed at any moment leaves ``out`` as it was (the previous
+    export, or nothing). The weights must be finite.
 
     Arguments
     ---------
     checkpoint : str
         Run folder, save folder or ``CKPT+`` folder (resolved once, here).
     out : str
-        Output folder (created; existing files are overwritten).
+        Output folder: new, empty or a previous export (replaced); not the run
+        folder nor inside it.
     name : str, optional
         Title of the model card.
     results : sequence of str
         Folders searched for probe / fine-tuning ``results.json``.
     """
     ckpt = find_checkpoint(checkpoint, needed=ENCODER_FILES)
-    encoder = PretrainedEncoder.from_checkpoint(ckpt.path)
-    os.makedirs(out, exist_ok=True)
-    files = {
-        "encoder.ckpt": os.path.join(out, "encoder.ckpt"),
-        "hyperparams.yaml": os.path.join(out, "hyperparams.yaml"),
-        "README.md": os.path.join(out, "README.md"),
-    }
-    torch.save(encoder.state_dict(), files["encoder.ckpt"])
-    with open(files["hyperparams.yaml"], "w", encoding="utf-8") as f:
-        f.write(hyperparams_text(encoder))
-    card = model_card(
-        encoder, run_data(ckpt.path), collect_results(results),
-        name or f"latent-rq {method_name(encoder.info)}, step {encoder.info.get('step')}",
-    )
-    with open(files["README.md"], "w", encoding="utf-8") as f:
-        f.write(card)
-    return files
+    run = os.path.dirname(os.path.dirname(os.path.abspath(ckpt.path)))
+    out = os.path.abspath(out)
+    check_out_folder(out, run)
+    encoder = PretrainedEncoder.from_checkpoint(ckpt.path)  # finite weights checked
+    encoder.info["checkpoint"] = run_name(ckpt.path)
+    parent, base = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    for debris in glob.glob(os.path.join(parent, glob.escape(f".{base}.partial-") + "*")):
+        shutil.rmtree(debris, ignore_errors=True)  # left by a killed export
+    tmp = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=parent)
+    try:
+        torch.save(encoder.state_dict(), os.path.join(tmp, "encoder.ckpt"))
+        with open(os.path.join(tmp, "hyperparams.yaml"), "w", encoding="utf-8") as f:
+            f.write(hyperparams_text(encoder))
+        card = model_card(
+            encoder, run_data(ckpt.path), collect_results(results),
+            name or f"latent-rq {method_name(encoder.info)}, step {encoder.info.get('step')}",
+        )
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+        write_manifest(tmp)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0o700 is for the time of writing only
+        old = _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return {n: os.path.join(out, n) for n in EXPORT_FILES + (MANIFEST,)}
 
 
 def main(argv=None):

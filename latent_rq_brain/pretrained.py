@@ -49,7 +49,7 @@ from latent_rq_brain.architectures import (
 from latent_rq_brain.features import module_settings, setting_differences
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
-from latent_rq_brain.safe_load import CheckpointFileError
+from latent_rq_brain.safe_load import CheckpointFileError, check_finite
 
 #: Settings that fix features and encoder of the default architecture: the
 #: ``!PLACEHOLDER`` keys of ``architecture.yaml`` (another architecture's are
@@ -202,12 +202,35 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: Generous upper bounds of the architecture settings read from a checkpoint
+#: or a received model folder, checked before anything is allocated (the
+#: paper's model: d_model 512... 1024, d_ffn 2048... 4096, 12... 24 layers).
+ARCH_BOUNDS = {
+    "sample_rate": 192000,
+    "n_fft": 16384,
+    "n_mels": 1024,
+    "win_length": 1000,
+    "hop_length": 1000,
+    "downsampling": 64,
+    "cnn_channels": 4096,
+    "d_model": 8192,
+    "nhead": 256,
+    "num_encoder_layers": 256,
+    "d_ffn": 65536,
+}
+#: Bound of the encoder's estimated parameter count (front-end projection and
+#: layers; 2e9 float32 weights: 8 GB).
+MAX_ENCODER_PARAMETERS = 2 * 10**9
+
+
 def check_arch_values(settings):
     """Refuses architecture settings that are not plain numbers (or, for
     ``attention_type``, a known name): they are written into the
     HyperPyYAML overrides of :data:`ARCHITECTURE_YAML`, where a string such as
     ``!apply:os.system [...]`` read from a checkpoint or a model folder would
-    run.
+    run. Sizes must lie in (0, :data:`ARCH_BOUNDS`], and the layers' weights
+    within :data:`MAX_ENCODER_PARAMETERS`, so that a received folder cannot
+    make the loader allocate without bound.
 
     Example
     -------
@@ -215,7 +238,40 @@ def check_arch_values(settings):
     Traceback (most recent call last):
     ...
     ValueError: encoder setting n_fft: "!apply:os.system ['true']" must be a number
+    >>> check_arch_values({"d_ffn": 100000000})
+    Traceback (most recent call last):
+    ...
+    ValueError: encoder setting d_ffn: 100000000 is above its bound 65536 (pretrained.ARCH_BOUNDS): refused before allocating anything
     """
+    _check_types(settings)
+    for key, bound in ARCH_BOUNDS.items():
+        values = settings.get(key)
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        for value in values:
+            if value is None:
+                continue
+            if not value > 0:
+                raise ValueError(f"encoder setting {key}: {value!r} must be > 0")
+            if value > bound:
+                raise ValueError(
+                    f"encoder setting {key}: {value!r} is above its bound {bound} "
+                    "(pretrained.ARCH_BOUNDS): refused before allocating anything"
+                )
+    d = settings.get("d_model") or 0
+    channels = settings.get("cnn_channels") or [0]
+    estimate = (settings.get("num_encoder_layers") or 0) * (
+        7 * d * d + 4 * d * (settings.get("d_ffn") or 0)  # attention, convolution, 2 FFNs
+    ) + max(channels) * (settings.get("n_mels") or 0) * d  # front-end projection
+    if estimate > MAX_ENCODER_PARAMETERS:
+        raise ValueError(
+            f"encoder settings d_model: {d}, d_ffn: {settings.get('d_ffn')}, "
+            f"num_encoder_layers: {settings.get('num_encoder_layers')} give about "
+            f"{estimate:.2e} parameters, above the bound {MAX_ENCODER_PARAMETERS:.0e} "
+            "(pretrained.MAX_ENCODER_PARAMETERS): refused before allocating anything"
+        )
+
+
+def _check_types(settings):
     for key, value in settings.items():
         if key == "attention_type":
             if value not in ATTENTION_TYPES:
@@ -363,6 +419,7 @@ class PretrainedEncoder(torch.nn.Module):
             raise ValueError(
                 f"{files['encoder']} does not fit the architecture in {spec}: {err}"
             ) from err
+        check_finite(model.encoder.state_dict(), files["encoder"])
         return model
 
     @classmethod

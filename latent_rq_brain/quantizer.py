@@ -215,6 +215,55 @@ class TargetSource(torch.nn.Module):
         self.fitted.fill_(True)
 
 
+#: Generous upper bounds of a quantizer's sizes read from a received
+#: checkpoint (the paper: 16 codebooks of 8192 codes of dimension 16).
+QUANTIZER_BOUNDS = {"codebook_size": 2**20, "codebook_dim": 4096, "input_dim": 2**16,
+                    "codebooks": 1024}
+#: Bound of a quantizer's projection and codebook elements, all sources together.
+MAX_QUANTIZER_ELEMENTS = 2**30
+
+
+def check_quantizer_sizes(config, path="quantizer.ckpt"):
+    """Refuses, naming the setting, file and bound, a saved quantizer
+    ``config`` whose sizes are not positive integers within
+    :data:`QUANTIZER_BOUNDS` (and :data:`MAX_QUANTIZER_ELEMENTS` in all),
+    before anything is allocated.
+
+    Example
+    -------
+    >>> check_quantizer_sizes({"codebook_size": 8192, "codebook_dim": 16, "sources": {"mel": [320, 16]}})
+    >>> check_quantizer_sizes({"codebook_size": 10**9, "codebook_dim": 16, "sources": {}}, "q.ckpt")
+    Traceback (most recent call last):
+    ...
+    ValueError: q.ckpt: quantizer setting codebook_size: 1000000000 must be an integer in [1, 1048576] (quantizer.QUANTIZER_BOUNDS): refused before allocating anything
+    """
+    def bounded(name, value, bound):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+            raise ValueError(
+                f"{path}: quantizer setting {name}: {value!r} must be an integer in "
+                f"[1, {bound}] (quantizer.QUANTIZER_BOUNDS): refused before allocating anything"
+            )
+        return value
+
+    if not isinstance(config, dict) or not isinstance(config.get("sources"), dict):
+        raise ValueError(f"{path}: not a quantizer of this project (no sources in its config)")
+    size = bounded("codebook_size", config.get("codebook_size"), QUANTIZER_BOUNDS["codebook_size"])
+    dim = bounded("codebook_dim", config.get("codebook_dim"), QUANTIZER_BOUNDS["codebook_dim"])
+    total = 0
+    for name, value in config["sources"].items():
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"{path}: quantizer source {name!r}: {value!r} is not [input_dim, codebooks]")
+        input_dim = bounded(f"sources.{name} input_dim", value[0], QUANTIZER_BOUNDS["input_dim"])
+        n = bounded(f"sources.{name} codebooks", value[1], QUANTIZER_BOUNDS["codebooks"])
+        total += n * dim * (input_dim + size)
+    if total > MAX_QUANTIZER_ELEMENTS:
+        raise ValueError(
+            f"{path}: the quantizer's sources would hold {total:.2e} values, above the "
+            f"bound {MAX_QUANTIZER_ELEMENTS:.2e} (quantizer.MAX_QUANTIZER_ELEMENTS): "
+            "refused before allocating anything"
+        )
+
+
 @register_checkpoint_hooks
 class RandomProjectionQuantizer(torch.nn.Module):
     """N frozen codebooks, grouped by input source (one :class:`TargetSource` each).
@@ -404,9 +453,11 @@ class RandomProjectionQuantizer(torch.nn.Module):
 
     @classmethod
     def from_file(cls, path):
-        """The quantizer saved in a checkpoint's ``quantizer.ckpt``."""
+        """The quantizer saved in a checkpoint's ``quantizer.ckpt``; its
+        sizes are bounded (:func:`check_quantizer_sizes`) before anything is built."""
         saved = load_weights(path)
         c = saved["config"]
+        check_quantizer_sizes(c, path)
         sources = {k: tuple(v) for k, v in c["sources"].items()}
         quantizer = cls(sources, c["codebook_size"], c["codebook_dim"], c["seed"],
                         kinds=c.get("kinds"))

@@ -53,6 +53,37 @@ class CorruptCheckpointError(CheckpointFileError):
     """An empty, truncated or unreadable checkpoint file."""
 
 
+class NonFiniteWeightsError(CheckpointFileError):
+    """A weights file holding NaN or Inf values (a diverged or damaged model)."""
+
+
+def check_finite(state, path):
+    """Raises :class:`NonFiniteWeightsError` naming ``path`` and the first
+    tensors of the state dict ``state`` that hold NaN or Inf.
+
+    Example
+    -------
+    >>> check_finite({"w": torch.ones(2)}, "encoder.ckpt")
+    >>> check_finite({"w": torch.ones(2), "b": torch.tensor([1.0, float("nan")])}, "encoder.ckpt")
+    Traceback (most recent call last):
+    ...
+    latent_rq_brain.safe_load.NonFiniteWeightsError: encoder.ckpt: tensor b holds 1 non-finite value(s) (NaN or Inf): the weights of a diverged or damaged model; use another checkpoint or model folder
+    """
+    bad = []
+    for name, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            n = int((~torch.isfinite(value)).sum())
+            if n:
+                bad.append(f"{name} holds {n} non-finite value(s)")
+    if bad:
+        more = f" (and {len(bad) - 3} more tensors)" if len(bad) > 3 else ""
+        raise NonFiniteWeightsError(
+            path,
+            f"{path}: tensor {'; '.join(bad[:3])}{more} (NaN or Inf): the weights of a "
+            "diverged or damaged model; use another checkpoint or model folder",
+        )
+
+
 _GLOBAL = re.compile(r"GLOBAL (\S+)")
 _ORIGINAL_LOAD = torch.load
 

@@ -19,8 +19,10 @@ The file name is a key over everything the targets depend on
 (:func:`cache_key`), derived from the resolved objects rather than listed:
 every setting and tensor of the feature extractor, the target encoder's
 settings and weights, the quantizer's settings and buffers, the precision, and
-the training manifest (every column) with each audio file's size and
-modification time. Any change gives a new key, hence a new cache; stale files
+the training manifest (every column) with a hash of each audio file's bytes
+(remembered in the output folder's ``.audio_hashes.json`` with the file's
+size, modification time, inode and change time; hashed again when any of them
+changed). Any change gives a new key, hence a new cache; stale files
 are removed. The cache is refused when inputs are not deterministic (random crops
 or augmentation), because the stored targets would not match the features.
 
@@ -47,6 +49,7 @@ import numpy as np
 import torch
 
 from latent_rq_brain.checkpoints import DiskFullError, free_space
+from latent_rq_brain.data import AUDIO_HASHES, AudioHashes
 from latent_rq_brain.features import module_settings
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import is_distributed_initialized
@@ -82,34 +85,31 @@ def target_settings(features, target_encoder, quantizer, precision):
     }
 
 
-def audio_stamp(path):
-    """``[size in bytes, modification time in ns]`` of an audio file (``None``
-    if it cannot be read): a file rewritten in place changes its stamp.
-
-    Example
-    -------
-    >>> audio_stamp("/nonexistent.wav") is None
-    True
-    """
-    try:
-        st = os.stat(path)
-    except (OSError, TypeError, ValueError):
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
-def cache_key(features, target_encoder, quantizer, precision, dataset):
+def cache_key(features, target_encoder, quantizer, precision, dataset, hashes=None):
     """Hex key over everything the cached targets depend on:
     :func:`target_settings` and, for every utterance of ``dataset``, its
-    manifest entry (ID, path, duration, any other column) and its audio
-    file's size and modification time (:func:`audio_stamp`; one ``stat``
-    per utterance). Same key: same targets; a resume reuses the cache."""
+    manifest entry (ID, path, duration, any other column) and the content
+    hash of its audio file (:class:`latent_rq_brain.data.AudioHashes`:
+    a file whose size, modification time, inode and change time are those
+    remembered in ``hashes`` is not read again). Same key: same targets; a
+    resume reuses the cache.
+
+    Arguments
+    ---------
+    features, target_encoder, quantizer, precision
+        See :func:`target_settings`.
+    dataset : speechbrain.dataio.dataset.DynamicItemDataset
+        The training set (``wav`` paths).
+    hashes : latent_rq_brain.data.AudioHashes, optional
+        Remembered hashes (default: every file is hashed).
+    """
+    hashes = AudioHashes() if hashes is None else hashes
     h = hashlib.sha256()
     settings = target_settings(features, target_encoder, quantizer, precision)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for uid in dataset.data_ids:
         item = dataset.data[uid]
-        entry = [uid, item, audio_stamp(item.get("wav"))]
+        entry = [uid, item, hashes.digest(item.get("wav"))]
         h.update(json.dumps(entry, sort_keys=True, default=str).encode() + b"\n")
     return h.hexdigest()[:20]
 
@@ -318,7 +318,7 @@ class TargetCache:
 
     @classmethod
     def keyed(cls, folder, parts, dataset, make_targets, n_codebooks, max_batch_seconds,
-              num_workers=0, codebook_size=2**16):
+              num_workers=0, codebook_size=2**16, hashes=None):
         """:meth:`prepare` under the key of what the targets depend on
         (:func:`cache_key` of ``parts`` and ``dataset``).
 
@@ -331,8 +331,12 @@ class TargetCache:
             feature extractor, the target encoder, the quantizer, the precision.
         dataset, make_targets, n_codebooks, max_batch_seconds, num_workers, codebook_size
             As in :meth:`prepare`.
+        hashes : latent_rq_brain.data.AudioHashes, optional
+            Remembered audio hashes (see :func:`cache_key`); saved once used.
         """
-        key = cache_key(*parts, dataset)
+        key = cache_key(*parts, dataset, hashes=hashes)
+        if hashes is not None:
+            hashes.save()
         return cls.prepare(folder, key, n_codebooks, make_targets, dataset, max_batch_seconds,
                            num_workers, codebook_size)
 
@@ -445,4 +449,5 @@ def stage_cache(hparams, stage, dataset, parts, make_targets):
         hparams.target_cache_batch_seconds,
         hparams.train_dataloader_opts.get("num_workers", 0),
         hparams.codebook_size,
+        AudioHashes(os.path.join(hparams.output_folder, AUDIO_HASHES)),
     )

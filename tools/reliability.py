@@ -223,6 +223,103 @@ def case_received_folder_with_code(base, corpus):
     return expect_error(case, r"tag !apply:os.system is refused")
 
 
+def cache_keys(run_folder):
+    folder = os.path.join(run_folder, "target_cache")
+    return {f.split(".")[0] for f in os.listdir(folder) if ".rank" in f} if os.path.isdir(folder) else set()
+
+
+def case_stale_cache_with_preserved_mtime(base, corpus):
+    """A training wav replaced by other audio of the same size, its modification
+    time restored (os.utime, as a tar extraction does), between a run and its
+    resume in stage 1: the target cache must be rebuilt, not reused."""
+    import soundfile
+
+    own = write_corpus(os.path.join(base, "stale_corpus"))  # this case changes a wav
+    out = os.path.join(base, "stale")
+    shutil.rmtree(out, ignore_errors=True)
+    first = run(train_cmd(out, own, "--stage_transitions=[2]", "--optimizer_step_limit=3"), 600)
+    if first is None or first.rc != 0:
+        return "CRASH", f"first run: {first and first.last_line()}"
+    before = cache_keys(out)
+    with open(own["train"], encoding="utf-8") as f:
+        wav = f.read().splitlines()[1].split(",")[2]
+    wav = wav if os.path.isabs(wav) else os.path.join(os.path.dirname(own["train"]), wav)
+    st = os.stat(wav)
+    x, sr = soundfile.read(wav, dtype="int16")
+    info = soundfile.info(wav)
+    soundfile.write(wav + ".tmp.wav", x[::-1].copy(), sr, subtype=info.subtype)  # same size
+    os.replace(wav + ".tmp.wav", wav)
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if os.path.getsize(wav) != st.st_size or os.stat(wav).st_mtime_ns != st.st_mtime_ns:
+        return "CRASH", "the harness could not keep size and modification time"
+    case = run(train_cmd(out, own, "--stage_transitions=[2]", "--optimizer_step_limit=4"), 600)
+    after = cache_keys(out)
+
+    def check():
+        if not before:
+            return "the first run built no target cache"
+        if after == before:
+            return f"target cache {sorted(before)} reused after the audio changed"
+        return None
+
+    return expect_success(case, check)
+
+
+REEXPORT = ("import sys; from latent_rq_brain.export import load_model_folder; "
+            "e = load_model_folder(sys.argv[1]); print('STEP', e.info['step'], "
+            "repr(sum(float(v.double().sum()) for v in e.state_dict().values())))")
+
+
+def case_killed_re_export(base, corpus):
+    """An export, then re-exports of another checkpoint into the same folder
+    killed (SIGKILL) at several moments, among them right after encoder.ckpt
+    is written: the folder always loads, as one export or the other whole."""
+    src = trained_run(base, corpus, "ref")
+    model = os.path.join(base, "reexport_model")
+    shutil.rmtree(model, ignore_errors=True)
+    export_a = [sys.executable, "-m", "latent_rq_brain.export", src, "--out", model]
+    export_b = [sys.executable, "-m", "latent_rq_brain.export", f"{src}@stage1", "--out", model]
+    done = run(export_a, 300)
+    if done is None or done.rc != 0:
+        return "CRASH", f"export failed: {done and done.last_line()}"
+    steps = set()
+    for cmd in (export_b, export_a):  # the steps each export holds
+        case = run(cmd, 300)
+        if case is None or case.rc != 0:
+            return "CRASH", f"export failed: {case and case.last_line()}"
+        loaded = run([sys.executable, "-c", REEXPORT, model], 300)
+        steps.add(re.search(r"STEP (\S+ \S+)", loaded.output).group(1))  # step, weights
+    seconds = case.seconds
+    moments = ["encoder.ckpt written"] + [seconds * f for f in (0.6, 0.8, 0.9, 0.95, 0.99)]
+    for moment in moments:
+        proc = subprocess.Popen(export_b, cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if moment == "encoder.ckpt written":
+            parent, name = os.path.split(model)
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and not any(
+                    d.startswith(f".{name}.partial-")
+                    and os.path.exists(os.path.join(parent, d, "hyperparams.yaml"))
+                    for d in os.listdir(parent)):
+                time.sleep(0.001)
+        else:
+            time.sleep(moment)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it had ended: the folder must load all the same
+        proc.wait()
+        loaded = run([sys.executable, "-c", REEXPORT, model], 300)
+        when = moment if isinstance(moment, str) else f"killed after {moment:.1f} s"
+        if loaded is None or loaded.rc != 0:
+            return "CRASH", f"{when}: the folder does not load: {loaded and loaded.last_line()}"
+        step = re.search(r"STEP (\S+ \S+)", loaded.output)
+        if not step or step.group(1) not in steps:
+            return "SILENT", (f"{when}: loaded (step, weight sum) {step and step.group(1)}, "
+                              f"not one export's {sorted(steps)}")
+    return "OK", f"{len(moments)} kills: the folder loaded each time as a whole export"
+
+
 def case_lock_race(base, corpus):
     """Three rounds of three runs into a folder with a stale lock at once."""
     dead = subprocess.Popen(["true"])
