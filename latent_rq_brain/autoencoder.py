@@ -146,6 +146,25 @@ class MelDecoder(torch.nn.Module):
         )
         self.out = torch.nn.Linear(int(channels), self.n_mels * self.downsampling)
 
+    @classmethod
+    def from_state_dict(cls, state, n_mels, downsampling):
+        """A decoder of the shape of ``state`` (a trained one's ``state_dict``:
+        width, depth and kernel are read from its weights), with its weights.
+
+        Example
+        -------
+        >>> dec = MelDecoder(4, 80, 4, channels=16, num_layers=2, kernel_size=3)
+        >>> copy = MelDecoder.from_state_dict(dec.state_dict(), 80, 4)
+        >>> len(copy.convs), copy.convs[0].kernel_size, copy.inp.in_features
+        (2, (3,), 4)
+        """
+        channels, latent_dim = state["inp.weight"].shape
+        convs = sorted({k.split(".")[1] for k in state if k.startswith("convs.")}, key=int)
+        kernel = state["convs.0.weight"].shape[-1] if convs else 1
+        dec = cls(latent_dim, n_mels, downsampling, channels, len(convs), kernel)
+        dec.load_state_dict(state, strict=True)
+        return dec
+
     def forward(self, z, lens=None):
         """(B, T * downsampling, n_mels) frames of ``z`` (B, T, latent_dim);
         ``lens``: (B,) valid frames of ``z`` (None: all)."""
