@@ -70,14 +70,15 @@ class Autoencoder(torch.nn.Module):
         """Loads a run, save or ``CKPT+`` folder of an autoencoder run."""
         from latent_rq_brain.autoencoder import MelDecoder
         from latent_rq_brain.checkpoints import ENCODER_FILES, find_checkpoint, require_files
-        from latent_rq_brain.pretrained import PretrainedEncoder
+        from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder
         from latent_rq_brain.safe_load import load_weights
 
-        ckpt = find_checkpoint(path, needed=ENCODER_FILES + ("decoder",))
-        enc = PretrainedEncoder.from_checkpoint(ckpt.path)
-        if enc.bottleneck is None:
+        ckpt = find_checkpoint(path, needed=ENCODER_FILES)
+        if "latent_dim" not in EncoderSpec.read(ckpt.paramfiles["encoder_spec"]):
             raise ValueError(f"{ckpt.path} is not an autoencoder's checkpoint (no latent_dim "
                              "in its encoder_spec.ckpt)")
+        ckpt = find_checkpoint(path, needed=ENCODER_FILES + ("bottleneck", "decoder"))
+        enc = PretrainedEncoder.from_checkpoint(ckpt.path)
         state = load_weights(require_files(ckpt, ["decoder"])["decoder"], map_location="cpu")
         dec = MelDecoder.from_state_dict(state, int(enc.config["n_mels"]),
                                          enc.encoder.downsampling)
