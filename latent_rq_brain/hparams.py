@@ -101,8 +101,8 @@ def _check_added_settings(full_file, text, overrides):
 
     Example
     -------
-    >>> _check_added_settings("f.yaml", "a: 1\nb: !ref <c>\n", "c: 2\n")
-    >>> _check_added_settings("f.yaml", "a: 1\n", "aa: 2\n")
+    >>> _check_added_settings("f.yaml", "a: 1\\nb: !ref <c>\\n", "c: 2\\n")
+    >>> _check_added_settings("f.yaml", "a: 1\\n", "aa: 2\\n")
     Traceback (most recent call last):
     ...
     ValueError: setting aa is not a key of f.yaml and nothing refers to it (<aa>): misspelt?

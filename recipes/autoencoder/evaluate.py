@@ -110,7 +110,7 @@ def dct_matrix(n, k):
     Example
     -------
     >>> m = dct_matrix(8, 8)
-    >>> bool(torch.allclose(m.T @ m, torch.eye(8), atol=1e-6))
+    >>> bool(torch.allclose(m.T @ m, torch.eye(8, dtype=m.dtype)))
     True
     """
     i = torch.arange(n, dtype=torch.float64)[:, None]
@@ -135,7 +135,7 @@ def mcd_db(ref_db, test_db, n_cepstra=N_CEPSTRA):
     >>> x = torch.randn(10, 80) * 10
     >>> mcd_db(x, x)
     0.0
-    >>> mcd_db(x, x + 5.0) < 1e-9  # a level change moves c_0 only
+    >>> mcd_db(x, x + 5.0) < 1e-4  # a level change moves c_0 only
     True
     """
     diff = mel_cepstra(ref_db, n_cepstra) - mel_cepstra(test_db, n_cepstra)
