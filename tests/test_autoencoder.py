@@ -257,3 +257,29 @@ def test_reconstruction_term_logs_masked_frames_and_z_dimension():
          "enc_lens": torch.tensor([2])}
     value, logs = term(p, step=0)
     assert float(value) == 1.0 and float(logs["masked"]) == 2.0
+
+
+def test_folder_manifest_writes_speaker_disjoint_manifests(tmp_path, corpus):
+    import shutil
+
+    from recipes.autoencoder import folder_manifest
+
+    src = tmp_path / "audio"
+    wavs = sorted(p for p in os.listdir(os.path.dirname(corpus["train"])) if p.endswith(".wav"))
+    for k, name in enumerate(wavs[:6]):
+        (src / f"spk{k % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(os.path.dirname(corpus["train"]), name), src / f"spk{k % 3}" / name)
+    assert folder_manifest.main([str(src), "--out", str(tmp_path / "m"),
+                                 "--valid-fraction", "0.34"]) == 0
+    import csv
+
+    parts = {n: list(csv.DictReader(open(tmp_path / "m" / f"{n}.csv"))) for n in ("train", "valid")}
+    assert len(parts["train"]) == 4 and len(parts["valid"]) == 2
+    assert not {r["spk_id"] for r in parts["train"]} & {r["spk_id"] for r in parts["valid"]}
+    assert all(float(r["duration"]) >= 1.0 and os.path.isfile(r["wav"]) for r in parts["train"])
+    (src / "spk0" / "bad.wav").write_bytes(b"")
+    import soundfile
+
+    soundfile.write(src / "spk0" / "bad.wav", torch.zeros(800).numpy(), 8000)
+    with pytest.raises(ValueError, match="bad.wav has sample rate 8000 Hz"):
+        folder_manifest.audio_rows(str(src))
