@@ -283,3 +283,75 @@ def test_folder_manifest_writes_speaker_disjoint_manifests(tmp_path, corpus):
     soundfile.write(src / "spk0" / "bad.wav", torch.zeros(800).numpy(), 8000)
     with pytest.raises(ValueError, match="bad.wav has sample rate 8000 Hz"):
         folder_manifest.audio_rows(str(src))
+
+
+# ------------------------------------------------------------ the verdict driver and its report
+
+
+def test_verdict_arms_are_the_reproduction_command_on_the_autoencoder_yaml(tmp_path):
+    from latent_rq_brain.arguments import check_command_line
+    from recipes.autoencoder import verdict
+
+    v = verdict.Verdict(str(tmp_path / "v"), corpus=str(tmp_path / "corpus"))
+    arms = {name: extra() for name, _, extra, _ in v.arms(1)}
+    assert list(arms) == ["sigreg", "kl", "none", "best_rq"]
+    for name, extra in arms.items():
+        args = v.train_args(1, str(tmp_path / "v" / "seed1" / name), 300, [2, 3], extra)
+        yaml_file = os.path.basename(args[2])
+        assert yaml_file == ("reproduce.yaml" if name == "best_rq" else "autoencoder_reproduce.yaml")
+        assert "--stage_transitions=[]" in args and "--seed=1" in args
+        _, overrides = check_command_line(args[2:])  # every setting is a key of its YAML
+        assert overrides.get("latent_regularizer", "none") == verdict.ARMS.get(name, {}).get(
+            "latent_regularizer", "none")
+    path, text = expand_hparams_file(os.path.join(REPO, verdict.AUTOENCODER_YAML))
+    settings = yaml.safe_load(re.sub(r"!\S+", "", text))
+    assert settings["num_encoder_layers"] == 6 and settings["latent_dim"] == 16  # reproduce's encoder
+    with pytest.raises(ValueError, match="unknown arms"):
+        verdict.Verdict(str(tmp_path / "v"), arms=["vae"])
+
+
+def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None):
+    os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
+    q = {"Avg": avg, "Avg_best": avg, "probes": {}}
+    if avg_z is not None:
+        q.update(Avg_z=avg_z, latent={"dim": 16, "effective_dimension": 5.0})
+    with open(os.path.join(folder, "eval", f"step{step}.json"), "w") as f:
+        json.dump(q, f)
+    if l1 is not None:
+        with open(os.path.join(folder, "eval", f"recon_step{step}.json"), "w") as f:
+            json.dump({"reconstruction": {"mel_l1": l1, "mcd_db": 10 * l1},
+                       "latent_health": {"z": 7.0}}, f)
+    if seconds is not None:
+        with open(os.path.join(folder, "segments.json"), "w") as f:
+            json.dump({str(step): seconds}, f)
+
+
+def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
+    from recipes.autoencoder import verdict
+
+    out, repro = tmp_path / "verdict", tmp_path / "reproduce"
+    S = 3000
+    for seed, shift in ((1, 0.0), (2, 0.01), (3, -0.01)):
+        fake_eval(str(out / f"seed{seed}" / "sigreg"), S, 0.60 + shift, 0.50, 0.40, 600.0)
+        fake_eval(str(out / f"seed{seed}" / "kl"), S, 0.55 + shift, 0.45, 0.50)
+        fake_eval(str(out / f"seed{seed}" / "none"), S, 0.58 + shift / 2, 0.40, 0.30)
+        fake_eval(str(repro / f"seed{seed}" / "best_rq"), S, 0.57 + shift)
+    fake_eval(str(out / "seed1" / "kl"), 300, 0.1)  # another step: not read
+    md = tmp_path / "autoencoder.md"
+    assert verdict.main(["--out", str(out), "--best-rq-from", str(repro),
+                         "--report", str(md)]) == 0
+    text = md.read_text()
+    data = json.loads((tmp_path / "autoencoder.json").read_text())
+    assert data["arms"]["sigreg"]["Avg"][0] == pytest.approx(0.60)
+    assert data["arms"]["best_rq"]["seeds"] == [1, 2, 3]
+    gap = data["gaps"]["sigreg-kl"]  # +5 points on every seed: it separates
+    assert gap["mean"] == pytest.approx(0.05) and gap["half_width"] == pytest.approx(0.0, abs=1e-9)
+    assert gap["separates"] == "sigreg better"
+    none_gap = data["gaps"]["none-best_rq"]  # +1, +0.5, +1.5 points: a t interval
+    assert none_gap["mean"] == pytest.approx(0.01)
+    assert none_gap["half_width"] == pytest.approx(4.303 * 0.005 / 3 ** 0.5, rel=1e-3)
+    assert "| sigreg | 3 | 60.0 ± " in text and "| 0.400 ± 0.000 |" in text
+    assert "| 0.20 ± 0.00 |" in text  # s/step: 600 s for 3000 steps
+    assert "SIGReg against KL (quick-probe Avg, paired by seed): sigreg better" in text
+    with pytest.raises(ValueError, match="no evaluation at step 3000"):
+        verdict.write_report(str(tmp_path / "empty"), str(tmp_path / "x.md"))
