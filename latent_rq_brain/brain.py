@@ -185,7 +185,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
 
     def masked_inputs(self, batch, split):
         """Clean features and span masks of a batch (the same masks at every
-        evaluation): ``{"feats", "enc_lens", "mask", "audio_s", "ids"}``.
+        evaluation): ``{"feats", "enc_lens", "n_samples", "mask", "audio_s", "ids"}``.
 
         Utterances whose audio or features are not finite (NaN, Inf) are
         dropped with a warning naming them

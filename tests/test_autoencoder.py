@@ -355,3 +355,16 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
     assert "SIGReg against KL (quick-probe Avg, paired by seed): sigreg better" in text
     with pytest.raises(ValueError, match="no evaluation at step 3000"):
         verdict.write_report(str(tmp_path / "empty"), str(tmp_path / "x.md"))
+
+
+def test_any_encoder_of_the_contract_by_a_setting(tmp_path, corpus):
+    """The transformer encoder: one setting; z, export and load as with the Conformer."""
+    out = tmp_path / "run"
+    brain = train.main(ae_args(out, corpus, "--encoder_architecture=transformer",
+                               "--optimizer_step_limit=1", "--latent_regularizer=kl"))
+    assert type(brain.modules.encoder).__name__ != "LatentRQEncoder"
+    export(str(out), str(tmp_path / "model"))
+    enc = load_model_folder(str(tmp_path / "model"))
+    assert enc.config["encoder_architecture"] == "transformer"
+    _, z, lens = enc.encode_latent(torch.randn(1, 16000))
+    assert z.shape == (1, 26, 8) and lens.tolist() == [26]
