@@ -310,8 +310,11 @@ def test_verdict_arms_are_the_reproduction_command_on_the_autoencoder_yaml(tmp_p
         verdict.Verdict(str(tmp_path / "v"), arms=["vae"])
 
 
-def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None):
+def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None, losses=()):
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
+    with open(os.path.join(folder, "train_log.txt"), "w") as f:
+        f.write("".join(f"step: {k}, stage: 0 - train loss: {v}, train skipped_steps: "
+                        f"{int(v != v)}\n" for k, v in enumerate(losses)))
     q = {"Avg": avg, "Avg_best": avg, "probes": {}}
     if avg_z is not None:
         q.update(Avg_z=avg_z, latent={"dim": 16, "effective_dimension": 5.0})
@@ -333,7 +336,8 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
     S = 3000
     for seed, shift in ((1, 0.0), (2, 0.01), (3, -0.01)):
         fake_eval(str(out / f"seed{seed}" / "sigreg"), S, 0.60 + shift, 0.50, 0.40, 600.0)
-        fake_eval(str(out / f"seed{seed}" / "kl"), S, 0.55 + shift, 0.45, 0.50)
+        fake_eval(str(out / f"seed{seed}" / "kl"), S, 0.55 + shift, 0.45, 0.50,
+                  losses=[5.0] * 10 + [9.0, float("nan")] if seed == 2 else [5.0] * 12)
         fake_eval(str(out / f"seed{seed}" / "none"), S, 0.58 + shift / 2, 0.40, 0.30)
         fake_eval(str(repro / f"seed{seed}" / "best_rq"), S, 0.57 + shift)
     fake_eval(str(out / "seed1" / "kl"), 300, 0.1)  # another step: not read
@@ -352,6 +356,11 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
     assert none_gap["half_width"] == pytest.approx(4.303 * 0.005 / 3 ** 0.5, rel=1e-3)
     assert "| sigreg | 3 | 60.0 ± " in text and "| 0.400 ± 0.000 |" in text
     assert "| 0.20 ± 0.00 |" in text  # s/step: 600 s for 3000 steps
+    # stability per seed: seed 2 of kl has a spike and a non-finite (skipped) step
+    assert data["arms"]["kl"]["loss_spikes"] == [0, 1, 0]
+    assert data["arms"]["kl"]["non_finite_losses"] == [0, 1, 0]
+    assert data["arms"]["kl"]["skipped_steps"] == [0, 1, 0]
+    assert "| 0/1/0 | 0/1/0 | 0/1/0 |" in text
     assert "SIGReg against KL (quick-probe Avg, paired by seed): sigreg better" in text
     with pytest.raises(ValueError, match="no evaluation at step 3000"):
         verdict.write_report(str(tmp_path / "empty"), str(tmp_path / "x.md"))
