@@ -308,6 +308,11 @@ def test_verdict_arms_are_the_reproduction_command_on_the_autoencoder_yaml(tmp_p
     assert settings["num_encoder_layers"] == 6 and settings["latent_dim"] == 16  # reproduce's encoder
     with pytest.raises(ValueError, match="unknown arms"):
         verdict.Verdict(str(tmp_path / "v"), arms=["vae"])
+    sweep = verdict.Verdict(str(tmp_path / "v"), arms=["kl1e-4"])  # the sweep's other weight
+    (name, _, extra, _), = sweep.arms(1)
+    assert "--latent_regularizer_weight=0.0001" in extra() and "--latent_regularizer=kl" in extra()
+    assert os.path.basename(sweep.train_args(1, str(tmp_path / name), 300, [2, 3], extra())[2]) \
+        == "autoencoder_reproduce.yaml"
 
 
 def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None, losses=()):

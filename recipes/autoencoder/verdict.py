@@ -6,6 +6,9 @@ reproduction's encoder and corpus for S = 3000 steps
 
 * ``sigreg``, ``kl``, ``none``: ``hparams/small/autoencoder_reproduce.yaml``
   with the latent regulariser and weight of :data:`ARMS`;
+* ``sigreg002``, ``kl1e-4``: the sweep's other weights (``--arms``, one seed
+  first; choose by held-out reconstruction and the probes' folds, never by a
+  test figure);
 * ``best_rq``: ``hparams/small/reproduce.yaml`` with ``stage_transitions: []``,
   the reproduction's own BEST-RQ arm: ``--best-rq-from results/reproduce``
   reads its committed evaluations instead of training it again.
@@ -49,16 +52,21 @@ ARMS = {
     "sigreg": {"latent_regularizer": "sigreg", "latent_regularizer_weight": 0.05},
     "kl": {"latent_regularizer": "kl", "latent_regularizer_weight": 0.001},
     "none": {"latent_regularizer": "none"},
+    # the one-seed sweep before the verdict: the other weight of each
+    "sigreg002": {"latent_regularizer": "sigreg", "latent_regularizer_weight": 0.02},
+    "kl1e-4": {"latent_regularizer": "kl", "latent_regularizer_weight": 0.0001},
 }
+#: the verdict's arms (the default), in report order
+VERDICT_ARMS = ("sigreg", "kl", "none", "best_rq")
 #: every arm, in report order
-ALL_ARMS = ("sigreg", "kl", "none", "best_rq")
+ALL_ARMS = VERDICT_ARMS + ("sigreg002", "kl1e-4")
 AUTOENCODER_YAML = "hparams/small/autoencoder_reproduce.yaml"
 
 
 class Verdict(Reproduction):
     """Plans and runs the verdict's arms (module docstring); resumable."""
 
-    def __init__(self, out, arms=ALL_ARMS, corpus="data/pretrain", shared="../shared/data",
+    def __init__(self, out, arms=VERDICT_ARMS, corpus="data/pretrain", shared="../shared/data",
                  threads=1, evaluate=True, train=True, until=None, eval_steps=None,
                  best_rq_from=None):
         super().__init__(out, "cpu", corpus, shared, threads=threads, evaluate=evaluate,
@@ -303,7 +311,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/autoencoder_verdict")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--arms", nargs="+", default=list(ALL_ARMS), choices=list(ALL_ARMS))
+    p.add_argument("--arms", nargs="+", default=list(VERDICT_ARMS), choices=list(ALL_ARMS),
+                   help="arms to run; sigreg002 and kl1e-4 are the sweep's other weights "
+                        "(run them on one seed first, pick by reconstruction and valid folds)")
     p.add_argument("--corpus", default="data/pretrain")
     p.add_argument("--shared", default="../shared/data")
     p.add_argument("--threads", type=int, default=1)
