@@ -114,7 +114,8 @@ def build(argv):
     run_opts, backend_note = ddp_backend(run_opts)
     init_ddp(run_opts, plain_setting(hparams_file, overrides, "ddp_timeout_minutes"))
     with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+        # a thin file may add settings (the command line's are checked above)
+        hparams = load_hyperpyyaml(fin, overrides, overrides_must_match=False)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
     check_settings(hparams, run_opts)
     if hparams.get("checkpointer") is not None:  # disk full named, debris removed
@@ -159,7 +160,8 @@ def build(argv):
 
         hparams["tensorboard_logger"] = TensorboardLogger(hparams["tensorboard_dir"])
 
-    brain = LatentRQBrain(
+    brain_class = hparams.get("brain_class") or LatentRQBrain  # the YAML names its Brain
+    brain = brain_class(
         modules=hparams["modules"],
         opt_class=hparams["optimizer"],
         hparams=hparams,

@@ -83,16 +83,14 @@ def yaml_keys(hparams_file):
     >>> "init_from" in keys and "target_layers" in keys and BASE_KEY not in keys
     True
     """
-    keys = set()
-    path = hparams_file
-    while True:
-        tree = _load_yaml(path)
-        if not isinstance(tree, dict):
-            raise UsageError(f"{path} is not a YAML mapping of settings")
-        keys.update(k for k in tree if k != BASE_KEY)
-        if BASE_KEY not in tree:
-            return keys
-        path = os.path.join(os.path.dirname(os.path.abspath(path)), tree[BASE_KEY])
+    tree = _load_yaml(hparams_file)
+    if not isinstance(tree, dict):
+        raise UsageError(f"{hparams_file} is not a YAML mapping of settings")
+    keys = {k for k in tree if k != BASE_KEY}
+    names = tree.get(BASE_KEY) or []
+    for name in names if isinstance(names, list) else [names]:  # a base and overlays
+        keys |= yaml_keys(os.path.join(os.path.dirname(os.path.abspath(hparams_file)), name))
+    return keys
 
 
 def closest(name, candidates):

@@ -185,7 +185,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
 
     def masked_inputs(self, batch, split):
         """Clean features and span masks of a batch (the same masks at every
-        evaluation): ``{"feats", "enc_lens", "mask", "audio_s", "ids"}``.
+        evaluation): ``{"feats", "enc_lens", "n_samples", "mask", "audio_s", "ids"}``.
 
         Utterances whose audio or features are not finite (NaN, Inf) are
         dropped with a warning naming them
@@ -204,8 +204,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
             x["enc_lens"], self.hparams.mask_prob, self.hparams.mask_length, gen,
             x["feats"].shape[1] // self.hparams.downsampling,
         )
-        audio_s = float(x.pop("n_samples").sum()) / self.hparams.sample_rate
-        return dict(x, mask=mask, audio_s=audio_s)
+        audio_s = float(x["n_samples"].sum()) / self.hparams.sample_rate
+        return dict(x, mask=mask, audio_s=audio_s)  # n_samples kept: Mel frames of each
 
     # SpeechBrain's evaluate_batch passes the split by keyword, as stage=.
     def compute_forward(self, batch, stage):
@@ -223,8 +223,11 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         else:
             targets = self.compute_targets(feats, enc_lens, mask)
         out, hidden = self.modules.encoder(self.modules.mask_embedding(feats, mask), enc_lens)
+        # clean feats, their valid Mel frames and the final output: for loss terms
+        feat_lens = unwrap(self.modules.features).frame_lengths(x["n_samples"]).to(feats.device)
         return {"logits": self.modules.heads(out[mask]), "targets": targets, "mask": mask,
-                "enc_lens": enc_lens, "audio_s": x["audio_s"], "hidden_states": hidden}
+                "enc_lens": enc_lens, "audio_s": x["audio_s"], "hidden_states": hidden,
+                "feats": feats, "feat_lens": feat_lens, "encoder_out": out}
 
     # SpeechBrain's evaluate_batch passes the split by keyword, as stage=.
     def compute_objectives(self, predictions, batch, stage):

@@ -381,6 +381,12 @@ def model_card(encoder, data, results, name):
         f"then layers 0..{encoder.encoder.num_layers - 1} |",
         f"| downsample rate | {encoder.downsample_rate} samples ({encoder.downsample_rate * 1000 // encoder.sample_rate} ms frames at {encoder.sample_rate} Hz) |",
         f"| target layers | {c.get('target_layers')} (normalisation {c.get('target_norm')}) |",
+    ] + ([
+        f"| latent z | autoencoder bottleneck: {encoder.latent_dim} dims per encoder frame, "
+        f"regulariser {c.get('latent_regularizer')}; `enc.encode_latent(wavs, wav_lens)` "
+        "gives (hidden_states, z, enc_lens) |",
+    ] if encoder.latent_dim else []) + [
+
         f"| parameters | {sum(p.numel() for p in encoder.parameters()):,} |",
         f"| exported from | `{info.get('checkpoint')}` |",
         "",

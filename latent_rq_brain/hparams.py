@@ -13,6 +13,14 @@ Its settings are overrides of the base file, and command-line overrides win
 over both: ``python train.py hparams/latent_rq_stage1.yaml --init_from=...``
 is ``python train.py hparams/latent_rq_schedule.yaml --initial_stage=1 ...``.
 HyperPyYAML's ``!include`` nests a file under a key, so it cannot do this.
+
+``base_hparams`` may also be a list ``[base, overlay, ...]``: the settings of
+each overlay (its own, not those of its base) come on top of ``base``, in
+order, then the file's own: ``hparams/small/autoencoder.yaml`` is the small
+configuration plus the autoencoder's settings of ``hparams/autoencoder.yaml``.
+A thin file may add settings its base lacks (an autoencoder's ``latent_dim``);
+such a setting must be referred to (``<name>``) somewhere, so that a misspelt
+override is an error, not a new, unused setting.
 HyperPyYAML merges an override mapping into the base's key by key, keeping the
 base's tag: a thin file gives a different object's arguments as a list
 (``data_prep: !name:f [a, b]``), which replaces the base's whole.
@@ -59,20 +67,58 @@ def expand_hparams_file(hparams_file, overrides=None):
     ('base.yaml', 'out: !ref s/<seed>\\nlimit: 7\\n')
     """
     with open(hparams_file, encoding="utf-8") as f:
-        thin = _load(f)
+        text = f.read()
+    thin = _load(text)
     if not isinstance(thin, dict) or BASE_KEY not in thin:
+        _check_added_settings(hparams_file, text, overrides)
         return hparams_file, overrides
-    base = os.path.normpath(
-        os.path.join(os.path.dirname(os.path.abspath(hparams_file)), thin.pop(BASE_KEY))
-    )
+    names = thin.pop(BASE_KEY)
+    folder = os.path.dirname(os.path.abspath(hparams_file))
+    paths = [os.path.normpath(os.path.join(folder, name))
+             for name in (names if isinstance(names, list) else [names])]
     if isinstance(overrides, str):
         overrides = _load(overrides)
-    with open(base, encoding="utf-8") as f:
-        _check_no_merged_objects(hparams_file, thin, _load(f))
-    thin.update(overrides or {})
+    with open(paths[0], encoding="utf-8") as f:
+        base = _load(f)
+    merged = {}
+    for path in paths[1:]:  # overlays: their own settings, without their base
+        with open(path, encoding="utf-8") as f:
+            own = _load(f)
+        own.pop(BASE_KEY, None)
+        _check_no_merged_objects(path, own, base)
+        merged.update(own)
+    _check_no_merged_objects(hparams_file, thin, base)
+    merged.update(thin)
+    merged.update(overrides or {})
     out = io.StringIO()
-    ruamel.yaml.YAML().dump(thin, out)
-    return expand_hparams_file(base, out.getvalue())
+    ruamel.yaml.YAML().dump(merged, out)
+    return expand_hparams_file(paths[0], out.getvalue())
+
+
+def _check_added_settings(full_file, text, overrides):
+    """Refuses an override that is not a setting of ``full_file`` and that
+    nothing refers to (``<name>``): a misspelt setting, not a new one.
+
+    Example
+    -------
+    >>> _check_added_settings("f.yaml", "a: 1\\nb: !ref <c>\\n", "c: 2\\n")
+    >>> _check_added_settings("f.yaml", "a: 1\\n", "aa: 2\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: setting aa is not a key of f.yaml and nothing refers to it (<aa>): misspelt?
+    """
+    if not overrides:
+        return
+    if isinstance(overrides, str):
+        overrides = _load(overrides)
+    out = io.StringIO()
+    ruamel.yaml.YAML().dump(overrides, out)
+    every = text + out.getvalue()
+    keys = _load(text)
+    for key in overrides:
+        if key not in keys and f"<{key}>" not in every and f"<{key}[" not in every:
+            raise ValueError(f"setting {key} is not a key of {full_file} and nothing refers "
+                             f"to it (<{key}>): misspelt?")
 
 
 def _tag(node):

@@ -59,6 +59,9 @@ ARCH_KEYS, OPTIONAL_ARCH_KEYS = spec_settings(DEFAULT_ARCHITECTURE)
 #: checkpoints lack them), e.g. ``{"attention_type": "RelPosMHAXL"}``.
 #: Settings recorded for information (what the targets were made from).
 INFO_KEYS = ("target_layers", "target_norm", "seed")
+#: Settings of an autoencoder's bottleneck (:mod:`latent_rq_brain.autoencoder`),
+#: recorded when the run has them: the encoder then also gives ``z``.
+LATENT_KEYS = ("latent_dim", "latent_regularizer")
 #: Every plain setting of the resolved feature extractor (features.module_settings).
 FEATURES_KEY = "feature_settings"
 
@@ -98,7 +101,7 @@ class EncoderSpec:
                 f"hparams lack the encoder settings {missing} "
                 f"({os.path.basename(architecture_file(name))})"
             )
-        keys = required + tuple(optional) + INFO_KEYS
+        keys = required + tuple(optional) + INFO_KEYS + LATENT_KEYS
         config = {k: _plain(hparams[k]) for k in keys if k in hparams}
         if name != DEFAULT_ARCHITECTURE:  # default unnamed: older specs read the same
             config[ARCHITECTURE_KEY] = name
@@ -356,6 +359,15 @@ class PretrainedEncoder(torch.nn.Module):
         super().__init__()
         self.config = dict(config)
         self.features, self.encoder = build_encoder(self.config)
+        self.bottleneck = None  # an autoencoder's: z = bottleneck mean of the final output
+        if self.config.get("latent_dim") is not None:
+            from latent_rq_brain.autoencoder import Bottleneck
+
+            dim = self.config["latent_dim"]
+            if not _is_number(dim) or int(dim) != dim:
+                raise ValueError(f"encoder setting latent_dim: {dim!r} must be an integer")
+            self.bottleneck = Bottleneck(self.encoder.d_model, int(dim),
+                                         self.config.get("latent_regularizer", "none"))
         self.info = dict(info or {})
         self.sample_rate = int(self.config["sample_rate"])
         hop = int(round(self.sample_rate * self.config["hop_length"] / 1000))
@@ -406,8 +418,8 @@ class PretrainedEncoder(torch.nn.Module):
         spec = files.get("encoder_spec")
         if spec is None:
             raise ValueError(f"checkpoint {ckpt.path} has no encoder_spec.ckpt {older}")
-        require_files(ckpt, ["encoder"])
         config = EncoderSpec.read(spec)
+        require_files(ckpt, ["encoder"] + (["bottleneck"] if "latent_dim" in config else []))
         info = checkpoint_info(ckpt)
         info.update({k: config[k] for k in INFO_KEYS if k in config})
         model = cls(config, info)
@@ -420,6 +432,9 @@ class PretrainedEncoder(torch.nn.Module):
                 f"{files['encoder']} does not fit the architecture in {spec}: {err}"
             ) from err
         check_finite(model.encoder.state_dict(), files["encoder"])
+        if model.bottleneck is not None:
+            load_state(model.bottleneck, files["bottleneck"], map_location, "bottleneck")
+            check_finite(model.bottleneck.state_dict(), files["bottleneck"])
         return model
 
     @classmethod
@@ -501,6 +516,28 @@ class PretrainedEncoder(torch.nn.Module):
             (B,) valid encoder frames: ceil((n_samples // hop + 1) / downsampling)
             (40 ms frames in the paper's configuration).
         """
+        hidden_states, _, enc_lens = self.encode_latent(wavs, wav_lens)
+        return hidden_states, enc_lens
+
+    @property
+    def latent_dim(self):
+        """Width of ``z`` (None: no bottleneck, not an autoencoder)."""
+        return None if self.bottleneck is None else self.bottleneck.latent_dim
+
+    @torch.no_grad()
+    def encode_latent(self, wavs, wav_lens=None):
+        """``(hidden_states, z, enc_lens)``: :meth:`forward`'s outputs and an
+        autoencoder's latent ``z`` (B, T, latent_dim), the bottleneck's mean
+        of the final encoder output at the encoder's frame rate (None without
+        a bottleneck).
+
+        Example
+        -------
+        >>> enc = PretrainedEncoder.from_config(dict(PretrainedEncoder.tiny_config(), latent_dim=4))
+        >>> states, z, lens = enc.encode_latent(torch.randn(1, 16000))
+        >>> len(states), z.shape, enc.latent_dim
+        (3, torch.Size([1, 26, 4]), 4)
+        """
         if wavs.dim() != 2:
             raise ValueError(f"wavs must be (batch, samples), got {tuple(wavs.shape)}")
         S = wavs.shape[1]
@@ -508,8 +545,9 @@ class PretrainedEncoder(torch.nn.Module):
             wav_lens = torch.ones(wavs.shape[0])
         n_samples = torch.round(wav_lens.float().cpu() * S).long()
         feats, _, enc_lens = self.features(wavs, n_samples)
-        _, hidden_states = self.encoder(feats, enc_lens)
-        return list(hidden_states), enc_lens.cpu()
+        out, hidden_states = self.encoder(feats, enc_lens)
+        z = None if self.bottleneck is None else self.bottleneck(out)[1]
+        return list(hidden_states), z, enc_lens.cpu()
 
 
 def load_quantizer(path):

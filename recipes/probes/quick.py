@@ -20,7 +20,9 @@ probe on the English prompts, forced-aligned to their transcripts.
 Each task is scored per layer and on all layers concatenated ("all"); the
 report gives the best layer, the all-layer accuracy, the fold std, and ``Avg``
 (mean over tasks of the all-layer accuracy; ``Avg_best`` of the best-layer
-one). The same CLI also measures the phone PNMI and code usage of the
+one). An autoencoder's checkpoint (:mod:`latent_rq_brain.autoencoder`) also has its
+latent ``z`` scored as one more source (``z`` of each task, ``Avg_z``, and ``z``'s
+effective dimension under ``latent``). The same CLI also measures the phone PNMI and code usage of the
 checkpoint's targets (Mel and every layer), the leading indicator of
 :mod:`recipes.reproduce.reproduce`.
 
@@ -283,8 +285,9 @@ def load_audio(items, cache_file, crop_seconds=None):
 
 
 @torch.no_grad()
-def encode(enc, wavs, batch_seconds=120):
-    """``(states, enc_lens)``: per utterance a list of (T_i, d) arrays, one per layer."""
+def encode(enc, wavs, batch_seconds=120, latent=False):
+    """Per utterance a list of (T_i, d) arrays, one per layer; ``latent``: then
+    the autoencoder's ``z`` (T_i, latent_dim) last (:meth:`PretrainedEncoder.encode_latent`)."""
     order = np.argsort([len(w) for w in wavs])
     out = [None] * len(wavs)
     i = 0
@@ -298,7 +301,12 @@ def encode(enc, wavs, batch_seconds=120):
         batch = torch.zeros(len(chunk), n)
         for b, w in enumerate(chunk):
             batch[b, : len(w)] = w
-        states, lens = enc(batch, torch.tensor([len(w) / n for w in chunk]))
+        rel = torch.tensor([len(w) / n for w in chunk])
+        if latent:
+            states, z, lens = enc.encode_latent(batch, rel)
+            states = list(states) + [z]
+        else:
+            states, lens = enc(batch, rel)
         for b, k in enumerate(order[i:j]):
             out[k] = [s[b, : int(lens[b])].float().numpy() for s in states]
         i = j
@@ -306,9 +314,19 @@ def encode(enc, wavs, batch_seconds=120):
 
 
 # ------------------------------------------------------------------ evaluation
-def run_probes(states, items, phone_frames=None, log=print):
-    """All tasks' per-layer and all-layer accuracies (see module docstring)."""
+def run_probes(states, items, phone_frames=None, log=print, latent=False):
+    """All tasks' per-layer and all-layer accuracies (see module docstring).
+
+    ``latent``: the last array of each utterance's states is an autoencoder's
+    ``z`` (:func:`encode`): it is scored alone as ``z`` (``{"acc", "std"}``) and
+    is not one of the ``layers`` nor part of ``all`` (so ``Avg`` stays comparable
+    with encoders without ``z``).
+    """
     results = {}
+    zs = {}
+    if latent:
+        zs = {t: [s[-1] for s in v] for t, v in states.items()}
+        states = {t: [s[:-1] for s in v] for t, v in states.items()}
     for task, its in items.items():
         if task == "phones":
             continue
@@ -321,6 +339,11 @@ def run_probes(states, items, phone_frames=None, log=print):
         layers = [cv_accuracy(feats[:, l], y, folds) for l in range(feats.shape[1])]
         allm, alls = cv_accuracy(feats.reshape(len(y), -1), y, folds)
         results[task] = _summary(layers, allm, alls, len(folds), len(y))
+        if latent:
+            zf = np.stack([pooled([torch.from_numpy(z)[None]], torch.tensor([len(z)]))[0, 0]
+                           for z in zs[task]])
+            m, sd = cv_accuracy(zf, y, folds)
+            results[task]["z"] = {"acc": m, "std": sd}
         log(f"quick probe {task}: all-layer {100 * allm:.1f} ({time.time() - t0:.1f} s)")
     if phone_frames is not None:
         its = items["phones"]
@@ -339,6 +362,10 @@ def run_probes(states, items, phone_frames=None, log=print):
             layers.append(cv_accuracy(x, y, folds, MAX_PHONE_TRAIN_FRAMES))
         allm, alls = cv_accuracy(np.concatenate(per_layer, 1), y, folds, MAX_PHONE_TRAIN_FRAMES)
         results["phones"] = _summary(layers, allm, alls, len(folds), int(valid.sum()))
+        if latent:
+            x = np.concatenate([zs["phones"][k] for k in keep_utts])[valid]
+            m, sd = cv_accuracy(x, y, folds, MAX_PHONE_TRAIN_FRAMES)
+            results["phones"]["z"] = {"acc": m, "std": sd}
     return results
 
 
@@ -445,19 +472,28 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
     wavs = {t: load_audio(its, audio_file(cache, t), CROP_SECONDS.get(t))
             for t, its in items.items()}
     t1 = time.time()
-    states = {t: encode(enc, w) for t, w in wavs.items()}
+    latent = getattr(enc, "latent_dim", None) is not None  # an autoencoder: z too
+    states = {t: encode(enc, w, latent=latent) for t, w in wavs.items()}
     t2 = time.time()
     frames = label_phone_items(items["phones"], wavs["phones"],
                                [len(s[0]) for s in states["phones"]], cache, log,
                                enc.encoder.downsampling)
-    probes = run_probes(states, items, frames)
+    probes = run_probes(states, items, frames, latent=latent)
     t3 = time.time()
     targets = target_quality(enc, spec, wavs["phones"], frames, seed=seed)
     t4 = time.time()
     avg = float(np.mean([r["all"] for r in probes.values()]))
     avg_best = float(np.mean([r["best"] for r in probes.values()]))
+    extra = {}
+    if latent:  # the autoencoder's z: its probes' mean and its effective dimension
+        from latent_rq_brain.sigreg import effective_dimension
+
+        z = np.concatenate([s[-1] for s in states["phones"]]).astype(np.float64)
+        extra = {"Avg_z": float(np.mean([r["z"]["acc"] for r in probes.values()])),
+                 "latent": {"dim": enc.latent_dim, "effective_dimension": float(
+                     effective_dimension(torch.from_numpy(z)))}}
     return {
-        "encoder": enc.info, "probes": probes, "Avg": avg, "Avg_best": avg_best,
+        "encoder": enc.info, "probes": probes, "Avg": avg, "Avg_best": avg_best, **extra,
         "targets": targets, "threads": torch.get_num_threads(),
         "seconds": {"audio": t1 - t0, "encode": t2 - t1, "probes": t3 - t2,
                     "targets": t4 - t3, "total": t4 - t0},
@@ -496,6 +532,13 @@ def main(argv=None):
         print(f"| {task} | {s['best_layer']} | {100 * s['best']:.1f} | "
               f"{100 * s['all']:.1f} ({100 * s['all_std']:.1f}) | {s['n']} |")
     print(f"| **Avg** | | {100 * r['Avg_best']:.1f} | {100 * r['Avg']:.1f} | |")
+    if "Avg_z" in r:
+        print("\n| task | z acc (fold std) |\n|---|---:|")
+        for task, s in r["probes"].items():
+            print(f"| {task} | {100 * s['z']['acc']:.1f} ({100 * s['z']['std']:.1f}) |")
+        print(f"| **Avg_z** | {100 * r['Avg_z']:.1f} |")
+        print(f"z: {r['latent']['dim']} dims, effective dimension "
+              f"{r['latent']['effective_dimension']:.1f}")
     print("\n| target source | phone PNMI | code perplexity |\n|---|---:|---:|")
     for k, v in r["targets"].items():
         print(f"| {k} | {v['pnmi']:.3f} | {v['perplexity']:.0f} |")
