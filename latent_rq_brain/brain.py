@@ -92,18 +92,23 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
                     f"{self.quantizer.checksum()[:12]}")
 
     def _attach_frozen_parts(self):
-        """Quantizer, target encoder, stage schedule and the target maker."""
+        """Quantizer, target encoder, stage schedule and the target maker; the
+        target sources' frozen parts are checkpointed (unless already)."""
         self.quantizer = self.hparams.quantizer.to(self.device)
         self.target_encoder = self.hparams.target_encoder
         self.schedule = self.hparams.stage_schedule
-        self.targets = TargetMaker(self.quantizer, self.target_encoder, self.hparams.downsampling,
-                                   getattr(self.hparams, "anchor_codebooks", 0))
+        self.targets = TargetMaker(self.quantizer, self.hparams.target_sources)
+        if self.checkpointer is not None:
+            saved = self.checkpointer.recoverables
+            for name, part in self.hparams.target_sources.frozen_parts().items():
+                if not any(part is obj for obj in saved.values()):
+                    self.checkpointer.add_recoverable(f"target_source.{name}", part)
 
     def check_rank_consistency(self, when):
         """Fails loudly if quantizer, target encoder, heads or stage differ
         across ranks (:func:`latent_rq_brain.stats.check_rank_consistency`)."""
-        return check_rank_consistency(when, self.quantizer, self.target_encoder,
-                                      unwrap(self.modules.heads), self.schedule.stage)
+        parts = dict(quantizer=self.quantizer.checksum(), **self.targets.target_sources.checksums())
+        return check_rank_consistency(when, parts, unwrap(self.modules.heads), self.schedule.stage)
 
     # ------------------------------------------------------------ stages
     def transition(self, stage):
@@ -152,7 +157,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         """Builds or reopens the offline targets of this stage, if enabled
         (:func:`latent_rq_brain.target_cache.stage_cache`)."""
         self.target_cache = None
-        parts = (unwrap(self.modules.features), self.target_encoder, self.quantizer,
+        parts = (unwrap(self.modules.features), self.targets.target_sources, self.quantizer,
                  self.precision)
         self.target_cache = stage_cache(
             self.hparams, self.schedule.stage, getattr(self, "train_dataset", None),
@@ -253,10 +258,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         """Logs every ``log_interval`` optimizer steps."""
         if not should_step or getattr(self, "step_skipped", False):
             return
-        if self.schedule.stage > 0 and getattr(self.hparams, "target_encoder_ema", False):
-            h = self.hparams
-            self.target_encoder.ema_step(self.modules.encoder, self.optimizer_step,
-                                         h.ema_decay, h.ema_end_decay, h.ema_anneal_steps)
+        self.targets.target_sources.after_optimizer_step(  # the EMA target encoder
+            self.modules.encoder, self.optimizer_step, self.schedule.stage)
         self.train_stats.steps += 1
         if self.optimizer_step % self.hparams.log_interval:
             return
