@@ -99,10 +99,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         self.schedule = self.hparams.stage_schedule
         self.targets = TargetMaker(self.quantizer, self.hparams.target_sources)
         if self.checkpointer is not None:
-            saved = self.checkpointer.recoverables
-            for name, part in self.hparams.target_sources.frozen_parts().items():
-                if not any(part is obj for obj in saved.values()):
-                    self.checkpointer.add_recoverable(f"target_source.{name}", part)
+            self.hparams.target_sources.add_recoverables(self.checkpointer)
 
     def check_rank_consistency(self, when):
         """Fails loudly if quantizer, target encoder, heads or stage differ

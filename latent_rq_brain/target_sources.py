@@ -36,6 +36,7 @@ from latent_rq_brain.features import module_settings
 from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, layer_source
 from latent_rq_brain.quantizer import RandomProjectionQuantizer, split_codebooks
 from latent_rq_brain.stats import checksum_tensors
+from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
 
 
 def stack_frames(feats, downsampling):
@@ -339,6 +340,30 @@ class TargetSources:
                     continue
                 out[attr if attr not in out else f"{source.name}.{attr}"] = part
         return out
+
+    def add_recoverables(self, checkpointer):
+        """Makes every frozen part that ``checkpointer`` does not hold yet (the
+        YAML lists the target encoder) and that it can save (a module, or an
+        object with checkpoint hooks) a recoverable, ``target_source.<label>``.
+
+        Example
+        -------
+        >>> from speechbrain.utils.checkpoints import Checkpointer
+        >>> from latent_rq_brain.target_encoder import TargetEncoder
+        >>> te = TargetEncoder([0])
+        >>> pool = ModuleFrames("pool", torch.nn.Linear(3, 3), 3)
+        >>> s = TargetSources(MelFrames(4, 320), [pool, *layer_sources(te, 8, 2, "random", "random")], 0)
+        >>> ckpt = Checkpointer("/tmp/unused", {"target_encoder": te})
+        >>> s.add_recoverables(ckpt)
+        >>> sorted(ckpt.recoverables)
+        ['target_encoder', 'target_source.module']
+        """
+        held = checkpointer.recoverables.values()
+        for label, part in self.frozen_parts().items():
+            if any(part is obj for obj in held):
+                continue
+            if get_default_hook(part, DEFAULT_SAVE_HOOKS) is not None:
+                checkpointer.add_recoverable(f"target_source.{label}", part)
 
     def settings(self):
         """Cache-key settings: every source's settings and every frozen part's."""
