@@ -31,12 +31,7 @@ import torch
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
 from latent_rq_brain.target_cache import cache_batches
-from latent_rq_brain.target_sources import (  # noqa: F401 (stack_frames: its old home)
-    LayerFrames,
-    MelFrames,
-    TargetSources,
-    stack_frames,
-)
+from latent_rq_brain.target_sources import LayerFrames, MelFrames, TargetSources
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
