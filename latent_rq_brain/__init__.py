@@ -4,7 +4,8 @@ The method and its loaders (tools live in ``tools/``; ARCHITECTURE.md has the
 data flow). Modules, one concept each:
 
 * :mod:`latent_rq_brain.targets`: ``TargetMaker``, the one place targets are made;
-* :mod:`latent_rq_brain.quantizer`: frozen random-projection codebooks;
+* :mod:`latent_rq_brain.target_sources`: the target-source contract (where frames come from);
+* :mod:`latent_rq_brain.quantizer`: frozen random-projection codebooks and their kinds;
 * :mod:`latent_rq_brain.target_encoder`: the frozen snapshot feeding them;
 * :mod:`latent_rq_brain.layers`: paper layer indices and quantizer source names;
 * :mod:`latent_rq_brain.stages`: when snapshots are taken and what resets;

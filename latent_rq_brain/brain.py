@@ -93,20 +93,22 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
                     f"{self.quantizer.checksum()[:12]}")
 
     def _attach_frozen_parts(self):
-        """Quantizer, target encoder, stage schedule and the target maker."""
+        """Quantizer, target encoder, stage schedule and the target maker; the
+        target sources' frozen parts are checkpointed (unless already)."""
         self.quantizer = self.hparams.quantizer.to(self.device)
         self.target_encoder = self.hparams.target_encoder
         self.schedule = self.hparams.stage_schedule
-        self.targets = TargetMaker(self.quantizer, self.target_encoder, self.hparams.downsampling,
-                                   getattr(self.hparams, "anchor_codebooks", 0))
+        self.targets = TargetMaker(self.quantizer, self.hparams.target_sources)
+        if self.checkpointer is not None:
+            self.hparams.target_sources.add_recoverables(self.checkpointer)
         self.loss_terms = active_loss_terms(getattr(self.hparams, "loss_terms", None),
                                             getattr(self.hparams, "loss_weights", None))
 
     def check_rank_consistency(self, when):
         """Fails loudly if quantizer, target encoder, heads or stage differ
         across ranks (:func:`latent_rq_brain.stats.check_rank_consistency`)."""
-        return check_rank_consistency(when, self.quantizer, self.target_encoder,
-                                      unwrap(self.modules.heads), self.schedule.stage)
+        parts = dict(quantizer=self.quantizer.checksum(), **self.targets.target_sources.checksums())
+        return check_rank_consistency(when, parts, unwrap(self.modules.heads), self.schedule.stage)
 
     # ------------------------------------------------------------ stages
     def transition(self, stage):
@@ -155,7 +157,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         """Builds or reopens the offline targets of this stage, if enabled
         (:func:`latent_rq_brain.target_cache.stage_cache`)."""
         self.target_cache = None
-        parts = (unwrap(self.modules.features), self.target_encoder, self.quantizer,
+        parts = (unwrap(self.modules.features), self.targets.target_sources, self.quantizer,
                  self.precision)
         self.target_cache = stage_cache(
             self.hparams, self.schedule.stage, getattr(self, "train_dataset", None),
@@ -264,10 +266,8 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         """Logs every ``log_interval`` optimizer steps."""
         if not should_step or getattr(self, "step_skipped", False):
             return
-        if self.schedule.stage > 0 and getattr(self.hparams, "target_encoder_ema", False):
-            h = self.hparams
-            self.target_encoder.ema_step(self.modules.encoder, self.optimizer_step,
-                                         h.ema_decay, h.ema_end_decay, h.ema_anneal_steps)
+        self.targets.target_sources.after_optimizer_step(  # the EMA target encoder
+            self.modules.encoder, self.optimizer_step, self.schedule.stage)
         self.train_stats.steps += 1
         if self.optimizer_step % self.hparams.log_interval:
             return

@@ -231,8 +231,8 @@ def check_settings(hparams, run_opts=None):
     ``warmup_steps``, ``grad_accumulation_factor``, ``ckpt_to_keep``,
     ``number_of_epochs``, ``optimizer_step_limit``; ``run_opts``: the
     command-line run options, which win over the YAML), ``codebook_size < 2``
-    (one code is always right: loss 0), ``target_cache`` with
-    ``target_encoder_ema`` (targets change every step), ``mask_prob`` outside
+    (one code is always right: loss 0), ``target_cache`` with a target
+    source that changes within a stage (``target_encoder_ema``), ``mask_prob`` outside
     (0, 1], ``mask_length < 1``, and a ``mask_length`` that masks every frame
     of the shortest utterance allowed (``avoid_if_shorter_than``). Warned: a
     masked fraction above ``MASK_FRACTION_WARN`` there (measured with the
@@ -253,12 +253,8 @@ def check_settings(hparams, run_opts=None):
         raise ValueError(f"mask_prob: {p} must be in (0, 1]")
     if int(length) < 1:
         raise ValueError(f"mask_length: {length} must be >= 1 (encoder frames)")
-    if hparams.get("target_encoder_ema") and hparams.get("target_cache"):
-        raise ValueError(
-            "target_cache: True cannot be used with target_encoder_ema: True: the EMA "
-            "target encoder changes every step, so its targets cannot be computed once "
-            "per stage. Set target_cache: False."
-        )
+    if hparams.get("target_cache") and hparams.get("target_sources") is not None:
+        hparams["target_sources"].check_cacheable()  # e.g. the EMA target encoder
     features = hparams.get("features")
     shortest = hparams.get("avoid_if_shorter_than")
     if features is None or not shortest:

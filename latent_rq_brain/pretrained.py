@@ -488,7 +488,7 @@ class PretrainedEncoder(torch.nn.Module):
     @property
     def mel_target_dim(self):
         """Width of the stage-0 (BEST-RQ) targets: the Mel bins of the
-        encoder's ``downsampling`` frames, stacked (``targets.stack_frames``)."""
+        encoder's ``downsampling`` frames, stacked (``target_sources.stack_frames``)."""
         return int(self.config["n_mels"]) * self.encoder.downsampling
 
     def train(self, mode=True):

@@ -60,12 +60,117 @@ def source_seed(seed, name):
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
-#: How a source projects its frames: the paper's random Xavier-normal matrix, or
+class Projection:
+    """How a :class:`TargetSource` projects its frames (one kind of the
+    target-source contract). ``fits``: whether :meth:`fit` changes anything;
+    ``fit(source, x)`` sets the source's ``proj`` (and ``mean``) buffers from a
+    sample ``x`` (M, input_dim) float64 of its frames; ``check(source)`` refuses
+    settings the kind cannot work with."""
+
+    name = None
+    fits = False
+
+    def check(self, source):
+        """Raises if ``source``'s settings do not suit this kind."""
+
+    def fit(self, source, x):
+        """Fits ``source``'s projection on frames ``x`` (no-op by default)."""
+
+
+class RandomProjection(Projection):
+    """The paper's Xavier-normal random projection, drawn once, never fitted."""
+
+    name = "random"
+
+
+class PCAProjection(Projection):
+    """PCA whitening fitted on a sample of the source's frames (RWTH's
+    refinement): ``mean`` and a projection onto the top ``codebook_dim``
+    principal components (float64 eigendecomposition, signs fixed so that each
+    component's largest entry is positive), the same for every codebook of the
+    source (their random codebooks differ)."""
+
+    name = "pca"
+    fits = True
+
+    def check(self, source):
+        if source.codebook_dim > source.input_dim:
+            raise ValueError(
+                f"target_projection: pca keeps codebook_dim={source.codebook_dim} components, "
+                f"more than the source's input dim {source.input_dim}"
+            )
+
+    def fit(self, source, x):
+        mean = x.mean(0)
+        xc = x - mean
+        cov = xc.T @ xc / (x.shape[0] - 1)
+        vals, vecs = torch.linalg.eigh(cov)  # ascending
+        vals = vals.flip(0)[: source.codebook_dim].clamp_min(1e-8)
+        vecs = vecs.flip(1)[:, : source.codebook_dim]
+        sign = torch.sign(vecs.gather(0, vecs.abs().argmax(0, keepdim=True)))
+        w = vecs * sign / vals.sqrt()  # (input_dim, d): whitening
+        source.mean.copy_(mean.float())
+        source.proj.copy_(w.repeat(1, source.n).float())
+
+
+class Codewords:
+    """Where a :class:`TargetSource`'s codewords come from (one kind of the
+    target-source contract). ``fits`` and ``fit(source, x, seed)`` as for
+    :class:`Projection`; ``fit`` runs after the projection's."""
+
+    name = None
+    fits = False
+
+    def check(self, source):
+        """Raises if ``source``'s settings do not suit this kind."""
+
+    def fit(self, source, x, seed):
+        """Fits ``source``'s codebooks on frames ``x`` (no-op by default)."""
+
+
+class RandomCodewords(Codewords):
+    """The paper's random unit-norm codewords, drawn once, never fitted."""
+
+    name = "random"
+
+
+class KMeansCodewords(Codewords):
+    """Each codebook becomes ``codebook_size`` spherical k-means centroids
+    (scikit-learn, seeded with ``seed`` and the codebook's index) of the
+    sample's projected unit vectors (HuBERT-like), so a code is the nearest
+    centroid. Deterministic for a given sample and seed."""
+
+    name = "kmeans"
+    fits = True
+
+    def fit(self, source, x, seed):
+        from sklearn.cluster import KMeans
+
+        z = source.project(x.float().to(source.proj.device)).cpu().double()  # (M, n, d)
+        for i in range(source.n):
+            km = KMeans(source.codebook_size, n_init=1, max_iter=100,
+                        random_state=(int(seed) * 1009 + i) % (2**31 - 1))
+            km.fit(z[:, i].numpy())
+            c = torch.from_numpy(km.cluster_centers_).float()
+            source.codebooks[i].copy_(torch.nn.functional.normalize(c, dim=-1))
+
+
+#: How a source projects its frames, by kind name: the paper's random matrix, or
 #: PCA whitening fitted on a sample of the source's frames (RWTH's refinement).
-PROJECTIONS = ("random", "pca")
-#: Where a source's codewords come from: random unit vectors (the paper), or
-#: spherical k-means centroids of a sample of projected frames (HuBERT-like).
-CODEBOOKS = ("random", "kmeans")
+PROJECTIONS = {kind.name: kind for kind in (RandomProjection, PCAProjection)}
+#: Where a source's codewords come from, by kind name: random unit vectors (the
+#: paper), or spherical k-means centroids of a sample of projected frames.
+CODEBOOKS = {kind.name: kind for kind in (RandomCodewords, KMeansCodewords)}
+
+
+def _kind(value, kinds, setting):
+    """The kind object of ``value`` (a name of ``kinds``, or a kind object)."""
+    if isinstance(value, str) and value in kinds:
+        return kinds[value]()
+    base = Projection if setting == "target_projection" else Codewords
+    if isinstance(value, base):
+        return value
+    raise ValueError(f"{setting} must be one of {tuple(kinds)}, got {value!r}")
 
 
 class TargetSource(torch.nn.Module):
@@ -103,21 +208,16 @@ class TargetSource(torch.nn.Module):
         super().__init__()
         if n < 1:
             raise ValueError(f"a target source needs >= 1 codebook, got {n}")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"target_projection must be one of {PROJECTIONS}, got {projection!r}")
-        if codebooks not in CODEBOOKS:
-            raise ValueError(f"target_codebooks must be one of {CODEBOOKS}, got {codebooks!r}")
-        if projection == "pca" and codebook_dim > input_dim:
-            raise ValueError(
-                f"target_projection: pca keeps codebook_dim={codebook_dim} components, "
-                f"more than the source's input dim {input_dim}"
-            )
         self.input_dim, self.n = int(input_dim), int(n)
         self.codebook_size, self.codebook_dim = int(codebook_size), int(codebook_dim)
-        self.projection_kind, self.codebook_kind = projection, codebooks
+        self.projection_fit = _kind(projection, PROJECTIONS, "target_projection")
+        self.codebook_fit = _kind(codebooks, CODEBOOKS, "target_codebooks")
+        self.projection_kind, self.codebook_kind = self.projection_fit.name, self.codebook_fit.name
         self.name = name
         #: fitted on data (anything but the paper's random source)
-        self.needs_fit = (projection, codebooks) != ("random", "random")
+        self.needs_fit = self.projection_fit.fits or self.codebook_fit.fits
+        self.projection_fit.check(self)
+        self.codebook_fit.check(self)
         self.chunk_elements = chunk_elements
         # Xavier-normal projection per codebook, as in BEST-RQ.
         std = (2.0 / (self.input_dim + self.codebook_dim)) ** 0.5
@@ -174,14 +274,8 @@ class TargetSource(torch.nn.Module):
     def fit(self, x, seed):
         """Fits the data-fitted parts on a sample ``x`` (M, input_dim) of frames.
 
-        ``pca``: ``mean`` and a whitening projection onto the top
-        ``codebook_dim`` principal components (float64 eigendecomposition,
-        signs fixed so that each component's largest entry is positive), the
-        same for every codebook of the source (their random codebooks differ).
-        ``kmeans``: each codebook becomes ``codebook_size`` spherical k-means
-        centroids (scikit-learn, seeded with ``seed`` and the codebook's
-        index) of the sample's projected unit vectors, so a code is the nearest
-        centroid. Deterministic for a given sample and seed.
+        The projection kind fits first (:class:`PCAProjection`), then the
+        codeword kind on the projected sample (:class:`KMeansCodewords`).
         """
         if not self.needs_fit:
             return
@@ -191,27 +285,8 @@ class TargetSource(torch.nn.Module):
                 f"fitting a target source needs at least {max(self.codebook_size, self.codebook_dim + 1)} "
                 f"frames (codebook_size), got {x.shape[0]}: raise fit_frames or use more data"
             )
-        if self.projection_kind == "pca":
-            mean = x.mean(0)
-            xc = x - mean
-            cov = xc.T @ xc / (x.shape[0] - 1)
-            vals, vecs = torch.linalg.eigh(cov)  # ascending
-            vals = vals.flip(0)[: self.codebook_dim].clamp_min(1e-8)
-            vecs = vecs.flip(1)[:, : self.codebook_dim]
-            sign = torch.sign(vecs.gather(0, vecs.abs().argmax(0, keepdim=True)))
-            w = vecs * sign / vals.sqrt()  # (input_dim, d): whitening
-            self.mean.copy_(mean.float())
-            self.proj.copy_(w.repeat(1, self.n).float())
-        if self.codebook_kind == "kmeans":
-            from sklearn.cluster import KMeans
-
-            z = self.project(x.float().to(self.proj.device)).cpu().double()  # (M, n, d)
-            for i in range(self.n):
-                km = KMeans(self.codebook_size, n_init=1, max_iter=100,
-                            random_state=(int(seed) * 1009 + i) % (2**31 - 1))
-                km.fit(z[:, i].numpy())
-                c = torch.from_numpy(km.cluster_centers_).float()
-                self.codebooks[i].copy_(torch.nn.functional.normalize(c, dim=-1))
+        self.projection_fit.fit(self, x)
+        self.codebook_fit.fit(self, x, seed)
         self.fitted.fill_(True)
 
 
@@ -519,6 +594,42 @@ class RandomProjectionQuantizer(torch.nn.Module):
         self.load_state(state)
 
 
+def split_codebooks(n_codebooks, anchor_codebooks, K, described):
+    """Codebooks of each of the K latent sources of stages >= 1, which share the
+    N - A codebooks that are not Mel anchors; ``described`` names the sources
+    in the error (``"target_layers [5, 6]"``).
+
+    Example
+    -------
+    >>> split_codebooks(18, 0, 6, "target_layers [5, 6, 7, 8, 9, 10]"), split_codebooks(6, 2, 2, "x")
+    (3, 2)
+    """
+    anchors = int(anchor_codebooks)
+    if not 0 <= anchors < n_codebooks:
+        raise ValueError(
+            f"anchor_codebooks={anchor_codebooks} must be >= 0 and below "
+            f"n_codebooks={n_codebooks} (the rest are the target layers' codebooks)"
+        )
+    if anchors:
+        if (n_codebooks - anchors) % K:
+            raise ValueError(
+                f"n_codebooks - anchor_codebooks = {n_codebooks - anchors} is not divisible "
+                f"by the {K} {described}: each layer needs the same number of "
+                "codebooks"
+            )
+    elif n_codebooks % K:
+        lo, hi = n_codebooks - n_codebooks % K, n_codebooks + K - n_codebooks % K
+        counts = " or ".join(str(c) for c in sorted({lo, hi}) if c > 0)
+        divisors = [k for k in range(1, n_codebooks + 1) if n_codebooks % k == 0]
+        near = sorted(divisors, key=lambda k: (abs(k - K), -k))[:2]
+        raise ValueError(
+            f"n_codebooks={n_codebooks} is not divisible by the {K} {described}: "
+            f"each layer needs the same number of codebooks (e.g. "
+            f"n_codebooks={counts}, or {' or '.join(map(str, sorted(near)))} layers)"
+        )
+    return (n_codebooks - anchors) // K
+
+
 def latent_rq_quantizer(
     n_codebooks,
     codebook_size,
@@ -552,35 +663,13 @@ def latent_rq_quantizer(
     ValueError: n_codebooks=18 is not divisible by the 4 target_layers [1, 2, 3, 4]: each layer needs the same number of codebooks (e.g. n_codebooks=16 or 20, or 3 or 6 layers)
     """
     layers = check_target_layers(target_layers, num_layers)
-    K = len(layers)
-    anchors = int(anchor_codebooks)
-    if not 0 <= anchors < n_codebooks:
-        raise ValueError(
-            f"anchor_codebooks={anchor_codebooks} must be >= 0 and below "
-            f"n_codebooks={n_codebooks} (the rest are the target layers' codebooks)"
-        )
-    if anchors:
-        if (n_codebooks - anchors) % K:
-            raise ValueError(
-                f"n_codebooks - anchor_codebooks = {n_codebooks - anchors} is not divisible "
-                f"by the {K} target_layers {layers}: each layer needs the same number of "
-                "codebooks"
-            )
-    elif n_codebooks % K:
-        lo, hi = n_codebooks - n_codebooks % K, n_codebooks + K - n_codebooks % K
-        counts = " or ".join(str(c) for c in sorted({lo, hi}) if c > 0)
-        divisors = [k for k in range(1, n_codebooks + 1) if n_codebooks % k == 0]
-        near = sorted(divisors, key=lambda k: (abs(k - K), -k))[:2]
-        raise ValueError(
-            f"n_codebooks={n_codebooks} is not divisible by the {K} target_layers "
-            f"{layers}: each layer needs the same number of codebooks (e.g. "
-            f"n_codebooks={counts}, or {' or '.join(map(str, sorted(near)))} layers)"
-        )
+    per_layer = split_codebooks(n_codebooks, anchor_codebooks, len(layers),
+                                f"target_layers {layers}")
     sources = {MEL_SOURCE: (mel_dim, n_codebooks)}
     kind = {"projection": target_projection, "codebooks": target_codebooks}
     kinds = {}
     for layer in layers:
-        sources[layer_source(layer)] = (latent_dim, (n_codebooks - anchors) // K)
+        sources[layer_source(layer)] = (latent_dim, per_layer)
         if kind != {"projection": "random", "codebooks": "random"}:
             kinds[layer_source(layer)] = kind
     return RandomProjectionQuantizer(sources, codebook_size, codebook_dim, seed, kinds=kinds)

@@ -118,18 +118,18 @@ def checksum_tensors(named):
     return f"{crc:08x}"
 
 
-def check_rank_consistency(when, quantizer, target_encoder, heads, stage):
-    """Fails loudly if quantizer, target encoder, heads or stage differ across
-    ranks (one ``all_gather_object`` under DDP); logs the checksums.
+def check_rank_consistency(when, frozen, heads, stage):
+    """Fails loudly if the frozen parts (quantizer, target sources), heads or
+    stage differ across ranks (one ``all_gather_object`` under DDP); logs the
+    checksums.
 
     Arguments
     ---------
     when : str
         Named in the log and the error (``"start"``, ``"transition to stage 1"``).
-    quantizer : latent_rq_brain.quantizer.RandomProjectionQuantizer
-        Compared by its ``checksum()``.
-    target_encoder : latent_rq_brain.target_encoder.TargetEncoder
-        Compared by its ``checksum()``.
+    frozen : dict
+        ``{name: checksum string}`` of the quantizer and of every target
+        source's frozen part (``target_encoder``...).
     heads : torch.nn.Module
         The (unwrapped) heads, compared by :func:`checksum_tensors`.
     stage : int
@@ -138,22 +138,16 @@ def check_rank_consistency(when, quantizer, target_encoder, heads, stage):
     Returns
     -------
     dict
-        ``{"quantizer", "target_encoder", "heads", "stage"}`` -> checksum string.
+        ``frozen``'s names, ``"heads"`` and ``"stage"`` -> checksum string.
 
     Example
     -------
-    >>> from types import SimpleNamespace
-    >>> part = SimpleNamespace(checksum=lambda: "0123456789abcdef")
-    >>> sums = check_rank_consistency("start", part, part, torch.nn.Linear(1, 1), 0)
+    >>> frozen = {"quantizer": "0123456789abcdef", "target_encoder": "inactive"}
+    >>> sums = check_rank_consistency("start", frozen, torch.nn.Linear(1, 1), 0)
     >>> sorted(sums), sums["stage"]
     (['heads', 'quantizer', 'stage', 'target_encoder'], '0')
     """
-    sums = {
-        "quantizer": quantizer.checksum(),
-        "target_encoder": target_encoder.checksum(),
-        "heads": checksum_tensors(heads.state_dict().items()),
-        "stage": str(stage),
-    }
+    sums = dict(frozen, heads=checksum_tensors(heads.state_dict().items()), stage=str(stage))
     if is_distributed_initialized():
         gathered = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, sums)

@@ -17,8 +17,9 @@ resumed with another number of ranks builds its own cache.
 
 The file name is a key over everything the targets depend on
 (:func:`cache_key`), derived from the resolved objects rather than listed:
-every setting and tensor of the feature extractor, the target encoder's
-settings and weights, the quantizer's settings and buffers, the precision, and
+every setting and tensor of the feature extractor, every target source's
+settings and frozen parts (the target encoder's settings and weights, any
+frozen module's), the quantizer's settings and buffers, the precision, and
 the training manifest (every column) with a hash of each audio file's bytes
 (remembered in the output folder's ``.audio_hashes.json`` with the file's
 size, modification time, inode and change time; hashed again when any of them
@@ -57,12 +58,14 @@ from speechbrain.utils.distributed import is_distributed_initialized
 logger = logging.getLogger(__name__)
 
 
-def target_settings(features, target_encoder, quantizer, precision):
+def target_settings(features, sources, quantizer, precision):
     """Everything but the data that the cached targets depend on, derived from
     the resolved objects (:func:`latent_rq_brain.features.module_settings`),
     not from a list of YAML keys: every plain setting of the feature extractor
-    with its tensors (STFT window, Mel filters), the target encoder's settings
-    (layers, normalisation, truncation, compile) and weights, the quantizer's
+    with its tensors (STFT window, Mel filters), every target source's settings
+    and frozen parts (``sources.settings()``,
+    :meth:`latent_rq_brain.target_sources.TargetSources.settings`: the target
+    encoder's settings and weights, any frozen module's), the quantizer's
     settings and buffers, and the precision the targets are computed in.
 
     Example
@@ -70,22 +73,22 @@ def target_settings(features, target_encoder, quantizer, precision):
     >>> from speechbrain.lobes.features import Fbank
     >>> from latent_rq_brain.quantizer import latent_rq_quantizer
     >>> from latent_rq_brain.target_encoder import TargetEncoder
+    >>> from latent_rq_brain.target_sources import MelFrames, TargetSources, layer_sources
+    >>> sources = TargetSources(MelFrames(4, 320), layer_sources(TargetEncoder([0]), 32, 2, "random", "random"), 0)
     >>> q = latent_rq_quantizer(2, 16, 8, 320, 32, [0], 2, seed=1)
-    >>> s = target_settings(Fbank(f_min=50), TargetEncoder([0]), q, "fp32")
-    >>> s["features"]["compute_fbanks.f_min"], s["target_encoder"]["norm"], s["precision"]
+    >>> s = target_settings(Fbank(f_min=50), sources, q, "fp32")
+    >>> s["features"]["compute_fbanks.f_min"], s["sources"]["frozen"]["target_encoder"]["norm"], s["precision"]
     (50, 'utterance', 'fp32')
     """
-    encoder = module_settings(target_encoder)
-    encoder["weights"] = target_encoder.checksum()
     return {
         "features": module_settings(features, tensors=True),
-        "target_encoder": encoder,
+        "sources": sources.settings(),
         "quantizer": dict(module_settings(quantizer, tensors=True), buffers=quantizer.checksum()),
         "precision": str(precision),
     }
 
 
-def cache_key(features, target_encoder, quantizer, precision, dataset, hashes=None):
+def cache_key(features, sources, quantizer, precision, dataset, hashes=None):
     """Hex key over everything the cached targets depend on:
     :func:`target_settings` and, for every utterance of ``dataset``, its
     manifest entry (ID, path, duration, any other column) and the content
@@ -96,7 +99,7 @@ def cache_key(features, target_encoder, quantizer, precision, dataset, hashes=No
 
     Arguments
     ---------
-    features, target_encoder, quantizer, precision
+    features, sources, quantizer, precision
         See :func:`target_settings`.
     dataset : speechbrain.dataio.dataset.DynamicItemDataset
         The training set (``wav`` paths).
@@ -105,7 +108,7 @@ def cache_key(features, target_encoder, quantizer, precision, dataset, hashes=No
     """
     hashes = AudioHashes() if hashes is None else hashes
     h = hashlib.sha256()
-    settings = target_settings(features, target_encoder, quantizer, precision)
+    settings = target_settings(features, sources, quantizer, precision)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for uid in dataset.data_ids:
         item = dataset.data[uid]
@@ -327,8 +330,10 @@ class TargetCache:
         folder : str
             Where the cache files live.
         parts : tuple
-            ``(features, target_encoder, quantizer, precision)``: the unwrapped
-            feature extractor, the target encoder, the quantizer, the precision.
+            ``(features, sources, quantizer, precision)``: the unwrapped
+            feature extractor, the target sources
+            (:class:`~latent_rq_brain.target_sources.TargetSources`), the
+            quantizer, the precision.
         dataset, make_targets, n_codebooks, max_batch_seconds, num_workers, codebook_size
             As in :meth:`prepare`.
         hashes : latent_rq_brain.data.AudioHashes, optional
@@ -400,8 +405,9 @@ def stage_cache(hparams, stage, dataset, parts, make_targets):
     reopened), or None for online targets.
 
     Only in stages >= 1, with ``target_cache: True`` and a known training set
-    (None: evaluation or a unit test); refused (``ValueError``) with the EMA
-    target encoder or inputs that are not deterministic (``augmentation``,
+    (None: evaluation or a unit test); refused (``ValueError``) with a frozen
+    part that changes within a stage (``check_cacheable``: the EMA target
+    encoder) or inputs that are not deterministic (``augmentation``,
     ``random_crop``).
 
     Arguments
@@ -413,7 +419,7 @@ def stage_cache(hparams, stage, dataset, parts, make_targets):
     dataset : speechbrain.dataio.dataset.DynamicItemDataset or None
         The training set.
     parts : tuple
-        ``(features, target_encoder, quantizer, precision)``, see :meth:`TargetCache.keyed`.
+        ``(features, sources, quantizer, precision)``, see :meth:`TargetCache.keyed`.
     make_targets : callable
         ``make_targets(batch) -> (codes, enc_lens)``, see :meth:`TargetCache.build_shard`.
 
@@ -425,12 +431,7 @@ def stage_cache(hparams, stage, dataset, parts, make_targets):
     """
     if not getattr(hparams, "target_cache", False) or stage == 0:
         return None
-    if getattr(hparams, "target_encoder_ema", False):
-        raise ValueError(
-            "target_cache: True cannot be used with target_encoder_ema: True: the "
-            "EMA target encoder changes every step, so its targets cannot be "
-            "computed once per stage. Set target_cache: False."
-        )
+    parts[1].check_cacheable()  # e.g. the EMA target encoder
     for key in ("augmentation", "random_crop"):
         if getattr(hparams, key, None):
             raise ValueError(

@@ -17,11 +17,14 @@ random projection:
   affine), independent of the rest of the utterance;
 * ``"none"``: raw hidden states.
 
-By default (the paper) the snapshot stays frozen for its whole stage. With an
-exponential moving average (:meth:`TargetEncoder.ema_update`, data2vec's
-teacher) it follows the student after every optimizer step instead; the
-decay rises linearly from ``ema_decay`` to ``ema_end_decay`` over
-``ema_anneal_steps`` steps after the snapshot (:func:`ema_decay_at`).
+By default (the paper) the snapshot stays frozen for its whole stage. With
+``ema=True`` (an exponential moving average, :meth:`TargetEncoder.ema_update`,
+data2vec's teacher) it follows the student after every optimizer step instead
+(:meth:`TargetEncoder.after_optimizer_step`); the decay rises linearly from
+``ema_decay`` to ``ema_end_decay`` over ``ema_anneal_steps`` steps after the
+snapshot (:func:`ema_decay_at`). Its targets then change every step, so they
+cannot be cached (:meth:`TargetEncoder.check_cacheable`), and a resume that
+switches EMA on or off is refused.
 
 Authors
  * latent-rq developers 2026
@@ -32,7 +35,7 @@ import hashlib
 
 import torch
 
-from latent_rq_brain.features import valid_frames
+from latent_rq_brain.features import module_settings, valid_frames
 from latent_rq_brain.layers import check_target_layers, hidden_state_index
 from latent_rq_brain.safe_load import load_weights
 from speechbrain.nnet.attention import RoPEMHA
@@ -145,16 +148,37 @@ class TargetEncoder:
         Run the snapshot through ``torch.compile(dynamic=False)`` (one graph
         per input shape: use it with ``fixed_shapes: True``). The checkpoint
         holds the plain module either way.
+    ema : bool
+        Follow the student after every optimizer step (YAML
+        ``target_encoder_ema``); needs the three settings below.
+    ema_decay, ema_end_decay : float
+        EMA decay right after the snapshot, and after ``ema_anneal_steps``.
+    ema_anneal_steps : int
+        Optimizer steps over which the decay rises linearly.
 
     Example
     -------
     >>> te = TargetEncoder([0, 1], norm="layer")
-    >>> te.active
-    False
+    >>> te.active, te.ema
+    (False, False)
+    >>> TargetEncoder([0], ema=True)
+    Traceback (most recent call last):
+     ...
+    ValueError: target_encoder_ema: True needs ema_decay, ema_end_decay and ema_anneal_steps (got None, None, None)
     """
 
-    def __init__(self, target_layers, norm="utterance", truncate=True, compile=False):
+    def __init__(self, target_layers, norm="utterance", truncate=True, compile=False,
+                 ema=False, ema_decay=None, ema_end_decay=None, ema_anneal_steps=None):
         self.target_layers = check_target_layers(target_layers)
+        self.ema = bool(ema)
+        self.ema_decay, self.ema_end_decay = ema_decay, ema_end_decay
+        self.ema_anneal_steps = ema_anneal_steps
+        settings = (ema_decay, ema_end_decay, ema_anneal_steps)
+        if self.ema and any(x is None for x in settings):
+            raise ValueError(
+                "target_encoder_ema: True needs ema_decay, ema_end_decay and "
+                f"ema_anneal_steps (got {', '.join(map(str, settings))})"
+            )
         self.truncate = bool(truncate)
         self.compile = bool(compile)
         self._compiled = self._runner_key = None
@@ -207,13 +231,35 @@ class TargetEncoder:
                 t.copy_(s)
         self.version += 1
 
-    def ema_step(self, encoder, step, decay, end_decay, anneal_steps):
-        """The EMA update after optimizer step ``step``: :meth:`ema_update` with
-        the decay :func:`ema_decay_at` gives ``step - snapshot_step`` steps
-        after the snapshot (settings ``ema_decay``, ``ema_end_decay``,
-        ``ema_anneal_steps``)."""
+    def after_optimizer_step(self, encoder, step):
+        """With ``ema``, the EMA update after optimizer step ``step`` (once a
+        snapshot exists): :meth:`ema_update` with the decay :func:`ema_decay_at`
+        gives ``step - snapshot_step`` steps after the snapshot. A no-op
+        otherwise (the paper's frozen snapshot)."""
+        if not self.ema or self.module is None:
+            return
         steps = step - self.snapshot_step
-        self.ema_update(encoder, ema_decay_at(steps, decay, end_decay, anneal_steps))
+        self.ema_update(encoder, ema_decay_at(steps, self.ema_decay, self.ema_end_decay,
+                                              self.ema_anneal_steps))
+
+    def check_cacheable(self):
+        """Raises if the targets of a stage cannot be computed once (``ema``)."""
+        if self.ema:
+            raise ValueError(
+                "target_cache: True cannot be used with target_encoder_ema: True: the "
+                "EMA target encoder changes every step, so its targets cannot be "
+                "computed once per stage. Set target_cache: False."
+            )
+
+    def key_settings(self):
+        """What targets read from it: its settings and weights (the cache key)."""
+        settings = module_settings(self)
+        settings["weights"] = self.checksum()
+        return settings
+
+    def _ema_settings(self):
+        return {"decay": self.ema_decay, "end_decay": self.ema_end_decay,
+                "anneal_steps": self.ema_anneal_steps}
 
     def runner(self, device_type="cpu"):
         """The module that runs the forward.
@@ -289,15 +335,15 @@ class TargetEncoder:
 
     @mark_as_saver
     def _save(self, path):
-        torch.save(
-            {
-                "target_layers": self.target_layers,
-                "norm": self.norm,
-                "snapshot_step": self.snapshot_step,
-                "state": None if self.module is None else self.module.state_dict(),
-            },
-            path,
-        )
+        saved = {
+            "target_layers": self.target_layers,
+            "norm": self.norm,
+            "snapshot_step": self.snapshot_step,
+            "state": None if self.module is None else self.module.state_dict(),
+        }
+        if self.ema:  # absent for the frozen snapshot (its checkpoints stay as they were)
+            saved["ema"] = self._ema_settings()
+        torch.save(saved, path)
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):
@@ -317,6 +363,13 @@ class TargetEncoder:
             raise ValueError(
                 f"checkpoint {path} used target_norm={saved['norm']!r}, config "
                 f"asks {self.norm!r}: resume with the same target_norm"
+            )
+        if ("ema" in saved) != self.ema:
+            raise ValueError(
+                f"checkpoint {path} holds a target encoder trained with "
+                f"target_encoder_ema: {'ema' in saved}, but the config asks "
+                f"target_encoder_ema: {self.ema}: resume with the same setting, or start a "
+                "new output folder with --init_from"
             )
         if self.template is None:
             raise RuntimeError("TargetEncoder.attach(encoder) must precede loading")

@@ -1,14 +1,14 @@
 """Targets of BEST-RQ and Latent-RQ: the one place they are made.
 
-A :class:`TargetMaker` holds the frozen parts, the random-projection quantizer
-and the target encoder, and turns the clean features of a batch into the codes
-the heads predict::
+A :class:`TargetMaker` holds the quantizer and the target sources
+(:mod:`latent_rq_brain.target_sources`) and turns the clean features of a
+batch into the codes the heads predict::
 
     stage 0 : feats (B, T, 80) -> stack 4 frames (B, T/4, 320)   -> source "mel"
     stage>=1: feats -> target encoder -> layer l, normalised       -> source "layer<l>"
               (one source per target layer, (N - A)/K codebooks each, after
                the first A = anchor_codebooks codebooks of "mel": the anchors)
-    codes = concat over sources of quantizer(inputs[frames], source)   (M, N)
+    codes = concat over the stage's sources of quantizer(frames[mask], source)   (M, N)
 
 A data-fitted source (PCA projection, k-means codebooks) is fitted at the start
 of its stage on a sample of its own input frames (:meth:`TargetMaker.fit`), the
@@ -17,8 +17,7 @@ broadcast (:func:`fit_stage_sources`).
 
 Training (:class:`latent_rq_brain.brain.LatentRQBrain`), the offline target
 cache, the code-usage tool (``tools/target_usage.py``) and the analysis
-(``recipes/analysis``) all call it; the layer rules are in
-:mod:`latent_rq_brain.layers`.
+(``recipes/analysis``) all call it.
 
 Authors
  * latent-rq developers 2026
@@ -32,24 +31,33 @@ import torch
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
 from latent_rq_brain.target_cache import cache_batches
+from latent_rq_brain.target_sources import LayerFrames, MelFrames, TargetSources
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 logger = logging.getLogger(__name__)
 
 
-def stack_frames(feats, downsampling):
-    """(B, T, C) features -> (B, T // k, k * C): the Mel frames of each
-    encoder frame, side by side (T is a multiple of ``downsampling``).
+def quantizer_sources(quantizer, target_encoder, downsampling, anchor_codebooks):
+    """The :class:`~latent_rq_brain.target_sources.TargetSources` of a paper
+    quantizer (groups ``mel`` and ``layer<l>``, as saved in a checkpoint): its
+    Mel group, and a layer source of ``target_encoder`` for each of its target
+    layers (all of them without a target encoder).
 
     Example
     -------
-    >>> x = torch.arange(16.0).view(1, 8, 2)
-    >>> stack_frames(x, 4)[0, 1].tolist()
-    [8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+    >>> from latent_rq_brain.quantizer import latent_rq_quantizer
+    >>> q = latent_rq_quantizer(4, 16, 4, 320, 32, [0, 1], 2, seed=1)
+    >>> [s.name for s in quantizer_sources(q, None, 4, 0).all()]
+    ['mel', 'layer0', 'layer1']
     """
-    B, T, C = feats.shape
-    return feats.view(B, T // downsampling, downsampling * C)
+    layers = (target_encoder.target_layers if target_encoder is not None
+              else [source_layer(n) for n in quantizer.sources if n != MEL_SOURCE])
+    mel_dim = quantizer.sources[MEL_SOURCE][0]
+    groups = [quantizer.source(layer_source(layer)) for layer in layers]
+    latent = [LayerFrames(target_encoder, layer, group.input_dim, **group.config())
+              for layer, group in zip(layers, groups)]
+    return TargetSources(MelFrames(downsampling, mel_dim), latent, anchor_codebooks)
 
 
 class TargetMaker:
@@ -58,84 +66,82 @@ class TargetMaker:
     Arguments
     ---------
     quantizer : latent_rq_brain.quantizer.RandomProjectionQuantizer
-        The frozen codebooks (sources ``mel`` and ``layer<l>``).
-    target_encoder : latent_rq_brain.target_encoder.TargetEncoder
-        The frozen snapshot feeding the ``layer<l>`` sources (stages >= 1).
-    downsampling : int
-        Mel frames per encoder frame (4).
-    anchor_codebooks : int
-        In stages >= 1, this many of the Mel codebooks stay targets (the
-        first ones; 0 = the paper: layers only).
+        The frozen codebooks, one group per source.
+    sources : latent_rq_brain.target_sources.TargetSources
+        Where the frames of each group come from, and in which stage.
 
     Example
     -------
     >>> from latent_rq_brain.quantizer import RandomProjectionQuantizer
     >>> from latent_rq_brain.target_encoder import TargetEncoder
-    >>> q = RandomProjectionQuantizer({"mel": (320, 2)}, 16, 4, seed=1)
-    >>> make = TargetMaker(q, TargetEncoder([0]), downsampling=4)
+    >>> q = RandomProjectionQuantizer({"mel": (320, 2), "layer0": (8, 2)}, 16, 4, seed=1)
+    >>> make = TargetMaker(q, quantizer_sources(q, TargetEncoder([0]), 4, 0))
     >>> feats, enc_lens = torch.randn(2, 12, 80), torch.tensor([3, 2])
     >>> make(feats, enc_lens, valid_frames(enc_lens, 3), stage=0).shape
     torch.Size([5, 2])
     >>> make.sources(0), make.sources(1)
     (['mel'], ['layer0'])
-    >>> TargetMaker(q, TargetEncoder([0]), anchor_codebooks=1).sources(1)
+    >>> TargetMaker(q, quantizer_sources(q, TargetEncoder([0]), 4, 1)).sources(1)
     ['mel', 'layer0']
     """
 
-    def __init__(self, quantizer, target_encoder, downsampling=4, anchor_codebooks=0):
+    def __init__(self, quantizer, sources):
         self.quantizer = quantizer
-        self.target_encoder = target_encoder
-        self.downsampling = int(downsampling)
-        self.anchor_codebooks = int(anchor_codebooks)
+        self.target_sources = sources
+        self.downsampling = sources.mel.downsampling
+
+    @property
+    def anchor_codebooks(self):
+        """Mel codebooks that stay targets in stages >= 1."""
+        return self.target_sources.anchor_codebooks
+
+    @property
+    def target_encoder(self):
+        """The target encoder the layer sources read (settable, e.g. by benchmarks)."""
+        return self.target_sources.target_encoder
+
+    @target_encoder.setter
+    def target_encoder(self, value):
+        self.target_sources.target_encoder = value
 
     def sources(self, stage):
-        """The quantizer sources whose codes are the targets of ``stage``."""
-        if stage == 0:
-            return [MEL_SOURCE]
-        anchors = [MEL_SOURCE] if self.anchor_codebooks else []
-        return anchors + [layer_source(layer) for layer in self.target_encoder.target_layers]
-
-    def _count(self, name, stage):
-        """Codebooks of source ``name`` used in ``stage`` (None: all)."""
-        return self.anchor_codebooks if name == MEL_SOURCE and stage > 0 else None
+        """The names of the sources whose codes are the targets of ``stage``."""
+        return [s.name for s in self.target_sources.active(stage)]
 
     @torch.no_grad()
     def inputs(self, feats, enc_lens, sources):
-        """``{source: (B, T // downsampling, dim)}``: what each source quantizes.
-
-        ``mel`` stacks the features; ``layer<l>`` runs the target encoder once
-        (normalised hidden states, fp32) for all layer sources.
-        """
-        out, states = {}, None
-        for name in sources:
-            layer = source_layer(name)
-            if layer is None:
-                out[name] = stack_frames(feats, self.downsampling)
-                continue
-            if states is None:
-                states = self.target_encoder(feats, enc_lens)
-            out[name] = states[layer]
-        return out
+        """``{name: (B, T // downsampling, dim)}``: the frames of the sources
+        named ``sources`` (layer sources share one target-encoder run)."""
+        shared = {}
+        return {name: self.target_sources.by_name(name).frames(feats, enc_lens, shared)
+                for name in sources}
 
     @torch.no_grad()
     def __call__(self, feats, enc_lens, frames, stage):
         """(M, N) int64 codes of the ``frames`` (a (B, T // downsampling) bool
         mask: the masked frames in training, all valid ones elsewhere),
-        codebooks of each source in turn."""
-        inputs = self.inputs(feats, enc_lens, self.sources(stage))
-        codes = []
-        for name, x in inputs.items():
-            count = self._count(name, stage)
-            if count is None:
-                codes.append(self.quantizer(x[frames], name))
-            else:  # the anchors: the first codebooks of the source
-                codes.append(self.quantizer(x[frames], name, count))
+        codebooks of each source of ``stage`` in turn."""
+        shared, codes = {}, []
+        for source in self.target_sources.active(stage):
+            x = source.frames(feats, enc_lens, shared)
+            if source.count is None:
+                codes.append(self.quantizer(x[frames], source.group))
+            else:  # the first codebooks of the group (anchors)
+                codes.append(self.quantizer(x[frames], source.group, source.count))
         return torch.cat(codes, 1)
 
     def all_frames(self, feats, enc_lens, stage):
         """(sum(enc_lens), N) codes of every valid frame, utterance by utterance."""
         T = feats.shape[1] // self.downsampling
         return self(feats, enc_lens, valid_frames(enc_lens, T), stage)
+
+    def groups_to_fit(self, stage):
+        """The codebook groups of ``stage``'s sources that are data-fitted."""
+        groups = []
+        for source in self.target_sources.active(stage):
+            if source.group not in groups and self.quantizer.source(source.group).needs_fit:
+                groups.append(source.group)
+        return groups
 
     @torch.no_grad()
     def fit(self, batches, stage, max_frames, seed):
@@ -159,7 +165,7 @@ class TargetMaker:
             The sources that were fitted (empty for the paper's quantizer,
             which then reads no batch).
         """
-        names = [n for n in self.sources(stage) if self.quantizer.needs_fit(n)]
+        names = [n for n in self.groups_to_fit(stage) if self.quantizer.needs_fit(n)]
         if not names:
             return []
         sample = {n: [] for n in names}
@@ -240,16 +246,15 @@ def fit_stage_sources(maker, stage, dataset, featurize, max_frames, seed, batch_
 
     Example
     -------
-    >>> from latent_rq_brain.quantizer import RandomProjectionQuantizer
-    >>> from latent_rq_brain.target_encoder import TargetEncoder
-    >>> q = RandomProjectionQuantizer({"mel": (320, 2)}, 16, 4, seed=1)
-    >>> fit_stage_sources(TargetMaker(q, TargetEncoder([0])), 0, None, None, 100, 1, 60.0)
+    >>> from latent_rq_brain.quantizer import latent_rq_quantizer
+    >>> q = latent_rq_quantizer(2, 16, 4, 320, 8, [0], 1, seed=1)
+    >>> fit_stage_sources(TargetMaker(q, quantizer_sources(q, None, 4, 0)), 0, None, None, 100, 1, 60.0)
     []
     """
     quantizer = maker.quantizer
-    sources = maker.sources(stage)
+    sources = maker.groups_to_fit(stage)
     quantizer.unfit(sources)
-    if not any(quantizer.needs_fit(n) for n in sources):
+    if not sources:
         return []
     if dataset is None:
         raise RuntimeError("data-fitted target sources need the training set (fit())")

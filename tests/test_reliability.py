@@ -234,7 +234,7 @@ def test_cache_is_the_same_for_any_number_of_ranks(tmp_path):
 
 
 def key_parts(f_min=0, norm="utterance"):
-    """Feature extractor, target encoder and quantizer as a run resolves them."""
+    """Feature extractor, target sources and quantizer as a run resolves them."""
     from speechbrain.lobes.features import Fbank
     from speechbrain.processing.features import InputNormalization
 
@@ -242,9 +242,11 @@ def key_parts(f_min=0, norm="utterance"):
     from latent_rq_brain.quantizer import latent_rq_quantizer
     from latent_rq_brain.target_encoder import TargetEncoder
 
+    from latent_rq_brain.targets import quantizer_sources
+
     features = MelFeatures(Fbank(n_mels=80, f_min=f_min), InputNormalization(norm_type="sentence"))
     quantizer = latent_rq_quantizer(4, 64, 8, 320, 32, [0], 2, seed=1)
-    return features, TargetEncoder([0], norm=norm), quantizer
+    return features, quantizer_sources(quantizer, TargetEncoder([0], norm=norm), 4, 0), quantizer
 
 
 def wav_dataset(folder, seed=0):

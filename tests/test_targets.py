@@ -21,7 +21,7 @@ from latent_rq_brain.layers import hidden_state_index, layer_source
 from latent_rq_brain.sb_patches import PaddingExactConvolutionModule
 from latent_rq_brain.masking import sample_span_mask
 from latent_rq_brain.target_encoder import TargetEncoder, normalize_states
-from latent_rq_brain.targets import TargetMaker
+from latent_rq_brain.targets import TargetMaker, quantizer_sources
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 
 HPARAMS = "hparams/small/latent_rq.yaml"
@@ -472,7 +472,7 @@ def test_target_norms(hp):
 
 
 def _targets(hp, target_encoder=None):
-    return TargetMaker(hp["quantizer"], target_encoder, downsampling=4)
+    return TargetMaker(hp["quantizer"], quantizer_sources(hp["quantizer"], target_encoder, 4, 0))
 
 
 def test_latent_targets_are_deterministic(hp):

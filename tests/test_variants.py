@@ -19,7 +19,7 @@ import torch
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.quantizer import RandomProjectionQuantizer, TargetSource, latent_rq_quantizer
 from latent_rq_brain.target_encoder import TargetEncoder, autocast_weights
-from latent_rq_brain.targets import TargetMaker
+from latent_rq_brain.targets import TargetMaker, quantizer_sources
 from test_training import REPO, built, fit_batches, latest_ckpt, tiny_args, train, write_corpus
 
 
@@ -76,7 +76,7 @@ def test_anchored_codes_use_mel_for_exactly_anchor_codebooks():
         def __call__(self, feats, enc_lens):
             return states
 
-    make = TargetMaker(q, Snapshot(), downsampling=4, anchor_codebooks=2)
+    make = TargetMaker(q, quantizer_sources(q, Snapshot(), 4, anchor_codebooks=2))
     feats, enc_lens = torch.randn(2, 20, 10), torch.tensor([5, 3])
     frames = valid_frames(enc_lens, 5)
     codes = make(feats, enc_lens, frames, stage=1)

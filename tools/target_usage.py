@@ -22,7 +22,7 @@ import torch
 
 import speechbrain as sb
 from latent_rq_brain.target_encoder import NORMS, TargetEncoder
-from latent_rq_brain.targets import TargetMaker
+from latent_rq_brain.targets import TargetMaker, quantizer_sources
 
 
 def code_usage(brain, loader, norm):
@@ -33,7 +33,8 @@ def code_usage(brain, loader, norm):
     te = TargetEncoder(brain.target_encoder.target_layers, norm)
     te.snapshot(source, step=0)
     te.template = brain.modules.encoder
-    make = TargetMaker(brain.quantizer, te, brain.hparams.downsampling)
+    make = TargetMaker(brain.quantizer, quantizer_sources(  # the layers alone
+        brain.quantizer, te, brain.hparams.downsampling, anchor_codebooks=0))
     V = brain.hparams.codebook_size
     counts = None
     for batch in loader:

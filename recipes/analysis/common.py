@@ -27,7 +27,7 @@ from latent_rq_brain.data import read_audio_checked, read_manifest
 from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
 from latent_rq_brain.quantizer import latent_rq_quantizer
 from latent_rq_brain.target_encoder import TargetEncoder
-from latent_rq_brain.targets import TargetMaker
+from latent_rq_brain.targets import TargetMaker, quantizer_sources
 
 #: ``checkpoint`` value that builds a random tiny encoder and quantizer (tests).
 RANDOM_TINY = "random:tiny"
@@ -222,7 +222,8 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False, norm=Non
         norm = norm or enc.info.get("target_norm") or "utterance"
         target_encoder = TargetEncoder(layers, norm)
         target_encoder.snapshot(enc.encoder, step=0)
-    make = TargetMaker(quantizer, target_encoder, enc.encoder.downsampling)
+    make = TargetMaker(quantizer, quantizer_sources(quantizer, target_encoder,
+                                                  enc.encoder.downsampling, anchor_codebooks=0))
     out = {s: {"codes": [], "proj": [], "inputs": []} for s in sources}
     lens = []
     for i in range(0, len(wavs), batch_size):
