@@ -61,14 +61,15 @@ def ddp_backend(run_opts, cuda_available=None):
     return dataclasses.replace(run_opts, distributed_backend="gloo", overridden_args=given), message
 
 
-def build(argv):
-    """Parses arguments, prepares data and builds the Brain (no training).
+def build(argv, prog="train.py"):
+    """Parses arguments, prepares data and builds the Brain (no training);
+    ``prog`` names the script in usage errors.
 
     Returns
     -------
     brain, train_data, valid_data, train_loader_kwargs, valid_loader_kwargs
     """
-    hparams_file, run_opts, overrides = parse_arguments(argv)  # checked before torch loads
+    hparams_file, run_opts, overrides = parse_arguments(argv, prog)  # checked before torch loads
     with no_folders_left_on_refusal(hparams_file, overrides):  # a refusal leaves nothing
         return _build(hparams_file, run_opts, overrides)
 
