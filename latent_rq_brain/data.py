@@ -718,10 +718,14 @@ def named_out_of_memory(err, batch, datasets, sample_rate, longer_than=None, whe
     >>> named_out_of_memory(other, batch, [], 16000) is other
     True
     """
-    if not is_out_of_memory(err):
-        return err
+    if not is_out_of_memory(err) or isinstance(err, NamedOutOfMemoryError):
+        return err  # not out of memory, or named already (by an inner batch)
     data = {}
     for dataset in datasets:
         data.update(getattr(getattr(dataset, "dataset", dataset), "data", None) or {})
-    return torch.OutOfMemoryError(out_of_memory_message(
+    return NamedOutOfMemoryError(out_of_memory_message(
         batch, data, sample_rate, longer_than, where, batch_setting))
+
+
+class NamedOutOfMemoryError(torch.OutOfMemoryError):
+    """Out of memory, with the utterance at fault named (:func:`named_out_of_memory`)."""
