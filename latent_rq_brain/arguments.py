@@ -399,7 +399,7 @@ def check_command_line(argv, prog="train.py"):
     latent_rq_brain.arguments.UsageError: unknown setting --optimiser_step_limit: not a key of .../latent_rq.yaml nor a SpeechBrain run option; did you mean --optimizer_step_limit?
     """
     if "--help" in argv or "-h" in argv:
-        files = [a for a in argv if not a.startswith("-")]
+        files = [a for a in argv if not a.startswith("-") and os.path.isfile(a)]
         print(help_text(files[0] if files else None, prog), end="")
         raise SystemExit(0)
     parser = run_options_class()._create_parser()
