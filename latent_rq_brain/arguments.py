@@ -507,8 +507,11 @@ def no_folders_left_on_refusal(hparams_file, overrides):
         yield
     except BaseException:
         for path in sorted(set(folders), key=len, reverse=True):
-            if os.path.isdir(path) and not os.listdir(path):
-                os.rmdir(path)
+            try:
+                if os.path.isdir(path) and not os.listdir(path):
+                    os.rmdir(path)
+            except OSError:  # another rank removed it, or wrote into it
+                pass
         raise
 
 
