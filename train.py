@@ -27,39 +27,14 @@ import dataclasses
 import logging
 import os
 import sys
-import typing
 
 # Light imports only at the top: torch and SpeechBrain load in build(), after
 # the command line has been checked.
-from latent_rq_brain.arguments import UsageError, check_command_line, csv_overrides
-from latent_rq_brain.hparams import expand_hparams_file
+from latent_rq_brain.arguments import (UsageError, check_command_line,  # noqa: F401
+                                       exit_on_usage_error, no_folders_left_on_refusal,
+                                       parse_arguments, typed_run_opts)
 
 logger = logging.getLogger(__name__)
-
-
-def typed_run_opts(run_opts):
-    """Casts command-line run options to their declared types.
-
-    SpeechBrain 1.1 leaves some of them as strings (``--optimizer_step_limit=N``
-    then crashes comparing a str with an int).
-    """
-    from speechbrain.utils.run_opts import RunOptions
-
-    hints = typing.get_type_hints(RunOptions)
-    changes = {}
-    for name in run_opts.overridden_args:
-        value = getattr(run_opts, name, None)
-        kinds = typing.get_args(hints.get(name)) or (hints.get(name),)
-        if not isinstance(value, str):
-            continue
-        for kind in (int, float):
-            if kind in kinds:
-                try:
-                    changes[name] = kind(value)
-                except ValueError:
-                    raise ValueError(f"--{name}={value!r} is not a valid {kind.__name__}") from None
-                break
-    return dataclasses.replace(run_opts, **changes) if changes else run_opts
 
 
 def ddp_backend(run_opts, cuda_available=None):
@@ -86,14 +61,21 @@ def ddp_backend(run_opts, cuda_available=None):
     return dataclasses.replace(run_opts, distributed_backend="gloo", overridden_args=given), message
 
 
-def build(argv):
-    """Parses arguments, prepares data and builds the Brain (no training).
+def build(argv, prog="train.py"):
+    """Parses arguments, prepares data and builds the Brain (no training);
+    ``prog`` names the script in usage errors.
 
     Returns
     -------
     brain, train_data, valid_data, train_loader_kwargs, valid_loader_kwargs
     """
-    check_command_line(argv)  # before torch loads: usage errors at once
+    hparams_file, run_opts, overrides = parse_arguments(argv, prog)  # checked before torch loads
+    with no_folders_left_on_refusal(hparams_file, overrides):  # a refusal leaves nothing
+        return _build(hparams_file, run_opts, overrides)
+
+
+def _build(hparams_file, run_opts, overrides):
+    """:func:`build` once the command line is read."""
     from hyperpyyaml import load_hyperpyyaml
 
     import speechbrain as sb
@@ -107,10 +89,6 @@ def build(argv):
     from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
     from speechbrain.utils.distributed import if_main_process, run_on_main
 
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
-    overrides = csv_overrides(hparams_file, overrides)
-    run_opts = typed_run_opts(run_opts)
     run_opts, backend_note = ddp_backend(run_opts)
     init_ddp(run_opts, plain_setting(hparams_file, overrides, "ddp_timeout_minutes"))
     with open(hparams_file, encoding="utf-8") as fin:
@@ -199,8 +177,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
+    with exit_on_usage_error("train.py"):  # a command line that cannot run: no traceback
         main(sys.argv[1:])
-    except UsageError as err:  # a command line that cannot run: no traceback
-        print(f"train.py: error: {err}", file=sys.stderr)
-        sys.exit(2)

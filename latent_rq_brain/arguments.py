@@ -19,14 +19,19 @@ Authors
  * latent-rq developers 2026
 """
 
+import contextlib
+import dataclasses
 import difflib
 import importlib.util
 import io
 import os
+import re
+import sys
+import typing
 
 import ruamel.yaml
 
-from latent_rq_brain.hparams import BASE_KEY, expand_hparams_file
+from latent_rq_brain.hparams import BASE_KEY, check_plain_settings, expand_hparams_file, plain_yaml
 
 
 class UsageError(ValueError):
@@ -34,6 +39,12 @@ class UsageError(ValueError):
 
 
 _RUN_OPTIONS = None
+
+#: A setting whose name ends so, or is one of PATH_KEYS, names a file or folder.
+PATH_SUFFIXES = ("_folder", "_dir", "_csv", "_file", "_path", "_from")
+PATH_KEYS = ("checkpoint",)
+#: The values of a path setting that mean None.
+NULL_WORDS = ("null", "~", "")
 
 
 def run_options_class():
@@ -107,37 +118,273 @@ def closest(name, candidates):
     return found[0] if found else None
 
 
-def parse_overrides(extra, prog="train.py"):
-    """The YAML overrides (a dict) of the arguments SpeechBrain's parser left over."""
-    text = run_options_class()._convert_to_yaml(extra)
+def is_path_setting(key):
+    """Whether a setting names a file or folder: its command-line value is
+    then kept exactly as written (``=``, ``#``, spaces, digits), ``null``
+    alone meaning None.
+
+    Example
+    -------
+    >>> [is_path_setting(k) for k in ("output_folder", "train_csv", "init_from", "seed")]
+    [True, True, True, False]
+    """
+    return key.endswith(PATH_SUFFIXES) or key in PATH_KEYS
+
+
+def read_value(key, text):
+    """The value of ``--key=text``: a path setting (:func:`is_path_setting`)
+    keeps its text as written; any other reads as YAML (numbers, lists,
+    mappings, ``null``), a plain string again as written (so ``#`` and ``=``
+    inside it survive).
+
+    Example
+    -------
+    >>> read_value("output_folder", "out/c #1"), read_value("output_folder", "1000")
+    ('out/c #1', '1000')
+    >>> read_value("target_layers", "[0, 2]"), read_value("data_prep", "null")
+    ([0, 2], None)
+    >>> read_value("task", "a #b")
+    'a #b'
+    """
+    if text is None:
+        return None
+    if is_path_setting(key):
+        return None if text.strip() in NULL_WORDS else text
     try:
-        overrides = ruamel.yaml.YAML(typ="safe", pure=True).load(text) if text else {}
+        value = ruamel.yaml.YAML(typ="safe", pure=True).load(text)
     except ruamel.yaml.YAMLError as err:
         raise UsageError(
-            f"cannot read the settings {' '.join(extra)!r} as YAML ({str(err).splitlines()[0]}); "
-            f"write each as --key=value"
+            f"--{key}={text}: cannot read the value as YAML ({str(err).splitlines()[0]})"
         ) from None
-    if not isinstance(overrides, dict):
-        raise UsageError(
-            f"unexpected argument(s) {' '.join(extra)!r}: {prog} takes one hparams file "
-            "and --key=value settings"
-        )
-    return overrides
+    return text if isinstance(value, str) and text[:1] not in "'\"" else value
+
+
+def split_settings(extra, prog="train.py"):
+    """``[(key, text), ...]`` of the ``--key=value`` / ``--key value``
+    arguments SpeechBrain's parser left over (``text`` None for a bare ``--key``).
+
+    Example
+    -------
+    >>> split_settings(["--a=x=y", "--b", "2", "--c"])
+    [('a', 'x=y'), ('b', '2'), ('c', None)]
+    """
+    settings, i = [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UsageError(
+                f"unexpected argument {arg!r}: {prog} takes one hparams file "
+                "and --key=value settings"
+            )
+        if "=" in arg:
+            key, text = arg[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            key, text = arg[2:], extra[i + 1]
+            i += 2
+        else:
+            key, text = arg[2:], None
+            i += 1
+        settings.append((key, text))
+    return settings
+
+
+def check_given_once(argv):
+    """Refuses an option given twice (``--seed=3 --seed=4``), naming it.
+
+    Example
+    -------
+    >>> check_given_once(["h.yaml", "--seed=3", "--device", "cpu", "--seed", "4"])
+    Traceback (most recent call last):
+    ...
+    latent_rq_brain.arguments.UsageError: --seed is given twice (3 and 4): give each setting once
+    """
+    seen = {}
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--") or len(arg) == 2:
+            continue
+        key, _, text = arg[2:].partition("=")
+        if "=" not in arg:
+            nxt = argv[i + 1] if i + 1 < len(argv) else ""
+            text = "" if nxt.startswith("--") else nxt
+        if key in seen:
+            raise UsageError(
+                f"--{key} is given twice ({seen[key]} and {text}): give each setting once"
+            )
+        seen[key] = text
+
+
+def parse_overrides(extra, prog="train.py"):
+    """The overrides (a dict) of the arguments SpeechBrain's parser left over,
+    each value read by :func:`read_value`."""
+    return {key: read_value(key, text) for key, text in split_settings(extra, prog)}
+
+
+def run_option_kinds():
+    """``{run option: (int,) or (float,) ...}``: the numeric types SpeechBrain
+    declares for its run options (its parser leaves some of them strings).
+
+    Example
+    -------
+    >>> run_option_kinds()["optimizer_step_limit"]
+    (<class 'int'>,)
+    """
+    kinds = {}
+    for name, field in run_options_class().__dataclass_fields__.items():
+        declared = typing.get_args(field.type) or (field.type,)
+        numeric = tuple(k for k in (int, float) if k in declared)
+        if numeric:
+            kinds[name] = numeric[:1]
+    return kinds
+
+
+def typed_value(name, value):
+    """A run option's command-line value cast to its declared type; a
+    :class:`UsageError` naming it if it is not one.
+
+    Example
+    -------
+    >>> typed_value("optimizer_step_limit", "7"), typed_value("device", "cpu")
+    (7, 'cpu')
+    >>> typed_value("optimizer_step_limit", "abc")
+    Traceback (most recent call last):
+    ...
+    latent_rq_brain.arguments.UsageError: --optimizer_step_limit=abc is not a valid int
+    """
+    kind = run_option_kinds().get(name)
+    if not isinstance(value, str) or kind is None:
+        return value
+    try:
+        return kind[0](value)
+    except ValueError:
+        raise UsageError(f"--{name}={value} is not a valid {kind[0].__name__}") from None
+
+
+def typed_run_opts(run_opts):
+    """SpeechBrain's run options with the given ones cast to their declared
+    types (SpeechBrain 1.1 leaves ``--optimizer_step_limit=N`` a string, and
+    Brain then compares a str with an int)."""
+    changes = {}
+    for name in run_opts.overridden_args:
+        value = getattr(run_opts, name, None)
+        typed = typed_value(name, value)
+        if typed is not value:
+            changes[name] = typed
+    return dataclasses.replace(run_opts, **changes) if changes else run_opts
+
+
+def given_run_options(args, argv):
+    """``{run option: typed value}`` of the run options given in ``argv``."""
+    names = set(run_option_names())
+    given = {}
+    for arg in argv:
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+        if name in names:
+            given[name] = typed_value(name, getattr(args, name, None))
+    return given
+
+
+def plain_values(hparams_file, overrides):
+    """Top-level settings as plain data before anything is built: the full
+    YAML (thin files expanded) with ``overrides`` on top; a value that is not
+    plain data (``!ref``, ``!new:``...) reads as None."""
+    try:
+        full, text = expand_hparams_file(hparams_file, overrides)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    values = plain_yaml(open_text(full))
+    if isinstance(text, dict):
+        values.update(text)
+    elif text:
+        values.update(plain_yaml(text))
+    return values
+
+
+def open_text(path):
+    """The text of a file (UTF-8)."""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def help_text(hparams_file, prog="train.py"):
+    """``--help``: SpeechBrain's run options, then the settings of
+    ``hparams_file`` (thin files: theirs, then the base file's) with the
+    comments the YAML gives them.
+
+    Example
+    -------
+    >>> text = help_text(os.path.join(REPO, "hparams", "small", "latent_rq.yaml"))
+    >>> "--optimizer_step_limit" in text and "--target_layers=[1, 2]" in text
+    True
+    >>> [line for line in text.splitlines() if line.startswith("  --target_layers=")][0]
+    '  --target_layers=[1, 2]  paper layer indices: -1 = CNN front-end output, 0..3 here'
+    """
+    parser = run_options_class()._create_parser()
+    parser.prog = prog
+    lines = [parser.format_help().rstrip(), ""]
+    if not hparams_file or not os.path.isfile(hparams_file):
+        return "\n".join(lines + [f"(give an hparams file to list its settings: {prog} FILE --help)"])
+    shown = set()
+    path = hparams_file
+    while path:
+        lines.append(f"settings of {os.path.relpath(path)} (--key=value; a path is read as written):")
+        nxt = None
+        for key, value, comment in yaml_settings(path):
+            if key == BASE_KEY:
+                nxt = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+                continue
+            if key in shown:
+                continue
+            shown.add(key)
+            lines.append(f"  --{key}={value}" + (f"  {comment}" if comment else ""))
+        lines.append("")
+        path = nxt
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_SETTING = re.compile(r"^([A-Za-z_][\w.]*):(.*)$")
+
+
+def yaml_settings(path):
+    """``[(key, value text, comment)]`` of the top-level keys of a YAML file:
+    the comment is the key's own comment (after the value) or, if none, the
+    comment lines right above it (section rulers left out)."""
+    rows, above = [], []
+    for line in open_text(path).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            text = stripped.lstrip("#").strip()
+            if text and not set(text) <= set("#-= ") and not text.startswith("-" * 4):
+                above.append(text)
+            continue
+        match = _SETTING.match(line)
+        if match:
+            value, _, comment = match.group(2).partition(" #")
+            rows.append((match.group(1), value.strip() or "...",
+                         comment.strip() or " ".join(above)))
+        if not line.startswith((" ", "\t")):
+            above = []
+    return rows
 
 
 def check_command_line(argv, prog="train.py"):
-    """Checks a ``train.py`` command line without loading torch or SpeechBrain.
+    """Checks a command line of a SpeechBrain-style script without loading
+    torch or SpeechBrain; every error is one line (:class:`UsageError`).
 
-    Argument errors (SpeechBrain's run options, ``--help``) end as argparse
-    does (usage, exit status 2). Raises :class:`UsageError` for a missing
-    hparams file or a setting that is neither a key of the hparams file nor a
-    run option, naming the closest existing one.
+    ``--help`` prints SpeechBrain's run options and the hparams file's
+    settings with their comments, then exits. Argument errors of the run
+    options end as argparse does (usage, exit status 2). Refused, naming what
+    is at fault: a missing hparams file; an option given twice; a setting that
+    is neither a key of the hparams file nor a run option (with the closest
+    existing one); a run option that is not of its type (``--optimizer_step_limit=abc``);
+    a value that :func:`latent_rq_brain.hparams.check_plain_settings` refuses
+    (counts below 1, ``max_batch_len``...). Values: :func:`read_value`.
 
     Returns
     -------
     hparams_file : str
     overrides : dict
-        The YAML overrides given on the command line.
+        The settings given on the command line (run options left out).
 
     Example
     -------
@@ -149,12 +396,17 @@ def check_command_line(argv, prog="train.py"):
     ...
     latent_rq_brain.arguments.UsageError: unknown setting --optimiser_step_limit: not a key of .../latent_rq.yaml nor a SpeechBrain run option; did you mean --optimizer_step_limit?
     """
+    if "--help" in argv or "-h" in argv:
+        files = [a for a in argv if not a.startswith("-") and os.path.isfile(a)]
+        print(help_text(files[0] if files else None, prog), end="")
+        raise SystemExit(0)
     parser = run_options_class()._create_parser()
     parser.prog = prog
     args, extra = parser.parse_known_args(argv)
     hparams_file = args.param_file
     if not os.path.isfile(hparams_file):
         raise UsageError(f"hparams file {hparams_file} not found (the first argument of {prog})")
+    check_given_once(argv)
     overrides = parse_overrides(extra, prog)
     keys = yaml_keys(hparams_file)
     for key in overrides:
@@ -165,7 +417,100 @@ def check_command_line(argv, prog="train.py"):
             f"unknown setting --{key}: not a key of {hparams_file} nor a SpeechBrain run "
             "option" + (f"; did you mean --{hint}?" if hint else "")
         )
+    values = plain_values(hparams_file, overrides)
+    values.update(given_run_options(args, argv))  # run options win over the YAML
+    try:
+        check_plain_settings(values)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return hparams_file, overrides
+
+
+def parse_arguments(argv, prog="train.py"):
+    """The front door of every SpeechBrain-style script: checks the command
+    line (:func:`check_command_line`, before torch loads), then returns what
+    ``load_hyperpyyaml`` and ``Brain`` take.
+
+    Returns
+    -------
+    hparams_file : str
+        The full YAML (a thin file's base, :func:`~latent_rq_brain.hparams.expand_hparams_file`).
+    run_opts : speechbrain.utils.run_opts.RunOptions
+        Typed (:func:`typed_run_opts`).
+    overrides : str
+        YAML text of the settings (the thin file's, then the command line's).
+    """
+    hparams_file, overrides = check_command_line(argv, prog)
+    from speechbrain.utils.run_opts import RunOptions
+
+    _, run_opts, _ = RunOptions.from_command_line_args(argv)  # its overrides: ours instead
+    hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
+    overrides = csv_overrides(hparams_file, overrides)
+    if isinstance(overrides, dict):
+        overrides = yaml_text(overrides)
+    return hparams_file, typed_run_opts(run_opts), overrides
+
+
+def yaml_text(mapping):
+    """A mapping as YAML text (strings quoted where YAML needs it).
+
+    Example
+    -------
+    >>> yaml_text({"output_folder": "out/c #1", "seed": 3})
+    "output_folder: 'out/c #1'\\nseed: 3\\n"
+    """
+    out = io.StringIO()
+    ruamel.yaml.YAML().dump(dict(mapping), out)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def exit_on_usage_error(prog):
+    """For ``__main__``: a :class:`UsageError` ends the program with
+    ``<prog>: error: <message>`` and exit status 2, without a traceback."""
+    try:
+        yield
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_or_exit(argv, prog):
+    """:func:`check_command_line` for a script's first lines, before its heavy
+    imports: a usage error ends the program at once."""
+    with exit_on_usage_error(prog):
+        check_command_line(argv, prog)
+
+
+@contextlib.contextmanager
+def no_folders_left_on_refusal(hparams_file, overrides):
+    """Removes, if the block raises, the output and save folders (and their
+    parents) that did not exist before it and are still empty: loading the
+    YAML creates them (SpeechBrain's Checkpointer makes its folder), and a
+    refused setting must leave nothing behind."""
+    folders = []
+    try:
+        from hyperpyyaml import resolve_references
+
+        with open(hparams_file, encoding="utf-8") as f:
+            values = plain_yaml(resolve_references(f, overrides).getvalue())
+        for key in ("save_folder", "output_folder"):
+            path = values.get(key)
+            while isinstance(path, str) and path and not os.path.exists(path):
+                folders.append(os.path.abspath(path))
+                path = os.path.dirname(os.path.abspath(path))
+    except Exception:  # noqa: BLE001 (the load itself reports a bad YAML)
+        folders = []
+    try:
+        yield
+    except BaseException:
+        for path in sorted(set(folders), key=len, reverse=True):
+            try:
+                if os.path.isdir(path) and not os.listdir(path):
+                    os.rmdir(path)
+            except OSError:  # another rank removed it, or wrote into it
+                pass
+        raise
 
 
 def csv_overrides(hparams_file, overrides):

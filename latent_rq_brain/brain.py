@@ -86,6 +86,9 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         )
         if branched_step is not None:
             self.optimizer_step = branched_step
+        if self.resumed_from is not None or branched_step is not None:
+            self.check_loaded_weights(getattr(self.resumed_from, "path", None)
+                                      or self.hparams.init_from)
         self.check_rank_consistency("start")
         self.prepare_target_cache()
         logger.info(f"stage {self.schedule.stage} at optimizer step {self.optimizer_step}; "
@@ -168,9 +171,14 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
     def all_frame_targets(self, batch):
         """Targets of every valid frame of ``batch`` (the target cache's input):
         codes (sum(enc_lens), N) int64, utterance by utterance, and enc_lens (B,)."""
-        feats, enc_lens, _ = self.batch_features(batch.to(self.device))
-        with self.training_ctx:
-            codes = self.targets.all_frames(feats, enc_lens, self.schedule.stage)
+        try:
+            feats, enc_lens, _ = self.batch_features(batch.to(self.device))
+            with self.training_ctx:
+                codes = self.targets.all_frames(feats, enc_lens, self.schedule.stage)
+        except RuntimeError as err:  # out of memory: the utterance named
+            raise self.named_out_of_memory(
+                err, batch, f"building the target cache of stage {self.schedule.stage}",
+                "target_cache_batch_seconds") from err
         return codes, enc_lens
 
     def batch_features(self, batch):

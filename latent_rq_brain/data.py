@@ -796,9 +796,14 @@ def is_out_of_memory(err):
     )
 
 
-def out_of_memory_message(batch, data, sample_rate, longer_than=None):
+def out_of_memory_message(batch, data, sample_rate, longer_than=None, where="",
+                          batch_setting="max_batch_len"):
     """What to say when a batch runs out of memory: its size, padded length
     and longest utterance (ID, file, duration), and the settings to change.
+
+    ``where`` (e.g. ``"in valid"``) says what was running; ``batch_setting``
+    names the setting that sizes such batches. A batch of cached hidden states
+    (``batch.hidden``, no ``sig``) is measured in frames.
 
     Example
     -------
@@ -806,16 +811,56 @@ def out_of_memory_message(batch, data, sample_rate, longer_than=None):
     >>> batch = SimpleNamespace(id=["a", "b"], sig=(torch.zeros(2, 32000), torch.tensor([0.5, 1.0])))
     >>> out_of_memory_message(batch, {"b": {"wav": "b.wav"}}, 16000, 30.0)
     'out of memory on a batch of 2 utterance(s) padded to 2.0 s (3.0 s of audio); its longest: b (b.wav, 2.0 s). Lower max_batch_len, or avoid_if_longer_than (now 30.0 s) to leave out such utterances, or remove b from the manifest'
+    >>> out_of_memory_message(batch, {}, 16000, where="in valid", batch_setting="batch_size")[:60]
+    'out of memory in valid on a batch of 2 utterance(s) padded t'
     """
-    wavs, rel = batch.sig
-    padded = wavs.shape[1] / sample_rate
+    signal = getattr(batch, "sig", None)
+    if signal is None:
+        signal = batch.hidden
+    wavs, rel = signal
+    scale, unit = (sample_rate, " s") if getattr(batch, "sig", None) is not None else (1, " frames")
+    padded = wavs.shape[1] / scale
     seconds = [float(r) * padded for r in rel]
     longest = max(range(len(seconds)), key=seconds.__getitem__)
     uid = batch.id[longest]
     wav = (data.get(uid) or {}).get("wav", "?")
+    leave_out = (f", or avoid_if_longer_than (now {longer_than} s) to leave out such utterances"
+                 if longer_than is not None or batch_setting == "max_batch_len" else "")
+    where = f" {where}" if where else ""
     return (
-        f"out of memory on a batch of {len(seconds)} utterance(s) padded to {padded:.1f} s "
-        f"({sum(seconds):.1f} s of audio); its longest: {uid} ({wav}, {seconds[longest]:.1f} s). "
-        f"Lower max_batch_len, or avoid_if_longer_than (now {longer_than} s) to leave out "
-        f"such utterances, or remove {uid} from the manifest"
+        f"out of memory{where} on a batch of {len(seconds)} utterance(s) padded to "
+        f"{padded:.1f}{unit} ({sum(seconds):.1f}{unit} of audio); its longest: {uid} "
+        f"({wav}, {seconds[longest]:.1f}{unit}). Lower {batch_setting}{leave_out}, "
+        f"or remove {uid} from the manifest"
     )
+
+
+def named_out_of_memory(err, batch, datasets, sample_rate, longer_than=None, where="",
+                        batch_setting="max_batch_len"):
+    """``err`` itself if it is not an allocation failure, else a
+    ``torch.OutOfMemoryError`` naming the batch's longest utterance
+    (:func:`out_of_memory_message`; its file looked up in ``datasets``, each
+    a dataset with ``data`` or None), to raise ``from err``.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> batch = SimpleNamespace(id=["a"], sig=(torch.zeros(1, 16000), torch.tensor([1.0])))
+    >>> oom = RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory")
+    >>> str(named_out_of_memory(oom, batch, [None], 16000, where="in valid"))[:38]
+    'out of memory in valid on a batch of 1'
+    >>> other = ValueError("x")
+    >>> named_out_of_memory(other, batch, [], 16000) is other
+    True
+    """
+    if not is_out_of_memory(err) or isinstance(err, NamedOutOfMemoryError):
+        return err  # not out of memory, or named already (by an inner batch)
+    data = {}
+    for dataset in datasets:
+        data.update(getattr(getattr(dataset, "dataset", dataset), "data", None) or {})
+    return NamedOutOfMemoryError(out_of_memory_message(
+        batch, data, sample_rate, longer_than, where, batch_setting))
+
+
+class NamedOutOfMemoryError(torch.OutOfMemoryError):
+    """Out of memory, with the utterance at fault named (:func:`named_out_of_memory`)."""

@@ -9,10 +9,12 @@ the checkpoints:
 * an optimizer step with non-finite gradients is skipped on every rank alike
   (:meth:`~NonFiniteGuards.optimizers_step`);
 * no checkpoint is written, and no run ends with exit status 0, with
-  non-finite weights (:meth:`~NonFiniteGuards.check_finite_weights`).
+  non-finite weights (:meth:`~NonFiniteGuards.check_finite_weights`); weights
+  loaded non-finite from a checkpoint stop the start, naming it as damaged
+  (:meth:`~NonFiniteGuards.check_loaded_weights`).
 
-:class:`NamedOutOfMemory` names the longest utterance of a batch that runs out
-of memory. docs/training.md ("What goes wrong") lists the messages.
+:class:`NamedOutOfMemory` names the longest utterance of a batch (training,
+validation, test) that runs out of memory. docs/training.md ("What goes wrong") lists the messages.
 
 Authors
  * latent-rq developers 2026
@@ -23,7 +25,7 @@ import logging
 import torch
 
 import speechbrain as sb
-from latent_rq_brain.data import is_out_of_memory, out_of_memory_message
+from latent_rq_brain.data import named_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -122,20 +124,39 @@ class NonFiniteGuards:
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_step += 1
 
-    def check_finite_weights(self, when):
-        """Raises if a trained weight is not finite (before any checkpoint
-        is written, and at the end of training)."""
-        bad = [
+    def non_finite_weights(self):
+        """Names of the module parameters that hold NaN or Inf."""
+        return [
             name
             for name, p in self.modules.named_parameters()
             if not bool(torch.isfinite(p).all())
         ]
+
+    def check_finite_weights(self, when):
+        """Raises if a trained weight is not finite (before any checkpoint
+        is written, and at the end of training). The weights were checked
+        finite when loaded (:meth:`check_loaded_weights`), so training made
+        them so: the advice is a lower learning rate."""
+        bad = self.non_finite_weights()
         if bad:
             raise RuntimeError(
                 f"non-finite weights at {when} in {len(bad)} tensor(s), e.g. "
-                f"{bad[:3]}: no checkpoint is written. Resume from the last "
-                f"checkpoint in {getattr(self.checkpointer, 'checkpoints_dir', '?')} "
+                f"{bad[:3]}: they became non-finite in training; no checkpoint is written. "
+                f"Resume from the last checkpoint in "
+                f"{getattr(self.checkpointer, 'checkpoints_dir', '?')} "
                 "with a lower lr or a higher warmup_steps."
+            )
+
+    def check_loaded_weights(self, source):
+        """Raises if weights just loaded from ``source`` (a checkpoint resumed
+        or branched from) are not finite: that file is damaged, and a lower
+        learning rate would not help."""
+        bad = self.non_finite_weights()
+        if bad:
+            raise RuntimeError(
+                f"the weights loaded from {source} are non-finite in {len(bad)} tensor(s), "
+                f"e.g. {bad[:3]}: that checkpoint is damaged (not a training divergence). "
+                "Move it aside to resume from an older checkpoint, or branch from another run."
             )
 
     # A private SpeechBrain method: its only hook before an intra-epoch checkpoint.
@@ -146,9 +167,27 @@ class NonFiniteGuards:
 
 
 class NamedOutOfMemory:
-    """Mixin of an ``sb.Brain``: running out of memory in a training batch
-    names the batch's longest utterance
-    (:func:`latent_rq_brain.data.out_of_memory_message`)."""
+    """Mixin of an ``sb.Brain``: running out of memory in a training,
+    validation or test batch names the batch's longest utterance
+    (:func:`latent_rq_brain.data.named_out_of_memory`).
+
+    Reads ``hparams.sample_rate`` (else the encoder's) and, if there,
+    ``hparams.avoid_if_longer_than``; :attr:`oom_batch_setting` is the setting
+    that sizes the batches (named in the advice).
+    """
+
+    oom_batch_setting = "max_batch_len"
+
+    # Overrides fit and evaluate (with super()): the datasets name the files.
+    def fit(self, *args, **kwargs):
+        """SpeechBrain's fit; keeps the validation set to name its files."""
+        self.valid_dataset = args[2] if len(args) > 2 else kwargs.get("valid_set")
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, test_set, *args, **kwargs):
+        """SpeechBrain's evaluate; keeps the test set to name its files."""
+        self.test_dataset = test_set
+        return super().evaluate(test_set, *args, **kwargs)
 
     def fit_batch(self, batch):
         """SpeechBrain's fit_batch; out of memory raises ``torch.OutOfMemoryError``
@@ -156,9 +195,24 @@ class NamedOutOfMemory:
         try:
             return super().fit_batch(batch)
         except RuntimeError as err:
-            if not is_out_of_memory(err):
-                raise
-            data = getattr(getattr(self, "train_dataset", None), "data", {})
-            raise torch.OutOfMemoryError(out_of_memory_message(
-                batch, data, self.hparams.sample_rate,
-                getattr(self.hparams, "avoid_if_longer_than", None))) from err
+            raise self.named_out_of_memory(err, batch) from err
+
+    def evaluate_batch(self, batch, stage):
+        """SpeechBrain's evaluate_batch; out of memory names the batch's longest
+        utterance and the stage (valid, test)."""
+        try:
+            return super().evaluate_batch(batch, stage)
+        except RuntimeError as err:
+            where = f"in {str(stage).split('.')[-1].lower()}"
+            raise self.named_out_of_memory(err, batch, where) from err
+
+    def named_out_of_memory(self, err, batch, where="", batch_setting=None):
+        """``err``, or the out-of-memory error naming ``batch``'s longest utterance."""
+        h = self.hparams
+        sample_rate = getattr(h, "sample_rate", None) or getattr(
+            getattr(h, "encoder", None), "sample_rate", 16000)
+        datasets = [getattr(self, name, None)
+                    for name in ("train_dataset", "valid_dataset", "test_dataset")]
+        return named_out_of_memory(
+            err, batch, datasets, sample_rate, getattr(h, "avoid_if_longer_than", None),
+            where, batch_setting or self.oom_batch_setting)

@@ -179,6 +179,18 @@ class _PlainLoader(yaml.SafeLoader):
 _PlainLoader.add_multi_constructor("", lambda loader, suffix, node: None)
 
 
+def plain_yaml(text):
+    """YAML text (or a stream) as plain data, tags read as None; {} if not a mapping.
+
+    Example
+    -------
+    >>> plain_yaml("a: 5\\nb: !ref <a>\\n")
+    {'a': 5, 'b': None}
+    """
+    data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (tags read as None)
+    return data if isinstance(data, dict) else {}
+
+
 def plain_setting(hparams_file, overrides, key):
     """A top-level setting, read before the YAML is loaded (nothing built):
     from ``overrides`` (YAML text or dict) if there, else from the file;
@@ -224,6 +236,90 @@ def check_counts(hparams, run_opts=None):
             raise ValueError(f"{key}: {value} must be an integer >= 1 ({meaning})")
 
 
+def check_batch_length(hparams, run_opts=None):
+    """Refuses a ``max_batch_len`` (seconds of audio per batch; None: batches
+    of ``batch_size``) that is not a number > 0, or, with dynamic batches
+    (``fixed_shapes`` off), one shorter than ``avoid_if_longer_than``: every
+    utterance the run keeps must fit in a batch, or SpeechBrain's dynamic
+    sampler puts each longer one alone (with ``fixed_shapes`` the buckets
+    refuse an utterance that fits no batch).
+
+    Example
+    -------
+    >>> check_batch_length({"max_batch_len": 60, "avoid_if_longer_than": 20.0})
+    >>> check_batch_length({"max_batch_len": -5})
+    Traceback (most recent call last):
+    ...
+    ValueError: max_batch_len: -5 must be a number of seconds > 0 (audio per batch; null: batches of batch_size)
+    >>> check_batch_length({"max_batch_len": 0.5, "avoid_if_longer_than": 20.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: max_batch_len: 0.5 s cannot hold the longest utterance kept (avoid_if_longer_than: 20.0 s): raise max_batch_len to at least 20.0, or lower avoid_if_longer_than
+    """
+    value = effective_setting(hparams, run_opts, "max_batch_len")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(
+            f"max_batch_len: {value} must be a number of seconds > 0 (audio per batch; "
+            "null: batches of batch_size)"
+        )
+    longest = hparams.get("avoid_if_longer_than")
+    if (not hparams.get("fixed_shapes") and isinstance(longest, (int, float))
+            and not isinstance(longest, bool) and value < longest):
+        raise ValueError(
+            f"max_batch_len: {value} s cannot hold the longest utterance kept "
+            f"(avoid_if_longer_than: {longest} s): raise max_batch_len to at least "
+            f"{longest}, or lower avoid_if_longer_than"
+        )
+
+
+def check_plain_settings(values):
+    """The checks of :func:`check_settings` that need nothing built: run on
+    the plain values of the YAML and the command line (``values``, run
+    options included; None: not plain data, checked once loaded) before
+    anything is loaded or written. Keys absent from ``values`` are not checked.
+
+    Example
+    -------
+    >>> check_plain_settings({"mask_prob": 0.4, "mask_length": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: mask_length: 0 must be >= 1 (encoder frames)
+    """
+    given = {k: v for k, v in values.items() if v is not None}
+    check_counts(given)
+    check_batch_length(given)
+    check_codes_and_masks(given)
+
+
+def check_codes_and_masks(hparams):
+    """``codebook_size >= 2``, ``mask_prob`` in (0, 1], ``mask_length >= 1``
+    (those present in ``hparams``)."""
+    if "codebook_size" in hparams and not _int_at_least(hparams["codebook_size"], 2):
+        raise ValueError(
+            f"codebook_size: {hparams['codebook_size']} must be >= 2 (with one code "
+            "every target is the same: loss 0, nothing learned)"
+        )
+    if "mask_prob" in hparams:
+        p = hparams["mask_prob"]
+        try:
+            ok = 0.0 < float(p) <= 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"mask_prob: {p} must be in (0, 1]")
+    if "mask_length" in hparams and not _int_at_least(hparams["mask_length"], 1):
+        raise ValueError(f"mask_length: {hparams['mask_length']} must be >= 1 (encoder frames)")
+
+
+def _int_at_least(value, low):
+    try:
+        return int(value) == float(value) and int(value) >= low
+    except (TypeError, ValueError):
+        return False
+
+
 def check_settings(hparams, run_opts=None):
     """Refuses or warns about degenerate training settings, naming each one.
 
@@ -233,7 +329,8 @@ def check_settings(hparams, run_opts=None):
     command-line run options, which win over the YAML), ``codebook_size < 2``
     (one code is always right: loss 0), ``target_cache`` with a target
     source that changes within a stage (``target_encoder_ema``), ``mask_prob`` outside
-    (0, 1], ``mask_length < 1``, and a ``mask_length`` that masks every frame
+    (0, 1], ``mask_length < 1``, a ``max_batch_len`` that is not > 0 or
+    holds no longest utterance (:func:`check_batch_length`), and a ``mask_length`` that masks every frame
     of the shortest utterance allowed (``avoid_if_shorter_than``). Warned: a
     masked fraction above ``MASK_FRACTION_WARN`` there (measured with the
     training mask sampler).
@@ -243,11 +340,8 @@ def check_settings(hparams, run_opts=None):
     from latent_rq_brain.masking import sample_span_mask
 
     check_counts(hparams, run_opts)
-    if int(hparams["codebook_size"]) < 2:
-        raise ValueError(
-            f"codebook_size: {hparams['codebook_size']} must be >= 2 (with one code "
-            "every target is the same: loss 0, nothing learned)"
-        )
+    check_batch_length(hparams, run_opts)
+    check_codes_and_masks(hparams)
     p, length = hparams["mask_prob"], hparams["mask_length"]
     if not 0.0 < float(p) <= 1.0:
         raise ValueError(f"mask_prob: {p} must be in (0, 1]")
@@ -267,9 +361,10 @@ def check_settings(hparams, run_opts=None):
     where = (f"mask_length: {length} (mask_prob: {p}) on the shortest utterances "
              f"(avoid_if_shorter_than: {shortest} s = {frames} encoder frames)")
     if fraction >= 0.999:
+        lower = "mask_length" if int(length) > 1 else "mask_prob (mask_length is 1 already)"
         raise ValueError(
             f"{where} masks every frame: nothing is left to predict from. Lower "
-            "mask_length or raise avoid_if_shorter_than"
+            f"{lower} or raise avoid_if_shorter_than"
         )
     if fraction > MASK_FRACTION_WARN:
         logger.warning(f"{where} masks {fraction:.0%} of the frames")

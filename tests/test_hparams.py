@@ -308,7 +308,7 @@ def test_typed_run_opts_untouched_without_overrides():
 
 def test_typed_run_opts_rejects_bad_number():
     _, run_opts, _ = sb.parse_arguments(["x.yaml", "--optimizer_step_limit=lots"])
-    with pytest.raises(ValueError, match=r"--optimizer_step_limit='lots' is not a valid int"):
+    with pytest.raises(ValueError, match=r"--optimizer_step_limit=lots is not a valid int"):
         train.typed_run_opts(run_opts)
 
 

@@ -320,6 +320,58 @@ def case_killed_re_export(base, corpus):
     return "OK", f"{len(moments)} kills: the folder loaded each time as a whole export"
 
 
+#: What the CPU allocator raises when an allocation fails (``ulimit -v``).
+ALLOC_FAIL = ("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+              "memory: you tried to allocate 21474836480 bytes. Error code 12 (Cannot allocate "
+              "memory)")
+
+
+def injected(cmd, target, when="True"):
+    """``cmd`` (a ``train.py`` command) run with ``target`` (``module:Class.method``)
+    failing as the allocator does when ``when`` (a Python expression of the
+    call's ``args``) holds: out of memory at a chosen place, as a real process."""
+    module, attr = target.split(":")
+    cls, method = attr.split(".")
+    code = (
+        "import runpy, sys\n"
+        f"from {module} import {cls}\n"
+        f"original = {cls}.{method}\n"
+        "def failing(*args, **kwargs):\n"
+        f"    if {when}:\n"
+        f"        raise RuntimeError({ALLOC_FAIL!r})\n"
+        "    return original(*args, **kwargs)\n"
+        f"{cls}.{method} = failing\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    return [sys.executable, "-c", code, *cmd[1:]]
+
+
+def case_out_of_memory_in_valid(base, corpus):
+    """The allocator fails in the first validation batch: the error names its
+    longest utterance and file, and the run stops (status != 0)."""
+    out = os.path.join(base, "oom_valid")
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = train_cmd(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2")
+    case = run(injected(cmd, "latent_rq_brain.brain:LatentRQBrain.compute_forward",
+                        "str(kwargs.get('stage', args[-1])).endswith('VALID')"), 600)
+    return expect_error(case, r"OutOfMemoryError: out of memory in valid on a batch of \d+ "
+                              r"utterance\(s\) .*; its longest: valid\d+ \(\S*valid\d+\.wav, ")
+
+
+def case_out_of_memory_building_the_target_cache(base, corpus):
+    """The allocator fails while the stage-1 target cache is built at the
+    transition: the error names the cache, the utterance and the setting."""
+    out = os.path.join(base, "oom_cache")
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = train_cmd(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3",
+                    "--target_cache=True")
+    case = run(injected(cmd, "latent_rq_brain.targets:TargetMaker.all_frames"), 600)
+    return expect_error(case, r"OutOfMemoryError: out of memory building the target cache of "
+                              r"stage 1 on a batch .*; its longest: train\d+ \(\S*train\d+\.wav, "
+                              r".*Lower target_cache_batch_seconds")
+
+
 def case_lock_race(base, corpus):
     """Three rounds of three runs into a folder with a stale lock at once."""
     dead = subprocess.Popen(["true"])

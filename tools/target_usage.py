@@ -18,7 +18,12 @@ Authors
 
 import sys
 
-import torch
+if __name__ == "__main__":  # a usage error is reported before torch and SpeechBrain load
+    from latent_rq_brain.arguments import check_or_exit
+
+    check_or_exit(sys.argv[1:], "tools.target_usage")
+
+import torch  # noqa: E402
 
 import speechbrain as sb
 from latent_rq_brain.target_encoder import NORMS, TargetEncoder
@@ -51,7 +56,7 @@ def main(argv):
     """Prints the table for the run described by ``argv`` (train.py arguments)."""
     import train
 
-    brain, _, valid_data, _, valid_opts = train.build(argv)
+    brain, _, valid_data, _, valid_opts = train.build(argv, prog="tools.target_usage")
     if valid_data is None:
         raise ValueError("target_usage needs a valid_csv")
     loader = brain.make_dataloader(
@@ -72,5 +77,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    with torch.no_grad():
+    from latent_rq_brain.arguments import exit_on_usage_error
+
+    with torch.no_grad(), exit_on_usage_error("tools.target_usage"):
         main(sys.argv[1:])

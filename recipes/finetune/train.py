@@ -36,10 +36,17 @@ import os
 import sys
 import time
 
-import torch
+if __name__ == "__main__":  # a usage error is reported before torch and SpeechBrain load
+    from latent_rq_brain.arguments import check_or_exit
+
+    check_or_exit(sys.argv[1:], "recipes.finetune.train")
+
+import torch  # noqa: E402
 
 import speechbrain as sb
+from latent_rq_brain.arguments import exit_on_usage_error
 from latent_rq_brain.data import read_audio_checked
+from latent_rq_brain.guards import NamedOutOfMemory
 from recipes.probes.manifests import check_task, exit_on_data_error
 from recipes.probes.probing import stack_states
 from recipes.probes.train_probe import setup_experiment
@@ -49,9 +56,11 @@ from speechbrain.utils.metric_stats import ErrorRateStats
 logger = logging.getLogger(__name__)
 
 
-class FinetuneBrain(sb.Brain):
+class FinetuneBrain(NamedOutOfMemory, sb.Brain):
     """Encoder (``modules.encoder``, a :class:`~latent_rq_brain.finetune.TrainableEncoder`)
     -> ``modules.layer_sum`` -> ``modules.head`` -> CTC over ``hparams.tokenizer``'s units."""
+
+    oom_batch_setting = "batch_size"  # out of memory: the advice names it
 
     def on_fit_start(self):
         """Starts the per-epoch valid history (``results.json``)."""
@@ -293,7 +302,7 @@ def main(argv):
     """Parses arguments, prepares data and tokenizer, fine-tunes, tests the best
     checkpoint; returns the content of ``results.json``."""
     t0 = time.perf_counter()
-    hparams, run_opts = setup_experiment(argv)
+    hparams, run_opts = setup_experiment(argv, "recipes.finetune.train")
     datasets, tokenizer = dataio_prepare(hparams)
     modules = build_modules(hparams, tokenizer.sp.get_piece_size())
     brain = FinetuneBrain(
@@ -332,5 +341,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    with exit_on_data_error():
+    with exit_on_data_error(), exit_on_usage_error("recipes.finetune.train"):
         main(sys.argv[1:])

@@ -18,9 +18,11 @@ import hashlib
 import json
 import logging
 import os
+from types import SimpleNamespace
 
 import torch
 
+from latent_rq_brain.data import named_out_of_memory
 from latent_rq_brain.features import valid_frames
 from latent_rq_brain.pretrained import PretrainedEncoder
 from latent_rq_brain.safe_load import load_weights
@@ -325,7 +327,14 @@ class HiddenStateCache:
         for i, (_, _, sig) in enumerate(batch):
             wavs[i, : sig.shape[0]] = sig
         rel = torch.tensor([x[2].shape[0] / S for x in batch])
-        states, lens = self.encoder(wavs.to(device), rel.to(device))
+        try:
+            states, lens = self.encoder(wavs.to(device), rel.to(device))
+        except RuntimeError as err:  # out of memory: the longest utterance named
+            named = SimpleNamespace(id=[x[0] for x in batch], sig=(wavs, rel))
+            data = {uid: {"wav": wav} for uid, wav, _ in batch}
+            raise named_out_of_memory(
+                err, named, [SimpleNamespace(data=data)], self.encoder.sample_rate,
+                where="caching hidden states", batch_setting="cache_batch_seconds") from err
         states = stack_states(states).to("cpu", torch.float16)
         for i, (uid, wav, _) in enumerate(batch):
             item = states[i, : int(lens[i])].clone()

@@ -30,12 +30,20 @@ import os
 import sys
 import time
 
-import numpy as np
+if __name__ == "__main__":  # a usage error is reported before torch and SpeechBrain load
+    from latent_rq_brain.arguments import check_or_exit
+
+    check_or_exit(sys.argv[1:], "recipes.probes.train_probe")
+
+import numpy as np  # noqa: E402
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
+from latent_rq_brain.arguments import (exit_on_usage_error, no_folders_left_on_refusal,
+                                       parse_arguments)
 from latent_rq_brain.data import read_audio_checked
+from latent_rq_brain.guards import NamedOutOfMemory
 from recipes.probes.manifests import check_task, exit_on_data_error
 from recipes.probes.probing import (
     HiddenStateCache,
@@ -51,13 +59,15 @@ BLANK = "<blank>"
 TASK_TYPES = ("ctc", "classification")
 
 
-class ProbeBrain(sb.Brain):
+class ProbeBrain(NamedOutOfMemory, sb.Brain):
     """Weighted layer sum + head on a frozen encoder (``hparams.encoder``).
 
     ``hparams.task_type`` is ``ctc`` (character CTC, greedy decoding, WER and
     CER) or ``classification`` (mean pooling, accuracy). Batches hold either
     cached hidden states (``hidden``: (B, T, layers, D)) or waveforms (``sig``).
     """
+
+    oom_batch_setting = "batch_size"  # out of memory: the advice names it
 
     def on_fit_start(self):
         """Moves the frozen encoder (not in ``modules``) to the device."""
@@ -382,12 +392,15 @@ def write_results(brain, hparams, elapsed):
     return results
 
 
-def setup_experiment(argv):
+def setup_experiment(argv, prog="recipes.probes.train_probe"):
     """SpeechBrain's recipe start: command line -> (hparams, run_opts), output
     folder created with the YAML and overrides saved (also used by
-    ``recipes/finetune/train.py``)."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
+    ``recipes/finetune/train.py``). The command line goes through the
+    project's front door (:func:`latent_rq_brain.arguments.parse_arguments`:
+    typed run options, a mistyped key or a bad value named in one line)."""
+    hparams_file, run_opts, overrides = parse_arguments(argv, prog)
+    with no_folders_left_on_refusal(hparams_file, overrides), \
+            open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
@@ -447,5 +460,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    with exit_on_data_error():
+    with exit_on_data_error(), exit_on_usage_error("recipes.probes.train_probe"):
         main(sys.argv[1:])
