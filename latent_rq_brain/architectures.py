@@ -13,7 +13,10 @@ others have defaults (those of a frozen, pre-trained encoder). The training
 YAMLs build it with :func:`build_architecture` (``!apply:``), and
 :mod:`latent_rq_brain.pretrained` rebuilds it from a checkpoint with the same
 function: same modules, same order, same seeded weights, same names.
-Adding an architecture is its YAML and its encoder module; nothing here.
+Features and CNN front-end are one shared file, ``frontend.yaml``, that each
+architecture includes (``frontend: !include:frontend.yaml``, then
+``features: !ref <frontend[features]>``). Adding an architecture is its YAML
+and its encoder module; nothing here.
 
 Authors
  * latent-rq developers 2026

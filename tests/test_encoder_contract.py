@@ -304,7 +304,12 @@ def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
     old_yaml = text.replace("latent_rq_brain.encoder.ConformerEncoder", "latent_rq_brain.encoder.LatentRQEncoder")
     settings = {k: v for k, v in PretrainedEncoder.tiny_config().items() if f"{k}: !PLACEHOLDER" in text}
     settings["cnn_channels"] = tuple(settings["cnn_channels"])
-    old = load_hyperpyyaml(old_yaml, settings)["encoder"]
+    import shutil
+
+    shutil.copy(os.path.join(os.path.dirname(architecture_file("conformer")), "frontend.yaml"), tmp_path)
+    (tmp_path / "old.yaml").write_text(old_yaml)
+    with open(tmp_path / "old.yaml") as f:
+        old = load_hyperpyyaml(f, settings)["encoder"]
     _, new = tiny("conformer", num_layers=2)
     old.load_state_dict(new.state_dict(), strict=True)
     old.eval(), new.eval()
