@@ -103,7 +103,7 @@ def build(argv):
     from latent_rq_brain.data import dataio_prepare
     from latent_rq_brain.ddp_watch import init_ddp, start_rank_watch
     from latent_rq_brain.hparams import check_settings, plain_setting
-    from latent_rq_brain.pretrained import EncoderSpec
+    from latent_rq_brain.architectures import EncoderSpec
     from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
     from speechbrain.utils.distributed import if_main_process, run_on_main
 

@@ -8,7 +8,7 @@ resolver, :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`.
 
 The files of a checkpoint are read by the class that writes them
 (``quantizer.ckpt``: the quantizer, ``stage_schedule.ckpt``: the schedule,
-``encoder_spec.ckpt``: :class:`~latent_rq_brain.pretrained.EncoderSpec`);
+``encoder_spec.ckpt``: :class:`~latent_rq_brain.architectures.EncoderSpec`);
 ``brain.ckpt`` is SpeechBrain's ``Brain._save``, read here by
 :func:`read_optimizer_step`.
 
@@ -28,6 +28,7 @@ import zipfile
 import torch
 import yaml
 
+from latent_rq_brain.architectures import EncoderSpec, arch_differences
 from latent_rq_brain.safe_load import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
@@ -248,25 +249,24 @@ def branch_differences(ckpt, hparams):
     """Settings in which a checkpoint's model differs from the configured one.
 
     Compares the architecture recorded in ``encoder_spec.ckpt`` (when the
-    checkpoint has one) and the quantizer's settings (``quantizer.ckpt``).
+    checkpoint has one: every setting its architecture's YAML declares,
+    :func:`~latent_rq_brain.architectures.arch_differences`) and the
+    quantizer's settings (``quantizer.ckpt``).
 
     Returns
     -------
     list of str
         ``"<setting>: <value> in the checkpoint, <value> here"``, one per setting.
     """
-    from latent_rq_brain.pretrained import ARCH_KEYS, OPTIONAL_ARCH_KEYS, EncoderSpec
-
     lines = []
     files = ckpt.paramfiles
     if "encoder_spec" in files:
         theirs = EncoderSpec.read(files["encoder_spec"])
         mine = EncoderSpec.from_hparams(hparams).config
-        for key in ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS):
-            a = theirs.get(key, OPTIONAL_ARCH_KEYS.get(key))
-            b = mine.get(key, OPTIONAL_ARCH_KEYS.get(key))
-            if a != b:
-                lines.append(f"{key}: {a} in the checkpoint, {b} here")
+        lines += [
+            f"{key}: {a} in the checkpoint, {b} here"
+            for key, a, b in arch_differences(theirs, mine)
+        ]
     quantizer = hparams.get("quantizer")
     if "quantizer" in files and quantizer is not None:
         theirs = load_weights(files["quantizer"])["config"]

@@ -122,7 +122,7 @@ def load_model_folder(folder, map_location="cpu"):
     """The encoder of a model folder written by :func:`export`, loaded safely.
 
     The settings are read as data (:func:`read_model_settings`), checked to
-    be plain numbers (:func:`latent_rq_brain.pretrained.check_arch_values`),
+    be plain numbers (:func:`latent_rq_brain.architectures.check_arch_values`),
     the encoder is built from this project's architecture and ``encoder.ckpt``
     is read weights-only. Nothing in the folder can run code, unlike
     SpeechBrain's ``from_hparams`` (trusted folders only).

@@ -24,14 +24,21 @@ import re
 
 import ruamel.yaml
 import torch
-import yaml
 
-from speechbrain.utils.checkpoints import (
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
+from latent_rq_brain.architectures import (  # noqa: F401 (EncoderSpec & co: older import paths)
+    ARCH_KEYS,
+    ARCHITECTURE_KEY,
+    ATTENTION_TYPES,
+    DEFAULT_ARCHITECTURE,
+    FEATURES_KEY,
+    INFO_KEYS,
+    OPTIONAL_ARCH_KEYS,
+    EncoderSpec,
+    architecture_file,
+    build_architecture,
+    check_arch_values,
+    spec_settings,
 )
-
 from latent_rq_brain.checkpoints import (
     ENCODER_FILES,
     checkpoint_info,
@@ -39,120 +46,9 @@ from latent_rq_brain.checkpoints import (
     load_state,
     require_files,
 )
-from latent_rq_brain.architectures import (
-    ARCHITECTURE_KEY,
-    DEFAULT_ARCHITECTURE,
-    architecture_file,
-    build_architecture,
-    spec_settings,
-)
-from latent_rq_brain.features import module_settings, setting_differences
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 from latent_rq_brain.safe_load import CheckpointFileError
-
-#: Settings that fix features and encoder of the default architecture: the
-#: ``!PLACEHOLDER`` keys of ``architecture.yaml`` (another architecture's are
-#: those of its own YAML: :func:`latent_rq_brain.architectures.spec_settings`).
-ARCH_KEYS, OPTIONAL_ARCH_KEYS = spec_settings(DEFAULT_ARCHITECTURE)
-#: ``OPTIONAL_ARCH_KEYS``: architecture settings with a default (older
-#: checkpoints lack them), e.g. ``{"attention_type": "RelPosMHAXL"}``.
-#: Settings recorded for information (what the targets were made from).
-INFO_KEYS = ("target_layers", "target_norm", "seed")
-#: Every plain setting of the resolved feature extractor (features.module_settings).
-FEATURES_KEY = "feature_settings"
-
-
-@register_checkpoint_hooks
-class EncoderSpec:
-    """What :class:`PretrainedEncoder` needs to rebuild a run's encoder.
-
-    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text): the
-    architecture's settings (:func:`~latent_rq_brain.architectures.spec_settings`),
-    its name when it is not the default (``encoder_architecture``),
-    :data:`INFO_KEYS`, and every plain setting of the resolved feature
-    extractor (:data:`FEATURES_KEY`, :func:`latent_rq_brain.features.module_settings`:
-    hop and window lengths, FFT size, Mel range...). Loading (a resume) checks
-    the file is whole and refuses, naming them, architecture or feature
-    settings that differ from the configuration's: the encoder's state dict
-    cannot tell a hop length.
-
-    Example
-    -------
-    >>> spec = EncoderSpec.from_hparams(dict(PretrainedEncoder.tiny_config(), lr=1))
-    >>> sorted(spec.config) == sorted(ARCH_KEYS + INFO_KEYS)
-    True
-    """
-
-    def __init__(self, config):
-        self.config = dict(config)
-
-    @classmethod
-    def from_hparams(cls, hparams):
-        """Picks the architecture's settings and :data:`INFO_KEYS` from hparams."""
-        name = hparams.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE)
-        required, optional = spec_settings(name)
-        missing = [k for k in required if k not in hparams]
-        if missing:
-            raise ValueError(
-                f"hparams lack the encoder settings {missing} "
-                f"({os.path.basename(architecture_file(name))})"
-            )
-        keys = required + tuple(optional) + INFO_KEYS
-        config = {k: _plain(hparams[k]) for k in keys if k in hparams}
-        if name != DEFAULT_ARCHITECTURE:  # default unnamed: older specs read the same
-            config[ARCHITECTURE_KEY] = name
-        if isinstance(hparams.get("features"), torch.nn.Module):
-            config[FEATURES_KEY] = module_settings(hparams["features"])
-        return cls(config)
-
-    @classmethod
-    def register(cls, checkpointer, hparams):
-        """Adds the spec of ``hparams`` to ``checkpointer`` (optional: older
-        checkpoints lack it), so that every checkpoint carries it and a resume
-        checks it."""
-        checkpointer.add_recoverable("encoder_spec", cls.from_hparams(hparams), optional_load=True)
-
-    @mark_as_saver
-    def _save(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.config, f, sort_keys=True)
-
-    @staticmethod
-    def read(path):
-        """The settings saved in ``path``; KeyError if it is not whole."""
-        with open(path, encoding="utf-8") as f:
-            saved = yaml.safe_load(f) or {}
-        required, _ = spec_settings(saved.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE))
-        missing = [k for k in required if k not in saved]
-        if missing:
-            raise KeyError(f"{path} lacks {missing}")
-        return saved
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch=False):
-        """Checks the file is whole (a truncated one raises KeyError) and that
-        its settings are those of this configuration (ValueError naming each)."""
-        del end_of_epoch
-        saved = self.read(path)
-        arch = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS)
-        differ = setting_differences(
-            {k: saved[k] for k in arch if k in saved},
-            {k: self.config[k] for k in arch if k in self.config},
-        ) + setting_differences(saved.get(FEATURES_KEY) or {}, self.config.get(FEATURES_KEY) or {})
-        if differ:
-            raise ValueError(
-                f"{path} was written with other encoder or feature settings than "
-                f"this configuration's: {'; '.join(differ)}"
-            )
-
-
-def _plain(value):
-    """YAML-safe copy: tuples -> lists."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
 
 #: The default architecture's YAML (the training YAMLs build it, by name).
 ARCHITECTURE_YAML = architecture_file(DEFAULT_ARCHITECTURE)
@@ -192,43 +88,6 @@ def build_encoder(config):
         raise ValueError(f"encoder setting encoder_architecture: {name!r} is not a known name")
     built = build_architecture(name, **settings)
     return built["features"], built["encoder"]
-
-
-#: Values ``attention_type`` may take (SpeechBrain's TransformerASR).
-ATTENTION_TYPES = ("RelPosMHAXL", "RoPEMHA", "regularMHA", "hypermixing")
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_arch_values(settings):
-    """Refuses architecture settings that are not plain numbers (or, for
-    ``attention_type``, a known name): they are written into the
-    HyperPyYAML overrides of :data:`ARCHITECTURE_YAML`, where a string such as
-    ``!apply:os.system [...]`` read from a checkpoint or a model folder would
-    run.
-
-    Example
-    -------
-    >>> check_arch_values({"n_fft": "!apply:os.system ['true']"})
-    Traceback (most recent call last):
-    ...
-    ValueError: encoder setting n_fft: "!apply:os.system ['true']" must be a number
-    """
-    for key, value in settings.items():
-        if key == "attention_type":
-            if value not in ATTENTION_TYPES:
-                raise ValueError(
-                    f"encoder setting attention_type: {value!r} must be one of {ATTENTION_TYPES}"
-                )
-        elif key == "cnn_channels":
-            if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise ValueError(f"encoder setting cnn_channels: {value!r} must be a list of integers")
-        elif not _is_number(value):
-            raise ValueError(f"encoder setting {key}: {value!r} must be a number")
 
 
 #: ``random:<name>`` encoders: a test size, or the architecture of a YAML.

@@ -331,3 +331,67 @@ def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
     loaded = load_model_folder(str(folder))
     wavs = torch.randn(1, 8000)
     assert all(torch.equal(a, b) for a, b in zip(loaded(wavs)[0], ref(wavs)[0]))
+
+
+@pytest.fixture
+def kernel_architecture(tmp_path, monkeypatch):
+    """A registry holding the package's architectures plus ``kconv``: the
+    Conformer with its convolution's ``kernel_size`` (default 31) and a
+    per-stack list setting (``widths``, unused by the modules) declared."""
+    import shutil
+
+    from latent_rq_brain import architectures
+
+    for name in ("architecture.yaml", "architecture_transformer.yaml", "frontend.yaml"):
+        shutil.copy(os.path.join(architectures.FOLDER, name), tmp_path)
+    text = (tmp_path / "architecture.yaml").read_text()
+    text = text.replace("attention_type: RelPosMHAXL\n", "attention_type: RelPosMHAXL\nkernel_size: 31\nwidths: [96, 128]\n")
+    text = text.replace("    encoder_module: conformer\n", "    encoder_module: conformer\n    kernel_size: !ref <kernel_size>\n")
+    (tmp_path / "architecture_kconv.yaml").write_text(text)
+    monkeypatch.setattr(architectures, "FOLDER", str(tmp_path))
+    return dict(PretrainedEncoder.tiny_config(), encoder_architecture="kconv")
+
+
+def test_resume_and_branch_compare_the_architectures_own_settings(kernel_architecture, tmp_path):
+    """A resume (EncoderSpec's loader) and a branch (branch_differences) that
+    change kernel_size 3 -> 7 of an architecture declaring it are refused
+    by name; list settings (per-stack widths) are accepted and compared."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from latent_rq_brain.checkpoints import branch_differences, recover_newest_complete
+
+    spec3 = EncoderSpec.from_hparams(dict(kernel_architecture, kernel_size=3, widths=(96, 128)))
+    assert spec3.config["kernel_size"] == 3 and spec3.config["widths"] == [96, 128]
+    folder = str(tmp_path / "save")
+    Checkpointer(folder, {"encoder_spec": spec3}).save_checkpoint()
+    ckpt = Checkpointer(folder).find_checkpoint()
+
+    # same settings: resumes; the encoder is rebuilt with kernel_size 3 and widths as a list
+    assert recover_newest_complete(Checkpointer(folder, {"encoder_spec": EncoderSpec(spec3.config)})) is not None
+    enc = PretrainedEncoder(spec3.config)
+    assert enc.encoder.transformer.encoder.layers[0].convolution_module.conv.kernel_size[0] == 3
+
+    spec7 = EncoderSpec.from_hparams(dict(kernel_architecture, kernel_size=7))
+    with pytest.raises(ValueError, match=r"kernel_size: 3 \(checkpoint\) != 7 \(config\)"):
+        recover_newest_complete(Checkpointer(folder, {"encoder_spec": spec7}))
+    assert branch_differences(ckpt, dict(kernel_architecture, kernel_size=7)) == [
+        "kernel_size: 3 in the checkpoint, 7 here"
+    ]
+    # a setting left at its default compares as the default
+    assert branch_differences(ckpt, kernel_architecture) == ["kernel_size: 3 in the checkpoint, 31 here"]
+    assert branch_differences(ckpt, dict(kernel_architecture, kernel_size=3, widths=(96, 256))) == [
+        "widths: [96, 128] in the checkpoint, [96, 256] here"
+    ]
+    other = dict(PretrainedEncoder.tiny_config(), encoder_architecture="transformer")
+    assert branch_differences(ckpt, other) == [
+        "encoder_architecture: kconv in the checkpoint, transformer here"
+    ]
+
+
+def test_list_settings_pass_the_value_check_and_strings_do_not(kernel_architecture):
+    from latent_rq_brain.architectures import check_arch_values
+
+    built = PretrainedEncoder(dict(kernel_architecture, widths=[64, 96, 128]))
+    assert built.config["widths"] == [64, 96, 128]
+    with pytest.raises(ValueError, match=r"encoder setting widths: \[64, '!apply:os.system'\] must be a number or a list of numbers"):
+        check_arch_values({"widths": [64, "!apply:os.system"]})
