@@ -87,13 +87,21 @@ def file_problem(path):
     """None if a checkpoint file looks whole, else what is wrong with it.
 
     Cheap and conservative (it decides what loaders skip and what is deleted
-    as debris): a file must exist and not be empty, and a PyTorch file (a zip
-    archive) must have its central directory, which is written last.
+    as debris): a file must exist and not be empty, a PyTorch file (a zip
+    archive) must have its central directory, which is written last, and any
+    other file (``brain.ckpt``, ``stage_schedule.ckpt``, ``encoder_spec.ckpt``:
+    YAML text) must read as UTF-8 YAML.
 
     Example
     -------
     >>> file_problem("/nonexistent/encoder.ckpt")
     'it is missing'
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "brain.ckpt")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"optimizer_step: \\xff\\xfe")
+    >>> file_problem(path)  # doctest: +ELLIPSIS
+    "it is not readable text (18 bytes; UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff ...)"
     """
     try:
         size = os.path.getsize(path)
@@ -108,6 +116,13 @@ def file_problem(path):
             zipfile.ZipFile(path).close()
         except (zipfile.BadZipFile, OSError, ValueError) as err:
             return f"it is truncated or corrupt ({size} bytes; {err})"
+    elif head[:1] != b"\x80":  # not a (legacy) pickle either: YAML text
+        try:
+            with open(path, encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            first = (str(err).strip().splitlines() or [""])[0][:80]
+            return f"it is not readable text ({size} bytes; {type(err).__name__}: {first})"
     return None
 
 
@@ -166,6 +181,9 @@ def find_checkpoint(path, needed=None):
     if os.path.isfile(os.path.join(path, "CKPT.yaml")):
         for ckpt in list_checkpoints_checked(Checkpointer(os.path.dirname(os.path.abspath(path))))[0]:
             if os.path.samefile(ckpt.path, path):
+                damaged = checkpoint_problem(ckpt)  # missing files: the caller's require_files
+                if damaged:
+                    raise ValueError(f"checkpoint {path} is damaged: {damaged}")
                 return ckpt
         raise ValueError(f"checkpoint {path} is incomplete: its CKPT.yaml is empty or unreadable")
     elif os.path.isdir(path):
@@ -592,6 +610,14 @@ def recover_newest_complete(checkpointer, dry_run=False):
                 f"skipping checkpoint {ckpt.path}: it lacks {missing} "
                 "(interrupted save, or written by another version)"
             )
+            continue
+        damaged = checkpoint_problem(ckpt)  # empty, cut short, unreadable text
+        if damaged:
+            if not dry_run:
+                logger.warning(
+                    f"skipping checkpoint {ckpt.path}: {damaged} (a save killed "
+                    "half-way, or a damaged file)"
+                )
             continue
         if before is None:
             before = {k: _state_of(obj) for k, obj in checkpointer.recoverables.items()}
