@@ -166,7 +166,7 @@ def write_report(out, md_path, scale="cpu"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recipes.reproduce.reproduce import layer_sets, scaled_steps
+    from recipes.reproduce.plan import layer_sets, scaled_steps
 
     st = scaled_steps(scale)
     runs, random = load_runs(out)

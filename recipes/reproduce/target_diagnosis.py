@@ -88,7 +88,7 @@ def resolve(spec):
     m = re.fullmatch(r"(.+)@(\d+)", spec)
     if not m or not os.path.isdir(m.group(1)):
         return spec
-    from recipes.reproduce.reproduce import checkpoint_at
+    from recipes.reproduce.plan import checkpoint_at
 
     ckpt = checkpoint_at(m.group(1), int(m.group(2)))
     if ckpt is None:
