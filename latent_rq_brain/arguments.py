@@ -26,11 +26,8 @@ import os
 
 import ruamel.yaml
 
+from latent_rq_brain.errors import UsageError  # noqa: F401 (its home: latent_rq_brain.errors)
 from latent_rq_brain.hparams import BASE_KEY, expand_hparams_file
-
-
-class UsageError(ValueError):
-    """A command line that cannot run: ``train.py`` prints it without a traceback."""
 
 
 _RUN_OPTIONS = None

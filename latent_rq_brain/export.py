@@ -50,7 +50,7 @@ import yaml
 from speechbrain.inference.interfaces import Pretrained
 
 from latent_rq_brain.architectures import ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE
-from latent_rq_brain.checkpoints import ENCODER_FILES
+from latent_rq_brain.checkpoint_files import ENCODER_FILES
 from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
 from latent_rq_brain.safe_load import load_weights
 

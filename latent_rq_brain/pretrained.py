@@ -39,11 +39,11 @@ from latent_rq_brain.architectures import (  # noqa: F401 (EncoderSpec & co: old
     check_arch_values,
     spec_settings,
 )
-from latent_rq_brain.checkpoints import (
+from latent_rq_brain.branching import load_state
+from latent_rq_brain.checkpoint_files import (
     ENCODER_FILES,
     checkpoint_info,
     find_checkpoint,
-    load_state,
     require_files,
 )
 from latent_rq_brain.hparams import expand_hparams_file
@@ -196,7 +196,7 @@ class PretrainedEncoder(torch.nn.Module):
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu"):
         """Loads the encoder of a training checkpoint (any name
-        :func:`latent_rq_brain.checkpoints.find_checkpoint` takes)."""
+        :func:`latent_rq_brain.checkpoint_files.find_checkpoint` takes)."""
         older = ("(written by an older latent-rq): resume that run for one step with "
                  "the current code to add it")
         try:

@@ -118,7 +118,8 @@ def test_the_graph_holds_every_module():
     graph = import_graph()
     assert {"latent_rq_brain.checkpoints", "latent_rq_brain.s3prl_upstream.expert",
             "recipes.probes.train_probe", "tools.report"} <= set(graph)
-    assert "latent_rq_brain.safe_load" in graph["latent_rq_brain.checkpoints"]
+    assert "latent_rq_brain.safe_load" in graph["latent_rq_brain.resume"]
+    assert "latent_rq_brain.branching" in graph["latent_rq_brain.checkpoints"]
 
 
 @pytest.mark.parametrize("root", ["latent_rq_brain", "recipes", "tools"])

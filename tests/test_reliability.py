@@ -697,7 +697,7 @@ def test_unreadable_text_file_makes_the_newest_checkpoint_incomplete(tmp_path, c
     older, newest = checkpoints_of(run)[-2:]
     path = newest.paramfiles[victim]
     damage_file(path, "random")
-    assert file_problem(path).startswith("it is not readable text")
+    assert file_problem(path, text=True).startswith("it is not readable text")
 
     brain, _ = built(run, corpus, "--stage_transitions=[2]")
     assert brain.resumed_from.path == older.path and brain.optimizer_step == 2
@@ -711,6 +711,27 @@ def test_unreadable_text_file_makes_the_newest_checkpoint_incomplete(tmp_path, c
 
 
 # ---------------------------------------------------------------- saving: disk full, debris
+def test_the_training_yaml_declares_the_guarded_checkpointer(tmp_path, caplog):
+    """The guards are in the YAML (no class swap at run time); a YAML with a
+    plain SpeechBrain Checkpointer is named in a warning."""
+    from hyperpyyaml import load_hyperpyyaml
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from latent_rq_brain.checkpointer import GuardedCheckpointer, check_guarded
+    from latent_rq_brain.hparams import expand_hparams_file
+
+    path, overrides = expand_hparams_file(
+        os.path.join(REPO, "hparams", "small", "latent_rq.yaml"),
+        {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out")},
+    )
+    with open(path) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    assert type(hparams["checkpointer"]) is GuardedCheckpointer
+    with caplog.at_level("WARNING", logger="latent_rq_brain.checkpointer"):
+        check_guarded(Checkpointer(tmp_path / "plain"), "my.yaml")
+    assert "my.yaml: checkpointer is a Checkpointer, not a latent_rq_brain.checkpointer.GuardedCheckpointer" in caplog.text
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4224 vs 4112"),
     OSError(28, "No space left on device"),
