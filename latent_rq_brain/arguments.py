@@ -146,7 +146,7 @@ def check_command_line(argv, prog="train.py"):
     >>> check_command_line([small, "--optimiser_step_limit=5"])
     Traceback (most recent call last):
     ...
-    latent_rq_brain.arguments.UsageError: unknown setting --optimiser_step_limit: not a key of .../latent_rq.yaml nor a SpeechBrain run option; did you mean --optimizer_step_limit?
+    latent_rq_brain.errors.UsageError: unknown setting --optimiser_step_limit: not a key of .../latent_rq.yaml nor a SpeechBrain run option; did you mean --optimizer_step_limit?
     """
     parser = run_options_class()._create_parser()
     parser.prog = prog
