@@ -33,11 +33,8 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 logger = logging.getLogger(__name__)
 
-
 #: Files a checkpoint must hold to branch a new stage from it (``--init_from``).
 BRANCH_FILES = ("encoder", "mask_embedding", "quantizer", "brain", "stage_schedule")
-
-
 #: Files a checkpoint must hold to rebuild its encoder (PretrainedEncoder, export, s3prl).
 ENCODER_FILES = ("encoder", "encoder_spec")
 #: Files written as YAML text (SpeechBrain's ``Brain._save`` and epoch counter,
