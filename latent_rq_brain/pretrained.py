@@ -264,8 +264,20 @@ class PretrainedEncoder(torch.nn.Module):
 
     @property
     def hidden_size(self):
-        """Width of every hidden state."""
+        """Width of the encoder's output (``d_model``; every hidden state's
+        unless :attr:`layer_dims` says otherwise)."""
         return self.encoder.d_model
+
+    @property
+    def layer_dims(self):
+        """Width of each hidden state, front-end output first.
+
+        Example
+        -------
+        >>> PretrainedEncoder.load("random:tiny").layer_dims
+        [32, 32, 32]
+        """
+        return list(self.encoder.layer_dims)
 
     @property
     def num_hidden_states(self):
