@@ -49,7 +49,8 @@ def test_forward_gives_every_layer_at_the_downsampled_rate(name):
     out, states = enc(feats, enc_lens)
     assert out.shape == (2, 24 // enc.downsampling, enc.d_model)
     assert len(states) == enc.num_layers + 1 == 4
-    assert all(s.shape == out.shape for s in states)
+    # every hidden state at the base rate, each of its own width
+    assert [tuple(s.shape) for s in states] == [(2, 24 // enc.downsampling, d) for d in enc.layer_dims]
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
