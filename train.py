@@ -80,12 +80,13 @@ def _build(hparams_file, run_opts, overrides):
 
     import speechbrain as sb
     from latent_rq_brain.brain import LatentRQBrain
-    from latent_rq_brain.checkpoints import (check_branch_fits, check_resume_fits,
-                                             guard_checkpointer)
+    from latent_rq_brain.branching import check_branch_fits
+    from latent_rq_brain.checkpointer import check_guarded
+    from latent_rq_brain.resume import check_resume_fits
     from latent_rq_brain.data import dataio_prepare
     from latent_rq_brain.ddp_watch import init_ddp, start_rank_watch
     from latent_rq_brain.hparams import check_settings, plain_setting
-    from latent_rq_brain.pretrained import EncoderSpec
+    from latent_rq_brain.architectures import EncoderSpec
     from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
     from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -96,8 +97,7 @@ def _build(hparams_file, run_opts, overrides):
         hparams = load_hyperpyyaml(fin, overrides, overrides_must_match=False)
     # NB: no hparams.update(run_opts): Brain reads run options from both.
     check_settings(hparams, run_opts)
-    if hparams.get("checkpointer") is not None:  # disk full named, debris removed
-        guard_checkpointer(hparams["checkpointer"])
+    check_guarded(hparams.get("checkpointer"), hparams_file)  # disk full named, debris removed
 
     # One run per output folder; nothing is written there before the data and
     # the resume (if any) are known to fit this configuration.

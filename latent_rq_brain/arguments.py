@@ -31,11 +31,8 @@ import typing
 
 import ruamel.yaml
 
+from latent_rq_brain.errors import UsageError  # noqa: F401 (its home: latent_rq_brain.errors)
 from latent_rq_brain.hparams import BASE_KEY, check_plain_settings, expand_hparams_file, plain_yaml
-
-
-class UsageError(ValueError):
-    """A command line that cannot run: ``train.py`` prints it without a traceback."""
 
 
 _RUN_OPTIONS = None
@@ -394,7 +391,7 @@ def check_command_line(argv, prog="train.py"):
     >>> check_command_line([small, "--optimiser_step_limit=5"])
     Traceback (most recent call last):
     ...
-    latent_rq_brain.arguments.UsageError: unknown setting --optimiser_step_limit: not a key of .../latent_rq.yaml nor a SpeechBrain run option; did you mean --optimizer_step_limit?
+    latent_rq_brain.errors.UsageError: unknown setting --optimiser_step_limit: not a key of .../latent_rq.yaml nor a SpeechBrain run option; did you mean --optimizer_step_limit?
     """
     if "--help" in argv or "-h" in argv:
         files = [a for a in argv if not a.startswith("-") and os.path.isfile(a)]

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 
 import speechbrain as sb
-from latent_rq_brain.checkpoints import resume_or_branch
+from latent_rq_brain.architectures import EncoderSpec
 from latent_rq_brain.guards import NamedOutOfMemory, NonFiniteGuards
 from latent_rq_brain.loss_terms import active_loss_terms
 from latent_rq_brain.masking import sample_span_mask
-from latent_rq_brain.pretrained import EncoderSpec
+from latent_rq_brain.resume import resume_or_branch
 from latent_rq_brain.stats import (
     IntervalStats,
     check_rank_consistency,

@@ -4,11 +4,23 @@ Everything outside the encoder (target encoder, fine-tuning, export, the
 s3prl upstream, probes and analysis) uses an encoder only through
 :class:`LayeredEncoder`:
 
-* ``num_layers`` and ``d_model`` (the width of every hidden state);
+* ``num_layers`` and ``d_model`` (the width of the final output);
+* ``layer_dims``: the width of each hidden state (``num_layers + 1`` ints,
+  ``d_model`` each by default); an encoder whose stacks have several widths
+  says so here, and each target source's projection reads its own width
+  (:func:`latent_rq_brain.quantizer.latent_rq_quantizer`);
 * ``downsampling``: input feature frames per output frame;
 * ``forward(feats, enc_lens) -> (out, hidden_states)``: ``hidden_states`` is
   ``[front-end output, layer 0, ..., layer L-1]``, paper layers ``-1 .. L-1``
-  (:mod:`latent_rq_brain.layers`), each (B, T // downsampling, d_model);
+  (:mod:`latent_rq_brain.layers`), hidden state ``i`` of shape
+  (B, T // downsampling, layer_dims[i]): every hidden state at the base rate,
+  whatever rate the encoder runs at inside (an encoder with a slower stack
+  upsamples its output back);
+* padding-exact: the hidden states of an utterance on its valid frames
+  (``< enc_lens``) do not depend on the padding after it nor on the other
+  utterances of the batch (within float tolerance, ~1e-5 in fp32). The target
+  cache, fixed shapes and batch-size-independent targets rely on it;
+  ``tests/test_encoder_contract.py`` checks it for every architecture;
 * ``truncated_copy(n_layers)``: a frozen copy (eval mode, no gradients) that
   runs only the first ``n_layers`` layers (the Latent-RQ target encoder);
 * ``layer_of(name)``: the paper layer a parameter belongs to (``-1`` for the
@@ -18,7 +30,7 @@ s3prl upstream, probes and analysis) uses an encoder only through
 A new encoder is a subclass plus an architecture YAML
 (:mod:`latent_rq_brain.architectures`), selected with ``encoder_architecture``.
 
-The SpeechBrain modules inside :class:`LatentRQEncoder` are patched on
+The SpeechBrain modules inside :class:`ConformerEncoder` are patched on
 construction (:mod:`latent_rq_brain.sb_patches`): the Conformer convolution is
 made exact under padding, and the fast kernels are switched as the YAML asks.
 
@@ -163,8 +175,14 @@ class LayeredEncoder(torch.nn.Module):
 
     @property
     def d_model(self):
-        """Width of every hidden state."""
+        """Width of the final output."""
         raise self._missing("d_model")
+
+    @property
+    def layer_dims(self):
+        """Width of each hidden state, front-end output first (``num_layers + 1``
+        ints); ``d_model`` for each unless an encoder says otherwise."""
+        return [self.d_model] * (self.num_layers + 1)
 
     @property
     def downsampling(self):
@@ -180,8 +198,9 @@ class LayeredEncoder(torch.nn.Module):
         out : torch.Tensor
             (B, T // downsampling, d_model) final output.
         hidden_states : list of torch.Tensor
-            ``num_layers + 1`` tensors of the same shape: the front-end output
-            (paper layer -1), then every layer.
+            ``num_layers + 1`` tensors (B, T // downsampling, layer_dims[i]):
+            the front-end output (paper layer -1), then every layer; exact
+            under padding (see the module docstring).
         """
         raise self._missing("forward")
 
@@ -195,7 +214,7 @@ class LayeredEncoder(torch.nn.Module):
         raise self._missing("layer_of")
 
 
-class LatentRQEncoder(LayeredEncoder):
+class ConformerEncoder(LayeredEncoder):
     """CNN front-end + Conformer encoder returning output and hidden states.
 
     Arguments
@@ -222,7 +241,7 @@ class LatentRQEncoder(LayeredEncoder):
     ...     num_encoder_layers=2, num_decoder_layers=0, d_ffn=64, encoder_module="conformer",
     ...     attention_type="RelPosMHAXL", normalize_before=True, causal=False,
     ...     output_hidden_states=True)
-    >>> enc = LatentRQEncoder(cnn, tr)
+    >>> enc = ConformerEncoder(cnn, tr)
     >>> out, states = enc(torch.randn(2, 16, 80), torch.tensor([4, 3]))
     >>> out.shape, len(states), enc.num_layers, enc.d_model, enc.downsampling
     (torch.Size([2, 4, 32]), 3, 2, 32, 4)
@@ -302,6 +321,11 @@ class LatentRQEncoder(LayeredEncoder):
         rel = enc_lens.to(src.device).float() / src.shape[1]
         out, hidden_states = self.transformer.encode(src, rel)
         return out, hidden_states
+
+
+#: The name :class:`ConformerEncoder` had before: checkpoints, exported model
+#: folders and YAMLs that name it still build the same encoder.
+LatentRQEncoder = ConformerEncoder
 
 
 def frontend_output_size(cnn_channels, n_mels, downsampling):

@@ -61,7 +61,7 @@ import yaml
 from speechbrain.inference.interfaces import Pretrained
 
 from latent_rq_brain.architectures import ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE
-from latent_rq_brain.checkpoints import ENCODER_FILES
+from latent_rq_brain.checkpoint_files import ENCODER_FILES
 from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
 from latent_rq_brain.safe_load import check_finite, load_weights
 
@@ -137,7 +137,7 @@ def load_model_folder(folder, map_location="cpu"):
     """The encoder of a model folder written by :func:`export`, loaded safely.
 
     The settings are read as data (:func:`read_model_settings`), checked to
-    be plain numbers (:func:`latent_rq_brain.pretrained.check_arch_values`),
+    be plain numbers (:func:`latent_rq_brain.architectures.check_arch_values`),
     the encoder is built from this project's architecture and ``encoder.ckpt``
     is read weights-only. Nothing in the folder can run code, unlike
     SpeechBrain's ``from_hparams`` (trusted folders only).

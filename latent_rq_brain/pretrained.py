@@ -24,138 +24,34 @@ import re
 
 import ruamel.yaml
 import torch
-import yaml
 
-from speechbrain.utils.checkpoints import (
-    mark_as_loader,
-    mark_as_saver,
-    register_checkpoint_hooks,
+from latent_rq_brain.architectures import (  # noqa: F401 (EncoderSpec & co: older import paths)
+    ARCH_BOUNDS,
+    ARCH_KEYS,
+    LATENT_KEYS,
+    MAX_ENCODER_PARAMETERS,
+    ARCHITECTURE_KEY,
+    ATTENTION_TYPES,
+    DEFAULT_ARCHITECTURE,
+    FEATURES_KEY,
+    INFO_KEYS,
+    OPTIONAL_ARCH_KEYS,
+    EncoderSpec,
+    architecture_file,
+    build_architecture,
+    check_arch_values,
+    spec_settings,
 )
-
-from latent_rq_brain.checkpoints import (
+from latent_rq_brain.branching import load_state
+from latent_rq_brain.checkpoint_files import (
     ENCODER_FILES,
     checkpoint_info,
     find_checkpoint,
-    load_state,
     require_files,
 )
-from latent_rq_brain.architectures import (
-    ARCHITECTURE_KEY,
-    DEFAULT_ARCHITECTURE,
-    architecture_file,
-    build_architecture,
-    spec_settings,
-)
-from latent_rq_brain.features import module_settings, setting_differences
 from latent_rq_brain.hparams import expand_hparams_file
 from latent_rq_brain.quantizer import RandomProjectionQuantizer
 from latent_rq_brain.safe_load import CheckpointFileError, check_finite
-
-#: Settings that fix features and encoder of the default architecture: the
-#: ``!PLACEHOLDER`` keys of ``architecture.yaml`` (another architecture's are
-#: those of its own YAML: :func:`latent_rq_brain.architectures.spec_settings`).
-ARCH_KEYS, OPTIONAL_ARCH_KEYS = spec_settings(DEFAULT_ARCHITECTURE)
-#: ``OPTIONAL_ARCH_KEYS``: architecture settings with a default (older
-#: checkpoints lack them), e.g. ``{"attention_type": "RelPosMHAXL"}``.
-#: Settings recorded for information (what the targets were made from).
-INFO_KEYS = ("target_layers", "target_norm", "seed")
-#: Settings of an autoencoder's bottleneck (:mod:`latent_rq_brain.autoencoder`),
-#: recorded when the run has them: the encoder then also gives ``z``.
-LATENT_KEYS = ("latent_dim", "latent_regularizer")
-#: Every plain setting of the resolved feature extractor (features.module_settings).
-FEATURES_KEY = "feature_settings"
-
-
-@register_checkpoint_hooks
-class EncoderSpec:
-    """What :class:`PretrainedEncoder` needs to rebuild a run's encoder.
-
-    Saved into every checkpoint (``encoder_spec.ckpt``, YAML text): the
-    architecture's settings (:func:`~latent_rq_brain.architectures.spec_settings`),
-    its name when it is not the default (``encoder_architecture``),
-    :data:`INFO_KEYS`, and every plain setting of the resolved feature
-    extractor (:data:`FEATURES_KEY`, :func:`latent_rq_brain.features.module_settings`:
-    hop and window lengths, FFT size, Mel range...). Loading (a resume) checks
-    the file is whole and refuses, naming them, architecture or feature
-    settings that differ from the configuration's: the encoder's state dict
-    cannot tell a hop length.
-
-    Example
-    -------
-    >>> spec = EncoderSpec.from_hparams(dict(PretrainedEncoder.tiny_config(), lr=1))
-    >>> sorted(spec.config) == sorted(ARCH_KEYS + INFO_KEYS)
-    True
-    """
-
-    def __init__(self, config):
-        self.config = dict(config)
-
-    @classmethod
-    def from_hparams(cls, hparams):
-        """Picks the architecture's settings and :data:`INFO_KEYS` from hparams."""
-        name = hparams.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE)
-        required, optional = spec_settings(name)
-        missing = [k for k in required if k not in hparams]
-        if missing:
-            raise ValueError(
-                f"hparams lack the encoder settings {missing} "
-                f"({os.path.basename(architecture_file(name))})"
-            )
-        keys = required + tuple(optional) + INFO_KEYS + LATENT_KEYS
-        config = {k: _plain(hparams[k]) for k in keys if k in hparams}
-        if name != DEFAULT_ARCHITECTURE:  # default unnamed: older specs read the same
-            config[ARCHITECTURE_KEY] = name
-        if isinstance(hparams.get("features"), torch.nn.Module):
-            config[FEATURES_KEY] = module_settings(hparams["features"])
-        return cls(config)
-
-    @classmethod
-    def register(cls, checkpointer, hparams):
-        """Adds the spec of ``hparams`` to ``checkpointer`` (optional: older
-        checkpoints lack it), so that every checkpoint carries it and a resume
-        checks it."""
-        checkpointer.add_recoverable("encoder_spec", cls.from_hparams(hparams), optional_load=True)
-
-    @mark_as_saver
-    def _save(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.config, f, sort_keys=True)
-
-    @staticmethod
-    def read(path):
-        """The settings saved in ``path``; KeyError if it is not whole."""
-        with open(path, encoding="utf-8") as f:
-            saved = yaml.safe_load(f) or {}
-        required, _ = spec_settings(saved.get(ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE))
-        missing = [k for k in required if k not in saved]
-        if missing:
-            raise KeyError(f"{path} lacks {missing}")
-        return saved
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch=False):
-        """Checks the file is whole (a truncated one raises KeyError) and that
-        its settings are those of this configuration (ValueError naming each)."""
-        del end_of_epoch
-        saved = self.read(path)
-        arch = ARCH_KEYS + tuple(OPTIONAL_ARCH_KEYS)
-        differ = setting_differences(
-            {k: saved[k] for k in arch if k in saved},
-            {k: self.config[k] for k in arch if k in self.config},
-        ) + setting_differences(saved.get(FEATURES_KEY) or {}, self.config.get(FEATURES_KEY) or {})
-        if differ:
-            raise ValueError(
-                f"{path} was written with other encoder or feature settings than "
-                f"this configuration's: {'; '.join(differ)}"
-            )
-
-
-def _plain(value):
-    """YAML-safe copy: tuples -> lists."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
 
 #: The default architecture's YAML (the training YAMLs build it, by name).
 ARCHITECTURE_YAML = architecture_file(DEFAULT_ARCHITECTURE)
@@ -195,99 +91,6 @@ def build_encoder(config):
         raise ValueError(f"encoder setting encoder_architecture: {name!r} is not a known name")
     built = build_architecture(name, **settings)
     return built["features"], built["encoder"]
-
-
-#: Values ``attention_type`` may take (SpeechBrain's TransformerASR).
-ATTENTION_TYPES = ("RelPosMHAXL", "RoPEMHA", "regularMHA", "hypermixing")
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-#: Generous upper bounds of the architecture settings read from a checkpoint
-#: or a received model folder, checked before anything is allocated (the
-#: paper's model: d_model 512... 1024, d_ffn 2048... 4096, 12... 24 layers).
-ARCH_BOUNDS = {
-    "sample_rate": 192000,
-    "n_fft": 16384,
-    "n_mels": 1024,
-    "win_length": 1000,
-    "hop_length": 1000,
-    "downsampling": 64,
-    "cnn_channels": 4096,
-    "d_model": 8192,
-    "nhead": 256,
-    "num_encoder_layers": 256,
-    "d_ffn": 65536,
-}
-#: Bound of the encoder's estimated parameter count (front-end projection and
-#: layers; 2e9 float32 weights: 8 GB).
-MAX_ENCODER_PARAMETERS = 2 * 10**9
-
-
-def check_arch_values(settings):
-    """Refuses architecture settings that are not plain numbers (or, for
-    ``attention_type``, a known name): they are written into the
-    HyperPyYAML overrides of :data:`ARCHITECTURE_YAML`, where a string such as
-    ``!apply:os.system [...]`` read from a checkpoint or a model folder would
-    run. Sizes must lie in (0, :data:`ARCH_BOUNDS`], and the layers' weights
-    within :data:`MAX_ENCODER_PARAMETERS`, so that a received folder cannot
-    make the loader allocate without bound.
-
-    Example
-    -------
-    >>> check_arch_values({"n_fft": "!apply:os.system ['true']"})
-    Traceback (most recent call last):
-    ...
-    ValueError: encoder setting n_fft: "!apply:os.system ['true']" must be a number
-    >>> check_arch_values({"d_ffn": 100000000})
-    Traceback (most recent call last):
-    ...
-    ValueError: encoder setting d_ffn: 100000000 is above its bound 65536 (pretrained.ARCH_BOUNDS): refused before allocating anything
-    """
-    _check_types(settings)
-    for key, bound in ARCH_BOUNDS.items():
-        values = settings.get(key)
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        for value in values:
-            if value is None:
-                continue
-            if not value > 0:
-                raise ValueError(f"encoder setting {key}: {value!r} must be > 0")
-            if value > bound:
-                raise ValueError(
-                    f"encoder setting {key}: {value!r} is above its bound {bound} "
-                    "(pretrained.ARCH_BOUNDS): refused before allocating anything"
-                )
-    d = settings.get("d_model") or 0
-    channels = settings.get("cnn_channels") or [0]
-    estimate = (settings.get("num_encoder_layers") or 0) * (
-        7 * d * d + 4 * d * (settings.get("d_ffn") or 0)  # attention, convolution, 2 FFNs
-    ) + max(channels) * (settings.get("n_mels") or 0) * d  # front-end projection
-    if estimate > MAX_ENCODER_PARAMETERS:
-        raise ValueError(
-            f"encoder settings d_model: {d}, d_ffn: {settings.get('d_ffn')}, "
-            f"num_encoder_layers: {settings.get('num_encoder_layers')} give about "
-            f"{estimate:.2e} parameters, above the bound {MAX_ENCODER_PARAMETERS:.0e} "
-            "(pretrained.MAX_ENCODER_PARAMETERS): refused before allocating anything"
-        )
-
-
-def _check_types(settings):
-    for key, value in settings.items():
-        if key == "attention_type":
-            if value not in ATTENTION_TYPES:
-                raise ValueError(
-                    f"encoder setting attention_type: {value!r} must be one of {ATTENTION_TYPES}"
-                )
-        elif key == "cnn_channels":
-            if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise ValueError(f"encoder setting cnn_channels: {value!r} must be a list of integers")
-        elif not _is_number(value):
-            raise ValueError(f"encoder setting {key}: {value!r} must be a number")
 
 
 #: ``random:<name>`` encoders: a test size, or the architecture of a YAML.
@@ -405,7 +208,7 @@ class PretrainedEncoder(torch.nn.Module):
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu"):
         """Loads the encoder of a training checkpoint (any name
-        :func:`latent_rq_brain.checkpoints.find_checkpoint` takes)."""
+        :func:`latent_rq_brain.checkpoint_files.find_checkpoint` takes)."""
         older = ("(written by an older latent-rq): resume that run for one step with "
                  "the current code to add it")
         try:
@@ -477,8 +280,20 @@ class PretrainedEncoder(torch.nn.Module):
 
     @property
     def hidden_size(self):
-        """Width of every hidden state."""
+        """Width of the encoder's output (``d_model``; every hidden state's
+        unless :attr:`layer_dims` says otherwise)."""
         return self.encoder.d_model
+
+    @property
+    def layer_dims(self):
+        """Width of each hidden state, front-end output first.
+
+        Example
+        -------
+        >>> PretrainedEncoder.load("random:tiny").layer_dims
+        [32, 32, 32]
+        """
+        return list(self.encoder.layer_dims)
 
     @property
     def num_hidden_states(self):

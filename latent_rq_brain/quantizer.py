@@ -25,7 +25,12 @@ import zlib
 
 import torch
 
-from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, layer_source
+from latent_rq_brain.layers import (
+    MEL_SOURCE,
+    check_target_layers,
+    hidden_state_index,
+    layer_source,
+)
 from latent_rq_brain.safe_load import load_weights
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
@@ -642,6 +647,7 @@ def latent_rq_quantizer(
     anchor_codebooks=0,
     target_projection="random",
     target_codebooks="random",
+    layer_dims=None,
 ):
     """The quantizer of a Latent-RQ run: N codebooks on the stacked Mel frames
     (stage 0) and (N - anchor_codebooks) / K codebooks on each of the K target
@@ -650,6 +656,11 @@ def latent_rq_quantizer(
     are of kind ``target_projection`` / ``target_codebooks``
     (:class:`TargetSource`; ``random`` / ``random`` = the paper).
 
+    Each layer source reads its own width: ``layer_dims`` (the encoder's
+    :attr:`~latent_rq_brain.encoder.LayeredEncoder.layer_dims`, one width per
+    hidden state, front-end output first) when given, else ``latent_dim`` for
+    every layer (``latent_dim`` may then be None).
+
     Example
     -------
     >>> q = latent_rq_quantizer(6, 32, 4, 320, 64, [5, 6, 7], 17, seed=1)
@@ -657,19 +668,29 @@ def latent_rq_quantizer(
     {'mel': (320, 6), 'layer5': (64, 2), 'layer6': (64, 2), 'layer7': (64, 2)}
     >>> latent_rq_quantizer(6, 32, 4, 320, 64, [5, 6], 17, seed=1, anchor_codebooks=2).sources
     {'mel': (320, 6), 'layer5': (64, 2), 'layer6': (64, 2)}
+    >>> latent_rq_quantizer(4, 32, 4, 320, None, [-1, 1], 2, seed=1, layer_dims=[48, 64, 96]).sources
+    {'mel': (320, 4), 'layer-1': (48, 2), 'layer1': (96, 2)}
     >>> latent_rq_quantizer(18, 32, 4, 320, 64, [1, 2, 3, 4], 17, seed=1)
     Traceback (most recent call last):
      ...
     ValueError: n_codebooks=18 is not divisible by the 4 target_layers [1, 2, 3, 4]: each layer needs the same number of codebooks (e.g. n_codebooks=16 or 20, or 3 or 6 layers)
     """
     layers = check_target_layers(target_layers, num_layers)
+    if layer_dims is not None and len(layer_dims) != int(num_layers) + 1:
+        raise ValueError(
+            f"layer_dims {list(layer_dims)} must give one width per hidden state: "
+            f"{int(num_layers) + 1} for {num_layers} layers (front-end output first)"
+        )
+    if layer_dims is None and latent_dim is None:
+        raise ValueError("latent_rq_quantizer needs latent_dim or layer_dims")
     per_layer = split_codebooks(n_codebooks, anchor_codebooks, len(layers),
                                 f"target_layers {layers}")
     sources = {MEL_SOURCE: (mel_dim, n_codebooks)}
     kind = {"projection": target_projection, "codebooks": target_codebooks}
     kinds = {}
     for layer in layers:
-        sources[layer_source(layer)] = (latent_dim, per_layer)
+        dim = latent_dim if layer_dims is None else layer_dims[hidden_state_index(layer, num_layers)]
+        sources[layer_source(layer)] = (int(dim), per_layer)
         if kind != {"projection": "random", "codebooks": "random"}:
             kinds[layer_source(layer)] = kind
     return RandomProjectionQuantizer(sources, codebook_size, codebook_dim, seed, kinds=kinds)

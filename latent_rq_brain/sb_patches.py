@@ -4,7 +4,7 @@ Each class below is a drop-in subclass of a SpeechBrain module (same
 parameters, same state dict) swapped in by assigning ``__class__``, and each
 says what it changes upstream, so that it can be proposed there as is.
 
-Bug fix (always on, see :class:`latent_rq_brain.encoder.LatentRQEncoder`):
+Bug fix (always on, see :class:`latent_rq_brain.encoder.ConformerEncoder`):
 
 * :class:`PaddingExactConvolutionModule`. Upstream bug: the Conformer
   ``ConvolutionModule`` (``speechbrain.lobes.models.transformer.Conformer``)

@@ -49,8 +49,8 @@ import time
 import numpy as np
 import torch
 
-from latent_rq_brain.checkpoints import DiskFullError, free_space
 from latent_rq_brain.data import AUDIO_HASHES, AudioHashes
+from latent_rq_brain.disk import DiskFullError, free_space
 from latent_rq_brain.features import module_settings
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import is_distributed_initialized

@@ -33,7 +33,7 @@ import collections
 import torch
 
 from latent_rq_brain.features import module_settings
-from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, layer_source
+from latent_rq_brain.layers import MEL_SOURCE, check_target_layers, hidden_state_index, layer_source
 from latent_rq_brain.quantizer import RandomProjectionQuantizer, split_codebooks
 from latent_rq_brain.stats import checksum_tensors
 from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
@@ -231,16 +231,30 @@ class ModuleFrames(FrameSource):
 def layer_sources(target_encoder, input_dim, num_layers, projection, codebooks):
     """One :class:`LayerFrames` per target layer of ``target_encoder``, checked
     against a ``num_layers``-layer encoder: the paper's latent sources.
+    ``input_dim``: one width for every layer, or the encoder's ``layer_dims``
+    (one width per hidden state, front-end output first), so that each source
+    reads its own layer's width.
 
     Example
     -------
     >>> from latent_rq_brain.target_encoder import TargetEncoder
     >>> [s.name for s in layer_sources(TargetEncoder([1, 2]), 32, 4, "random", "random")]
     ['layer1', 'layer2']
+    >>> [s.input_dim for s in layer_sources(TargetEncoder([-1, 1]), [8, 12, 16], 2, "random",
+    ...                                      "random")]
+    [8, 16]
     """
     layers = check_target_layers(target_encoder.target_layers, num_layers)
-    return [LayerFrames(target_encoder, layer, input_dim, projection, codebooks)
-            for layer in layers]
+    if isinstance(input_dim, (list, tuple)):
+        if len(input_dim) != int(num_layers) + 1:
+            raise ValueError(
+                f"layer_dims {list(input_dim)} must give one width per hidden state: "
+                f"{int(num_layers) + 1} for {num_layers} layers (front-end output first)")
+        dims = [int(input_dim[hidden_state_index(layer, num_layers)]) for layer in layers]
+    else:
+        dims = [int(input_dim)] * len(layers)
+    return [LayerFrames(target_encoder, layer, dim, projection, codebooks)
+            for layer, dim in zip(layers, dims)]
 
 
 def part_settings(part):

@@ -49,7 +49,8 @@ def test_forward_gives_every_layer_at_the_downsampled_rate(name):
     out, states = enc(feats, enc_lens)
     assert out.shape == (2, 24 // enc.downsampling, enc.d_model)
     assert len(states) == enc.num_layers + 1 == 4
-    assert all(s.shape == out.shape for s in states)
+    # every hidden state at the base rate, each of its own width
+    assert [tuple(s.shape) for s in states] == [(2, 24 // enc.downsampling, d) for d in enc.layer_dims]
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -101,16 +102,88 @@ def test_layer_of_names_the_layer_every_parameter_feeds(name):
     assert {top.layer_of(n) for n, _ in top.named_parameters()} - {None} == {-1, 0}
 
 
-def test_transformer_encoder_is_exact_under_padding():
-    _, enc = tiny("transformer")
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_architecture_is_exact_under_padding(name):
+    """The contract's padding-exactness, on every registered architecture:
+    an utterance padded in a batch (first or second row, beside a longer
+    one) gives, on its valid frames, the hidden states it gives alone
+    (features included: waveform in, every hidden state out)."""
+    features, enc = tiny(name)
+    features.eval()
     enc.eval()
-    short = torch.randn(1, 16, 80)
-    alone, _ = enc(short, torch.tensor([4]))
-    batch = torch.zeros(2, 32, 80)
-    batch[0, :16] = short[0]
-    batch[1] = torch.randn(32, 80)
-    padded, _ = enc(batch, torch.tensor([4, 8]))
-    assert torch.allclose(padded[0, :4], alone[0], atol=1e-5)
+    torch.manual_seed(1)
+    short, long = torch.randn(9000), torch.randn(16000)
+
+    def states(wavs, n_samples):
+        with torch.no_grad():
+            feats, _, enc_lens = features(wavs, torch.tensor(n_samples))
+            _, hidden = enc(feats, enc_lens)
+        return hidden, enc_lens
+
+    alone, alone_lens = states(short[None], [9000])
+    batch = torch.zeros(2, 16000)
+    for row in (0, 1):
+        batch.zero_()
+        batch[row, :9000] = short
+        batch[1 - row] = long
+        lens = [9000, 16000] if row == 0 else [16000, 9000]
+        padded, enc_lens = states(batch, lens)
+        n = int(alone_lens[0])
+        assert int(enc_lens[row]) == n and len(padded) == len(alone) == enc.num_layers + 1
+        for i, (a, b) in enumerate(zip(padded, alone)):
+            assert a.shape[1] > n  # the batch is longer: padding after the short one
+            err = (a[row, :n] - b[0, :n]).abs().max().item()
+            assert err < 1e-5, f"{name}: hidden state {i} moves by {err:.2e} under padding"
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_layer_dims_give_each_hidden_state_width(name):
+    _, enc = tiny(name)
+    enc.eval()
+    _, states = enc(torch.randn(1, 16, 80), torch.tensor([4]))
+    assert enc.layer_dims == [s.shape[-1] for s in states]
+
+
+class Widening(LayeredEncoder):
+    """A toy encoder whose hidden states widen layer by layer (8, 12, 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(
+            [torch.nn.Linear(80, 8), torch.nn.Linear(8, 12), torch.nn.Linear(12, 16)]
+        )
+
+    num_layers = property(lambda self: len(self.layers) - 1)
+    d_model = property(lambda self: self.layers[-1].out_features)
+    downsampling = property(lambda self: 4)
+    layer_dims = property(lambda self: [layer.out_features for layer in self.layers])
+
+    def forward(self, feats, enc_lens):
+        x = feats[:, ::4]
+        states = []
+        for layer in self.layers:
+            x = layer(x)
+            states.append(x)
+        return x, states
+
+
+def test_each_layer_source_reads_its_own_width():
+    """A quantizer built from an encoder's layer_dims quantizes hidden states
+    of several widths: each source's projection reads its layer's width."""
+    from latent_rq_brain.layers import hidden_state_index, layer_source
+    from latent_rq_brain.quantizer import latent_rq_quantizer
+
+    enc = Widening()
+    q = latent_rq_quantizer(4, 16, 4, 320, None, [-1, 1], enc.num_layers, seed=1,
+                            layer_dims=enc.layer_dims)
+    assert q.sources == {"mel": (320, 4), "layer-1": (8, 2), "layer1": (16, 2)}
+    _, states = enc(torch.randn(2, 16, 80), torch.tensor([4, 4]))
+    for layer in (-1, 1):
+        x = states[hidden_state_index(layer, enc.num_layers)].reshape(-1, enc.layer_dims[layer + 1])
+        codes = q(x, layer_source(layer))
+        assert codes.shape == (8, 2) and int(codes.max()) < 16
+    with pytest.raises(ValueError, match=r"layer_dims \[8, 12\] must give one width per hidden state: 3"):
+        latent_rq_quantizer(4, 16, 4, 320, None, [1], 2, seed=1, layer_dims=[8, 12])
 
 
 def test_architecture_errors_name_the_setting():
@@ -213,3 +286,113 @@ def test_transformer_checkpoint_gives_probe_features_exports_and_finetunes(trans
         if not torch.equal(v, start[k[len("pretrained.encoder."):]])
     }
     assert moved == {1}
+
+
+def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
+    """LatentRQEncoder (the Conformer's name before ConformerEncoder): a YAML
+    naming it builds the same module (same parameter names, same outputs),
+    and a model folder written before the rename (hyperparams.yaml with the
+    settings of the time, encoder.ckpt) loads."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from latent_rq_brain import encoder as encoder_module
+    from latent_rq_brain.architectures import architecture_file
+    from latent_rq_brain.export import load_model_folder
+
+    assert encoder_module.LatentRQEncoder is encoder_module.ConformerEncoder
+    text = open(architecture_file("conformer")).read()
+    assert "latent_rq_brain.encoder.ConformerEncoder" in text
+    old_yaml = text.replace("latent_rq_brain.encoder.ConformerEncoder", "latent_rq_brain.encoder.LatentRQEncoder")
+    settings = {k: v for k, v in PretrainedEncoder.tiny_config().items() if f"{k}: !PLACEHOLDER" in text}
+    settings["cnn_channels"] = tuple(settings["cnn_channels"])
+    import shutil
+
+    shutil.copy(os.path.join(os.path.dirname(architecture_file("conformer")), "frontend.yaml"), tmp_path)
+    (tmp_path / "old.yaml").write_text(old_yaml)
+    with open(tmp_path / "old.yaml") as f:
+        old = load_hyperpyyaml(f, settings)["encoder"]
+    _, new = tiny("conformer", num_layers=2)
+    old.load_state_dict(new.state_dict(), strict=True)
+    old.eval(), new.eval()
+    feats = torch.randn(1, 16, 80)
+    assert torch.equal(old(feats, torch.tensor([4]))[0], new(feats, torch.tensor([4]))[0])
+
+    # a folder as the exporter wrote it before: no attention_type, no architecture name
+    folder = tmp_path / "old_model"
+    folder.mkdir()
+    ref = PretrainedEncoder.from_config(PretrainedEncoder.tiny_config(), seed=2)
+    torch.save(ref.state_dict(), folder / "encoder.ckpt")
+    config = "".join(f"        {k}: {v}\n" for k, v in PretrainedEncoder.tiny_config().items())
+    (folder / "hyperparams.yaml").write_text(
+        "sample_rate: 16000\ndownsample_rate: 640\n"
+        "encoder: !new:latent_rq_brain.pretrained.PretrainedEncoder\n"
+        f"    config:\n{config}    info:\n        step: 7\n"
+        "modules:\n    encoder: !ref <encoder>\n"
+    )
+    loaded = load_model_folder(str(folder))
+    wavs = torch.randn(1, 8000)
+    assert all(torch.equal(a, b) for a, b in zip(loaded(wavs)[0], ref(wavs)[0]))
+
+
+@pytest.fixture
+def kernel_architecture(tmp_path, monkeypatch):
+    """A registry holding the package's architectures plus ``kconv``: the
+    Conformer with its convolution's ``kernel_size`` (default 31) and a
+    per-stack list setting (``widths``, unused by the modules) declared."""
+    import shutil
+
+    from latent_rq_brain import architectures
+
+    for name in ("architecture.yaml", "architecture_transformer.yaml", "frontend.yaml"):
+        shutil.copy(os.path.join(architectures.FOLDER, name), tmp_path)
+    text = (tmp_path / "architecture.yaml").read_text()
+    text = text.replace("attention_type: RelPosMHAXL\n", "attention_type: RelPosMHAXL\nkernel_size: 31\nwidths: [96, 128]\n")
+    text = text.replace("    encoder_module: conformer\n", "    encoder_module: conformer\n    kernel_size: !ref <kernel_size>\n")
+    (tmp_path / "architecture_kconv.yaml").write_text(text)
+    monkeypatch.setattr(architectures, "FOLDER", str(tmp_path))
+    return dict(PretrainedEncoder.tiny_config(), encoder_architecture="kconv")
+
+
+def test_resume_and_branch_compare_the_architectures_own_settings(kernel_architecture, tmp_path):
+    """A resume (EncoderSpec's loader) and a branch (branch_differences) that
+    change kernel_size 3 -> 7 of an architecture declaring it are refused
+    by name; list settings (per-stack widths) are accepted and compared."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from latent_rq_brain.checkpoints import branch_differences, recover_newest_complete
+
+    spec3 = EncoderSpec.from_hparams(dict(kernel_architecture, kernel_size=3, widths=(96, 128)))
+    assert spec3.config["kernel_size"] == 3 and spec3.config["widths"] == [96, 128]
+    folder = str(tmp_path / "save")
+    Checkpointer(folder, {"encoder_spec": spec3}).save_checkpoint()
+    ckpt = Checkpointer(folder).find_checkpoint()
+
+    # same settings: resumes; the encoder is rebuilt with kernel_size 3 and widths as a list
+    assert recover_newest_complete(Checkpointer(folder, {"encoder_spec": EncoderSpec(spec3.config)})) is not None
+    enc = PretrainedEncoder(spec3.config)
+    assert enc.encoder.transformer.encoder.layers[0].convolution_module.conv.kernel_size[0] == 3
+
+    spec7 = EncoderSpec.from_hparams(dict(kernel_architecture, kernel_size=7))
+    with pytest.raises(ValueError, match=r"kernel_size: 3 \(checkpoint\) != 7 \(config\)"):
+        recover_newest_complete(Checkpointer(folder, {"encoder_spec": spec7}))
+    assert branch_differences(ckpt, dict(kernel_architecture, kernel_size=7)) == [
+        "kernel_size: 3 in the checkpoint, 7 here"
+    ]
+    # a setting left at its default compares as the default
+    assert branch_differences(ckpt, kernel_architecture) == ["kernel_size: 3 in the checkpoint, 31 here"]
+    assert branch_differences(ckpt, dict(kernel_architecture, kernel_size=3, widths=(96, 256))) == [
+        "widths: [96, 128] in the checkpoint, [96, 256] here"
+    ]
+    other = dict(PretrainedEncoder.tiny_config(), encoder_architecture="transformer")
+    assert branch_differences(ckpt, other) == [
+        "encoder_architecture: kconv in the checkpoint, transformer here"
+    ]
+
+
+def test_list_settings_pass_the_value_check_and_strings_do_not(kernel_architecture):
+    from latent_rq_brain.architectures import check_arch_values
+
+    built = PretrainedEncoder(dict(kernel_architecture, widths=[64, 96, 128]))
+    assert built.config["widths"] == [64, 96, 128]
+    with pytest.raises(ValueError, match=r"encoder setting widths: \[64, '!apply:os.system'\] must be a number or a list of numbers"):
+        check_arch_values({"widths": [64, "!apply:os.system"]})

@@ -686,7 +686,54 @@ def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckp
     assert f"initialised from {older.path}" in log_of(tmp_path / "branch")
 
 
+@pytest.mark.parametrize("victim", ["brain", "stage_schedule", "encoder_spec"])
+def test_unreadable_text_file_makes_the_newest_checkpoint_incomplete(tmp_path, corpus, two_ckpt_run,
+                                                                    victim):
+    """Random bytes in a YAML-text file of the newest checkpoint: a resume and
+    the loaders of a run folder use the older complete one, naming the file in
+    a warning; the checkpoint named explicitly is an error naming the file."""
+    from latent_rq_brain.checkpoints import file_problem
+    from latent_rq_brain.pretrained import PretrainedEncoder
+
+    run = copy_run(two_ckpt_run, tmp_path / "run")
+    older, newest = checkpoints_of(run)[-2:]
+    path = newest.paramfiles[victim]
+    damage_file(path, "random")
+    assert file_problem(path, text=True).startswith("it is not readable text")
+
+    brain, _ = built(run, corpus, "--stage_transitions=[2]")
+    assert brain.resumed_from.path == older.path and brain.optimizer_step == 2
+    assert f"skipping checkpoint {newest.path}: {victim}.ckpt: it is not readable text" in log_of(run)
+
+    assert PretrainedEncoder.load(str(run)).info["checkpoint"] == str(older.path)
+    with pytest.raises(ValueError, match=re.escape(f"checkpoint {newest.path} is damaged: {victim}.ckpt: "
+                                                   "it is not readable text")) as err:
+        PretrainedEncoder.load(str(newest.path))
+    assert "does not fit" not in str(err.value)
+
+
 # ---------------------------------------------------------------- saving: disk full, debris
+def test_the_training_yaml_declares_the_guarded_checkpointer(tmp_path, caplog):
+    """The guards are in the YAML (no class swap at run time); a YAML with a
+    plain SpeechBrain Checkpointer is named in a warning."""
+    from hyperpyyaml import load_hyperpyyaml
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from latent_rq_brain.checkpointer import GuardedCheckpointer, check_guarded
+    from latent_rq_brain.hparams import expand_hparams_file
+
+    path, overrides = expand_hparams_file(
+        os.path.join(REPO, "hparams", "small", "latent_rq.yaml"),
+        {"data_folder": str(tmp_path), "output_folder": str(tmp_path / "out")},
+    )
+    with open(path) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    assert type(hparams["checkpointer"]) is GuardedCheckpointer
+    with caplog.at_level("WARNING", logger="latent_rq_brain.checkpointer"):
+        check_guarded(Checkpointer(tmp_path / "plain"), "my.yaml")
+    assert "my.yaml: checkpointer is a Checkpointer, not a latent_rq_brain.checkpointer.GuardedCheckpointer" in caplog.text
+
+
 @pytest.mark.parametrize("error", [
     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4224 vs 4112"),
     OSError(28, "No space left on device"),

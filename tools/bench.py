@@ -269,7 +269,7 @@ def time_target_variants(args, base, batch, warmup, iters):
     variant: its own Brain (same model, seed and batch; online targets), its
     transition timed (snapshot and fitting), then its stage-1 steps timed
     round-robin with ``base`` (a Brain switched to BEST-RQ with every fast path)."""
-    from recipes.reproduce.reproduce import VARIANTS, _override_args
+    from recipes.reproduce.plan import VARIANTS, _override_args
 
     brains = {}
     for name, settings in VARIANTS.items():
@@ -298,7 +298,7 @@ def time_regularizers(args, warmup, iters):
     """Rows ``{variant, step_s, ratio}``: BEST-RQ with each layer regulariser of
     ``recipes.reproduce.reproduce.REGULARIZERS`` (its own Brain: same model,
     seed and batch), timed round-robin with plain BEST-RQ (stage 0)."""
-    from recipes.reproduce.reproduce import REGULARIZERS, _override_args
+    from recipes.reproduce.plan import REGULARIZERS, _override_args
 
     brains = {"BEST-RQ": _bench_brain(args)[:2]}
     for name, settings in REGULARIZERS.items():

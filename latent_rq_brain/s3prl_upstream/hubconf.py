@@ -18,7 +18,7 @@ ValueError: no checkpoint found at /nonexistent (expected a run's output folder,
 
 import os
 
-from latent_rq_brain.checkpoints import ENCODER_FILES, find_checkpoint
+from latent_rq_brain.checkpoint_files import ENCODER_FILES, find_checkpoint
 
 from .expert import UpstreamExpert as _UpstreamExpert
 

@@ -53,8 +53,8 @@ def load_model(checkpoint, seed=1):
         enc.info.update(stage=1, target_layers=cfg["target_layers"],
                         target_norm=cfg["target_norm"])
         q = latent_rq_quantizer(
-            4, 64, 8, enc.mel_target_dim, enc.hidden_size, cfg["target_layers"],
-            enc.encoder.num_layers, seed,
+            4, 64, 8, enc.mel_target_dim, None, cfg["target_layers"],
+            enc.encoder.num_layers, seed, layer_dims=enc.layer_dims,
         )
         return enc, q
     return PretrainedEncoder.load(checkpoint), load_quantizer(checkpoint)

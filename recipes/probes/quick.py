@@ -398,7 +398,8 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     L = enc.encoder.num_layers
     layers = list(range(-1, L))
     q = latent_rq_quantizer(n_codebooks * (len(layers)), codebook_size, codebook_dim,
-                            enc.mel_target_dim, enc.hidden_size, layers, L, seed)
+                            enc.mel_target_dim, None, layers, L, seed,
+                            layer_dims=enc.layer_dims)
     sources = ["mel"] + [layer_source(l) for l in layers]
     lens, out = extract(enc, q, sources, wavs, norm=norm, keep_inputs=True)
     lab, valid = phone_targets(frames)

@@ -56,7 +56,7 @@ def regularized_arm(arm):
     >>> regularized_arm("schedule_sigreg005"), regularized_arm("schedule_deep")
     (('schedule', 'sigreg005'), None)
     """
-    from recipes.reproduce.reproduce import REGULARIZERS
+    from recipes.reproduce.plan import REGULARIZERS
 
     for base in ("best_rq", "schedule", "ema_anchor2"):
         name = arm[len(base) + 1:]
@@ -191,7 +191,7 @@ def write_report(out, md_path, scale="cpu"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recipes.reproduce.reproduce import layer_sets, scaled_steps
+    from recipes.reproduce.plan import layer_sets, scaled_steps
 
     st = scaled_steps(scale)
     runs, random = load_runs(out)
@@ -562,7 +562,7 @@ def regularizer_indicator_lines(out, runs):
     each one at the same steps (per seed): phone PNMI of Mel's targets and of the
     best layer's, the target layers' PNMI, perplexity and effective dimension, and
     the quick-probe Avg."""
-    from recipes.reproduce.reproduce import layer_sets
+    from recipes.reproduce.plan import layer_sets
 
     arms = [a for a in sorted(runs) if (regularized_arm(a) or ("", ""))[0] == "best_rq"]
     if not arms or "best_rq" not in runs:

@@ -88,7 +88,7 @@ def resolve(spec):
     m = re.fullmatch(r"(.+)@(\d+)", spec)
     if not m or not os.path.isdir(m.group(1)):
         return spec
-    from recipes.reproduce.reproduce import checkpoint_at
+    from recipes.reproduce.plan import checkpoint_at
 
     ckpt = checkpoint_at(m.group(1), int(m.group(2)))
     if ckpt is None:
@@ -112,8 +112,8 @@ def diagnose(spec, shared, corpus, cache, seed=1, norms=NORMS, log=print):
     L = enc.encoder.num_layers
     layers = list(range(-1, L))
     sources = ["mel"] + [layer_source(l) for l in layers]
-    q = latent_rq_quantizer(len(sources) - 1, 8, 4, enc.mel_target_dim,
-                            enc.hidden_size, layers, L, seed)  # only its sources matter
+    q = latent_rq_quantizer(len(sources) - 1, 8, 4, enc.mel_target_dim, None, layers, L,
+                            seed, layer_dims=enc.layer_dims)  # only its sources matter
     lens, out = extract(enc, q, sources, wavs, norm="utterance", keep_inputs=True)
     frames = quick.label_phone_items(items, wavs, lens, cache, log)
     labels, valid = quick.phone_targets(frames)

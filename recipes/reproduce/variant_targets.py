@@ -80,7 +80,8 @@ def variant_quality(checkpoint, layers, shared, corpus, cache, n_codebooks=6, co
     labels, valid = phone_targets(frames)
     keep = [k for k in range(len(wavs)) if frames[k] is not None]
     base = latent_rq_quantizer(n_codebooks, codebook_size, codebook_dim,
-                               enc.mel_target_dim, enc.hidden_size, layers, L, seed)
+                               enc.mel_target_dim, None, layers, L, seed,
+                               layer_dims=enc.layer_dims)
     _, probe = extract(enc, base, sources, [wavs[k] for k in keep], keep_inputs=True)
     probe_x = {s: torch.from_numpy(np.concatenate(probe[s]["inputs"])[valid]) for s in sources}
     fit_rows = corpus_sample(corpus, max(50, fit_frames // 100), seed)
@@ -93,8 +94,8 @@ def variant_quality(checkpoint, layers, shared, corpus, cache, n_codebooks=6, co
     for a in anchors:
         for name, (projection, books) in KINDS.items():
             q = latent_rq_quantizer(n_codebooks, codebook_size, codebook_dim,
-                                    enc.mel_target_dim, enc.hidden_size, layers, L,
-                                    seed, anchor_codebooks=a, target_projection=projection,
+                                    enc.mel_target_dim, None, layers, L,
+                                    seed, layer_dims=enc.layer_dims, anchor_codebooks=a, target_projection=projection,
                                     target_codebooks=books)
             parts = [mel_codes[:, :a]] if a else []
             for s in sources[1:]:
