@@ -27,6 +27,7 @@ import torch
 
 from latent_rq_brain.architectures import (  # noqa: F401 (EncoderSpec & co: older import paths)
     ARCH_BOUNDS,
+    _is_number,
     ARCH_KEYS,
     LATENT_KEYS,
     MAX_ENCODER_PARAMETERS,

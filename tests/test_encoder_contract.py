@@ -329,6 +329,14 @@ def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
         f"    config:\n{config}    info:\n        step: 7\n"
         "modules:\n    encoder: !ref <encoder>\n"
     )
+    # the safe loader refuses a folder without the manifest exports now write last,
+    # with a clear message; with its manifest (the two files as they were) it loads
+    with pytest.raises(ValueError, match="has no SHA256SUMS: not a complete folder"):
+        load_model_folder(str(folder))
+    from latent_rq_brain.export import write_manifest
+
+    (folder / "README.md").write_text("an old export\n")
+    write_manifest(str(folder))
     loaded = load_model_folder(str(folder))
     wavs = torch.randn(1, 8000)
     assert all(torch.equal(a, b) for a, b in zip(loaded(wavs)[0], ref(wavs)[0]))
