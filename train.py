@@ -15,7 +15,7 @@ with CSV manifests ``ID,duration,wav[,spk_id,wrd]`` (no ``--data_folder``
 needed then).
 
 The command line is checked before torch and SpeechBrain are imported
-(:mod:`latent_rq_brain.arguments`): a usage error or a mistyped setting is
+(:mod:`latent_rq_brain.training.arguments`): a usage error or a mistyped setting is
 reported at once. Under ``torchrun`` without CUDA the DDP backend is
 ``gloo`` unless ``--distributed_backend`` says otherwise.
 
@@ -30,7 +30,7 @@ import sys
 
 # Light imports only at the top: torch and SpeechBrain load in build(), after
 # the command line has been checked.
-from latent_rq_brain.arguments import (UsageError, check_command_line,  # noqa: F401
+from latent_rq_brain.training.arguments import (UsageError, check_command_line,  # noqa: F401
                                        exit_on_usage_error, no_folders_left_on_refusal,
                                        parse_arguments, typed_run_opts)
 
@@ -79,15 +79,15 @@ def _build(hparams_file, run_opts, overrides):
     from hyperpyyaml import load_hyperpyyaml
 
     import speechbrain as sb
-    from latent_rq_brain.brain import LatentRQBrain
-    from latent_rq_brain.branching import check_branch_fits
-    from latent_rq_brain.checkpointer import check_guarded
-    from latent_rq_brain.resume import check_resume_fits
-    from latent_rq_brain.data import dataio_prepare
-    from latent_rq_brain.ddp_watch import init_ddp, start_rank_watch
-    from latent_rq_brain.hparams import check_settings, plain_setting
-    from latent_rq_brain.architectures import EncoderSpec
-    from latent_rq_brain.output_lock import acquire_output_lock, release_output_lock
+    from latent_rq_brain.training.brain import LatentRQBrain
+    from latent_rq_brain.training.branching import check_branch_fits
+    from latent_rq_brain.training.checkpointer import check_guarded
+    from latent_rq_brain.training.resume import check_resume_fits
+    from latent_rq_brain.training.data import dataio_prepare
+    from latent_rq_brain.training.ddp_watch import init_ddp, start_rank_watch
+    from latent_rq_brain.training.hparams import check_settings, plain_setting
+    from latent_rq_brain.model.architectures import EncoderSpec
+    from latent_rq_brain.training.output_lock import acquire_output_lock, release_output_lock
     from speechbrain.utils.distributed import if_main_process, run_on_main
 
     run_opts, backend_note = ddp_backend(run_opts)
@@ -167,7 +167,7 @@ def main(argv):
             valid_loader_kwargs=valid_opts,
         )
     except RuntimeError as err:
-        from latent_rq_brain.ddp_watch import explained
+        from latent_rq_brain.training.ddp_watch import explained
 
         better = explained(err, brain.rank_watch)  # a DDP timeout: which rank is silent
         if better is err:

@@ -1,4 +1,4 @@
-"""Tests of the analysis instruments (recipes/analysis, latent_rq_brain.target_quality).
+"""Tests of the analysis instruments (recipes/analysis, latent_rq_brain.targets.target_quality).
 
 Fast, no shared data: toy label/code arrays with hand-computed values, a random
 tiny encoder and generated audio. PocketSphinx tests are skipped when it is
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from latent_rq_brain.synthetic import synth_utterance
-from latent_rq_brain.target_quality import (
+from latent_rq_brain.training.synthetic import synth_utterance
+from latent_rq_brain.targets.target_quality import (
     code_label_quality,
     code_usage,
     codebook_quality,
@@ -162,7 +162,7 @@ def corpus(tmp_path_factory):
 
 def test_extract_matches_training_targets(corpus):
     """Codes per frame equal the quantizer applied as compute_targets does."""
-    from latent_rq_brain.target_encoder import normalize_states
+    from latent_rq_brain.targets.target_encoder import normalize_states
 
     enc, q = common.load_model(common.RANDOM_TINY)
     items = common.select_utterances(corpus)

@@ -13,11 +13,11 @@ import torch
 import yaml
 
 import speechbrain as sb
-from latent_rq_brain.autoencoder import (Bottleneck, LatentRegularizer, MelDecoder,
+from latent_rq_brain.model.autoencoder import (Bottleneck, LatentRegularizer, MelDecoder,
                                          Reconstruction, kl_standard_normal, mel_l1)
-from latent_rq_brain.export import export, load_model_folder
-from latent_rq_brain.hparams import expand_hparams_file
-from latent_rq_brain.pretrained import PretrainedEncoder
+from latent_rq_brain.sharing.export import export, load_model_folder
+from latent_rq_brain.training.hparams import expand_hparams_file
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 from test_training import REPO, latest_ckpt, state_copy, tiny_args, train, write_corpus
 
 SMALL = os.path.join(REPO, "hparams", "small", "autoencoder.yaml")
@@ -289,7 +289,7 @@ def test_folder_manifest_writes_speaker_disjoint_manifests(tmp_path, corpus):
 
 
 def test_verdict_arms_are_the_reproduction_command_on_the_autoencoder_yaml(tmp_path):
-    from latent_rq_brain.arguments import check_command_line
+    from latent_rq_brain.training.arguments import check_command_line
     from recipes.autoencoder import verdict
 
     v = verdict.Verdict(str(tmp_path / "v"), corpus=str(tmp_path / "corpus"))

@@ -12,7 +12,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
-from latent_rq_brain.arguments import UsageError, check_command_line  # noqa: E402
+from latent_rq_brain.training.arguments import UsageError, check_command_line  # noqa: E402
 from test_training import tiny_args, write_corpus  # noqa: E402
 
 SMALL = os.path.join(REPO, "hparams", "small", "latent_rq.yaml")

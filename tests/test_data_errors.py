@@ -17,8 +17,8 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
-from latent_rq_brain import data  # noqa: E402
-from latent_rq_brain.data import (  # noqa: E402
+from latent_rq_brain.training import data  # noqa: E402
+from latent_rq_brain.training.data import (  # noqa: E402
     DataError,
     check_audio_files,
     checked_manifest,

@@ -1,5 +1,5 @@
 """DDP: the collective timeout from the YAML and the rank that stopped answering
-(latent_rq_brain.ddp_watch). Two gloo processes on this host; one suspends
+(latent_rq_brain.training.ddp_watch). Two gloo processes on this host; one suspends
 itself (SIGSTOP), as a stopped or hung rank would.
 
 Authors
@@ -22,7 +22,7 @@ import logging, os, signal, sys, time
 sys.path.insert(0, {repo!r})
 import torch
 from speechbrain.utils.run_opts import RunOptions
-from latent_rq_brain import ddp_watch
+from latent_rq_brain.training import ddp_watch
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 ddp_watch.init_ddp(RunOptions(distributed_backend="gloo"), timeout_minutes=0.1)  # 6 s
 print("timeout", torch.distributed.distributed_c10d._get_default_group()._get_backend(

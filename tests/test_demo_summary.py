@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import torch
 
-from latent_rq_brain.synthetic import synth_utterance
+from latent_rq_brain.training.synthetic import synth_utterance
 from recipes.demo import summary
 from recipes.probes import quick
 
@@ -134,7 +134,7 @@ def test_indicator_on_a_tiny_model(tiny_result):
 def test_mel_indicator_does_not_depend_on_the_encoder(tmp_path, monkeypatch):
     """Same audio and quantizer seed: the Mel row is the same for any encoder, the
     layers' rows are the encoder's (fixed fake phone labels, no PocketSphinx)."""
-    from latent_rq_brain.pretrained import PretrainedEncoder
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 
     monkeypatch.setattr(quick, "MIN_LANGUAGE_ITEMS", 10)
     items = quick.asterisk_items(write_asterisk(str(tmp_path)))["phones"]

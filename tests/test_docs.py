@@ -7,7 +7,7 @@ must accept the arguments shown (the module runs as ``__main__`` until it
 parses its command line, then stops: nothing trains, nothing is written).
 SpeechBrain-style scripts (an hparams file and ``--key=value`` settings) and
 ``python train.py ...`` / ``torchrun ... train.py ...`` are checked with
-:func:`latent_rq_brain.arguments.check_command_line`: the hparams file exists
+:func:`latent_rq_brain.training.arguments.check_command_line`: the hparams file exists
 and every setting is a key of it or a run option. Each ``make <target>`` must
 exist (``make -n``). Run folders (``--output_folder``) given as relative
 paths must be ignored by git, so that following the docs leaves the
@@ -31,7 +31,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from latent_rq_brain.arguments import UsageError, check_command_line  # noqa: E402
+from latent_rq_brain.training.arguments import UsageError, check_command_line  # noqa: E402
 
 DOCS = ["README.md"] + sorted(
     os.path.relpath(p, REPO)

@@ -1,4 +1,4 @@
-"""The encoder contract (latent_rq_brain.encoder.LayeredEncoder) on every
+"""The encoder contract (latent_rq_brain.model.encoder.LayeredEncoder) on every
 architecture, and the demo path on the second one (encoder_architecture:
 transformer): pre-training, a transition, probe features, export and
 fine-tuning.
@@ -16,13 +16,13 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from latent_rq_brain.architectures import (  # noqa: E402
+from latent_rq_brain.model.architectures import (  # noqa: E402
     available_architectures,
     build_architecture,
 )
-from latent_rq_brain.encoder import LayeredEncoder  # noqa: E402
-from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder, build_encoder  # noqa: E402
-from latent_rq_brain.transformer_encoder import TransformerStackEncoder  # noqa: E402
+from latent_rq_brain.model.encoder import LayeredEncoder  # noqa: E402
+from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder, build_encoder  # noqa: E402
+from latent_rq_brain.model.transformer_encoder import TransformerStackEncoder  # noqa: E402
 
 ARCHITECTURES = available_architectures()
 
@@ -170,8 +170,8 @@ class Widening(LayeredEncoder):
 def test_each_layer_source_reads_its_own_width():
     """A quantizer built from an encoder's layer_dims quantizes hidden states
     of several widths: each source's projection reads its layer's width."""
-    from latent_rq_brain.layers import hidden_state_index, layer_source
-    from latent_rq_brain.quantizer import latent_rq_quantizer
+    from latent_rq_brain.model.layers import hidden_state_index, layer_source
+    from latent_rq_brain.targets.quantizer import latent_rq_quantizer
 
     enc = Widening()
     q = latent_rq_quantizer(4, 16, 4, 320, None, [-1, 1], enc.num_layers, seed=1,
@@ -240,7 +240,7 @@ def test_transformer_pretrains_and_transitions(transformer_run):
 
 
 def test_transformer_checkpoint_gives_probe_features_exports_and_finetunes(transformer_run, tmp_path):
-    from latent_rq_brain.export import EncoderInterface, export
+    from latent_rq_brain.sharing.export import EncoderInterface, export
     from recipes.probes.probing import HiddenStateCache
     from recipes.finetune import train as finetune
     from test_finetune import HPARAMS, encoder_weights
@@ -295,14 +295,14 @@ def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
     settings of the time, encoder.ckpt) loads."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from latent_rq_brain import encoder as encoder_module
-    from latent_rq_brain.architectures import architecture_file
-    from latent_rq_brain.export import load_model_folder
+    from latent_rq_brain.model import encoder as encoder_module
+    from latent_rq_brain.model.architectures import architecture_file
+    from latent_rq_brain.sharing.export import load_model_folder
 
     assert encoder_module.LatentRQEncoder is encoder_module.ConformerEncoder
     text = open(architecture_file("conformer")).read()
-    assert "latent_rq_brain.encoder.ConformerEncoder" in text
-    old_yaml = text.replace("latent_rq_brain.encoder.ConformerEncoder", "latent_rq_brain.encoder.LatentRQEncoder")
+    assert "latent_rq_brain.model.encoder.ConformerEncoder" in text
+    old_yaml = text.replace("latent_rq_brain.model.encoder.ConformerEncoder", "latent_rq_brain.model.encoder.LatentRQEncoder")
     settings = {k: v for k, v in PretrainedEncoder.tiny_config().items() if f"{k}: !PLACEHOLDER" in text}
     settings["cnn_channels"] = tuple(settings["cnn_channels"])
     import shutil
@@ -325,7 +325,7 @@ def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
     config = "".join(f"        {k}: {v}\n" for k, v in PretrainedEncoder.tiny_config().items())
     (folder / "hyperparams.yaml").write_text(
         "sample_rate: 16000\ndownsample_rate: 640\n"
-        "encoder: !new:latent_rq_brain.pretrained.PretrainedEncoder\n"
+        "encoder: !new:latent_rq_brain.sharing.pretrained.PretrainedEncoder\n"
         f"    config:\n{config}    info:\n        step: 7\n"
         "modules:\n    encoder: !ref <encoder>\n"
     )
@@ -333,7 +333,7 @@ def test_old_encoder_name_still_builds_and_old_folders_load(tmp_path):
     # with a clear message; with its manifest (the two files as they were) it loads
     with pytest.raises(ValueError, match="has no SHA256SUMS: not a complete folder"):
         load_model_folder(str(folder))
-    from latent_rq_brain.export import write_manifest
+    from latent_rq_brain.sharing.export import write_manifest
 
     (folder / "README.md").write_text("an old export\n")
     write_manifest(str(folder))
@@ -349,7 +349,7 @@ def kernel_architecture(tmp_path, monkeypatch):
     per-stack list setting (``widths``, unused by the modules) declared."""
     import shutil
 
-    from latent_rq_brain import architectures
+    from latent_rq_brain.model import architectures
 
     for name in ("architecture.yaml", "architecture_transformer.yaml", "frontend.yaml"):
         shutil.copy(os.path.join(architectures.FOLDER, name), tmp_path)
@@ -367,7 +367,7 @@ def test_resume_and_branch_compare_the_architectures_own_settings(kernel_archite
     by name; list settings (per-stack widths) are accepted and compared."""
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from latent_rq_brain.checkpoints import branch_differences, recover_newest_complete
+    from latent_rq_brain.training.checkpoints import branch_differences, recover_newest_complete
 
     spec3 = EncoderSpec.from_hparams(dict(kernel_architecture, kernel_size=3, widths=(96, 128)))
     assert spec3.config["kernel_size"] == 3 and spec3.config["widths"] == [96, 128]
@@ -398,7 +398,7 @@ def test_resume_and_branch_compare_the_architectures_own_settings(kernel_archite
 
 
 def test_list_settings_pass_the_value_check_and_strings_do_not(kernel_architecture):
-    from latent_rq_brain.architectures import check_arch_values
+    from latent_rq_brain.model.architectures import check_arch_values
 
     built = PretrainedEncoder(dict(kernel_architecture, widths=[64, 96, 128]))
     assert built.config["widths"] == [64, 96, 128]

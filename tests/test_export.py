@@ -1,4 +1,4 @@
-"""Export -> SpeechBrain from_hparams round trip (latent_rq_brain.export).
+"""Export -> SpeechBrain from_hparams round trip (latent_rq_brain.sharing.export).
 
 Authors
  * latent-rq developers 2026
@@ -12,8 +12,8 @@ import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from latent_rq_brain.export import EncoderInterface, export, main
-from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder
+from latent_rq_brain.sharing.export import EncoderInterface, export, main
+from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder
 
 
 def fake_run(folder, seed=3):
@@ -80,7 +80,7 @@ def test_model_card_has_no_yaml_anchors(tmp_path):
 
 
 # ---------------------------------------------------------------- a folder someone sent you
-from latent_rq_brain.export import UnsafeModelFolderError, load_model_folder, write_manifest  # noqa: E402
+from latent_rq_brain.sharing.export import UnsafeModelFolderError, load_model_folder, write_manifest  # noqa: E402
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def test_safe_loader_refuses_a_folder_without_manifest(exported):
 
 KILL_DURING_EXPORT = """
 import os, signal, sys
-import latent_rq_brain.export as ex
+import latent_rq_brain.sharing.export as ex
 real = ex.model_card
 def card_then_kill(*args, **kwargs):  # encoder.ckpt and hyperparams.yaml are written
     os.kill(os.getpid(), signal.SIGKILL)
@@ -237,7 +237,7 @@ def nan_run(folder):
 
 
 def test_export_and_checkpoint_loader_refuse_non_finite_weights(tmp_path):
-    from latent_rq_brain.safe_load import NonFiniteWeightsError
+    from latent_rq_brain.sharing.safe_load import NonFiniteWeightsError
 
     run, path, name = nan_run(str(tmp_path / "run"))
     msg = rf"{re.escape(path)}: tensor {re.escape(name)} holds 1 non-finite value"
@@ -251,7 +251,7 @@ def test_export_and_checkpoint_loader_refuse_non_finite_weights(tmp_path):
 
 
 def test_safe_loader_refuses_non_finite_weights(exported):
-    from latent_rq_brain.safe_load import NonFiniteWeightsError
+    from latent_rq_brain.sharing.safe_load import NonFiniteWeightsError
 
     _, out = exported
     path = os.path.join(out, "encoder.ckpt")
@@ -270,7 +270,7 @@ def test_safe_loader_refuses_non_finite_weights(exported):
     ("nhead", 4096, 256), ("n_mels", 10**6, 1024),
 ])
 def test_safe_loader_bounds_sizes_before_allocating(exported, monkeypatch, setting, value, bound):
-    from latent_rq_brain import architectures
+    from latent_rq_brain.model import architectures
 
     _, out = exported
     path = os.path.join(out, "hyperparams.yaml")
@@ -282,7 +282,7 @@ def test_safe_loader_bounds_sizes_before_allocating(exported, monkeypatch, setti
         raise AssertionError("the architecture was built")
 
     monkeypatch.setattr(architectures, "build_architecture", never)
-    monkeypatch.setattr("latent_rq_brain.pretrained.build_architecture", never)
+    monkeypatch.setattr("latent_rq_brain.sharing.pretrained.build_architecture", never)
     with pytest.raises(ValueError, match=rf"hyperparams.yaml: encoder setting {setting}: {value} "
                                          rf"is above its bound {bound}"):
         load_model_folder(out)
@@ -301,7 +301,7 @@ def test_checkpoint_loader_bounds_the_spec_before_allocating(tmp_path):
 
 
 def test_quantizer_sizes_are_bounded_before_allocating(tmp_path):
-    from latent_rq_brain.pretrained import load_quantizer
+    from latent_rq_brain.sharing.pretrained import load_quantizer
 
     run = fake_run(str(tmp_path / "run"))
     path = os.path.join(first_ckpt(run), "quantizer.ckpt")

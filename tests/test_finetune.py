@@ -14,9 +14,9 @@ import pytest
 import soundfile
 import torch
 
-from latent_rq_brain.data import DataError
-from latent_rq_brain.finetune import TrainableEncoder, parse_layers
-from latent_rq_brain.pretrained import PretrainedEncoder
+from latent_rq_brain.training.data import DataError
+from latent_rq_brain.training.finetune import TrainableEncoder, parse_layers
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 from test_probes import fake_librispeech, tone, tone_task
 
 HPARAMS = os.path.join(
@@ -38,7 +38,7 @@ def run_finetune(data, out, *extra):
 
 def encoder_weights(folder):
     """The fine-tuned encoder weights of the newest checkpoint of a run."""
-    from latent_rq_brain.pretrained import find_checkpoint
+    from latent_rq_brain.sharing.pretrained import find_checkpoint
 
     state = torch.load(os.path.join(find_checkpoint(folder).path, "encoder.ckpt"))
     return {k: v for k, v in state.items() if k.startswith("pretrained.encoder.")}

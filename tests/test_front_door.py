@@ -1,6 +1,6 @@
 """The command-line front door shared by ``train.py``, ``recipes.finetune.train``,
 ``recipes.probes.train_probe`` and ``tools.target_usage``
-(:mod:`latent_rq_brain.arguments`): typed run options, did-you-mean, bad
+(:mod:`latent_rq_brain.training.arguments`): typed run options, did-you-mean, bad
 values in one line before torch loads, ``--help`` with the YAML's settings,
 paths kept as written, an option given twice named, and nothing created by a
 refused setting.
@@ -15,7 +15,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
-from latent_rq_brain.arguments import UsageError, check_command_line, parse_overrides  # noqa: E402
+from latent_rq_brain.training.arguments import UsageError, check_command_line, parse_overrides  # noqa: E402
 from test_training import tiny_args, write_corpus  # noqa: E402
 
 SMALL = os.path.join(REPO, "hparams", "small", "latent_rq.yaml")

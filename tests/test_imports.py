@@ -114,12 +114,41 @@ def test_the_walker_sees_function_local_and_relative_imports(tmp_path):
     assert find_cycles({"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": {"pkg.a"}}) == [["pkg.a", "pkg.b"]]
 
 
+def test_the_walker_resolves_imports_across_sub_packages(tmp_path):
+    for sub in ("pkg", "pkg/one", "pkg/two"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "__init__.py").write_text("")
+    (tmp_path / "pkg/one/a.py").write_text("from ..two import b\nfrom .c import y\n")
+    (tmp_path / "pkg/two/b.py").write_text("from pkg.one.a import z\nimport pkg.two\n")
+    assert set(imported_names(str(tmp_path / "pkg/one/a.py"), "pkg.one.a", False)) == {
+        "pkg.two", "pkg.two.b", "pkg.one.c", "pkg.one.c.y"}
+    assert set(imported_names(str(tmp_path / "pkg/two/b.py"), "pkg.two.b", False)) == {
+        "pkg.one.a", "pkg.one.a.z", "pkg.two"}
+    assert set(imported_names(str(tmp_path / "pkg/one/__init__.py"), "pkg.one", True)) == set()
+
+
 def test_the_graph_holds_every_module():
     graph = import_graph()
-    assert {"latent_rq_brain.checkpoints", "latent_rq_brain.s3prl_upstream.expert",
+    assert {"latent_rq_brain.training.checkpoints", "latent_rq_brain.sharing.s3prl_upstream.expert",
             "recipes.probes.train_probe", "tools.report"} <= set(graph)
-    assert "latent_rq_brain.safe_load" in graph["latent_rq_brain.resume"]
-    assert "latent_rq_brain.branching" in graph["latent_rq_brain.checkpoints"]
+    assert "latent_rq_brain.sharing.safe_load" in graph["latent_rq_brain.training.resume"]
+    assert "latent_rq_brain.training.branching" in graph["latent_rq_brain.training.checkpoints"]
+
+
+def test_the_package_is_in_sub_packages_and_imports_no_old_path():
+    """Every module lives in a sub-package (only ``__init__`` at the top), and
+    no module of ROOTS imports a path of the flat layout (an alias the walker
+    would not see: :data:`latent_rq_brain.MOVED`)."""
+    from latent_rq_brain import moved_name
+
+    files = module_files()
+    top = sorted(m for m in files if m.count(".") == 1 and m.startswith("latent_rq_brain."))
+    assert top == ["latent_rq_brain.model", "latent_rq_brain.objectives", "latent_rq_brain.sharing",
+                   "latent_rq_brain.targets", "latent_rq_brain.training"]
+    old = sorted(f"{module} imports {name}" for module, path in files.items()
+                 for name in imported_names(path, module, path.endswith("__init__.py"))
+                 if moved_name(name) is not None)
+    assert not old, old
 
 
 @pytest.mark.parametrize("root", ["latent_rq_brain", "recipes", "tools"])

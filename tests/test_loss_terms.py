@@ -10,8 +10,8 @@ import re
 import pytest
 import torch
 
-from latent_rq_brain.loss_terms import LayerRegularizer, active_loss_terms
-from latent_rq_brain.sigreg import SIGReg, WhiteningPenalty, effective_dimension, whitening_metric
+from latent_rq_brain.objectives.loss_terms import LayerRegularizer, active_loss_terms
+from latent_rq_brain.objectives.sigreg import SIGReg, WhiteningPenalty, effective_dimension, whitening_metric
 from test_training import built, fit_batches, state_copy, tiny_args, train, write_corpus
 
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 import torch
 
-from latent_rq_brain.target_encoder import unwrap
+from latent_rq_brain.targets.target_encoder import unwrap
 from test_training import latest_ckpt, tiny_args, train, write_corpus
 
 #: What the CPU allocator raises when an allocation fails.
@@ -38,7 +38,7 @@ def longest_of(manifest):
 
 # ---------------------------------------------------------------- out of memory
 def test_out_of_memory_in_validation_names_the_utterance(tmp_path, corpus, monkeypatch):
-    from latent_rq_brain.brain import LatentRQBrain
+    from latent_rq_brain.training.brain import LatentRQBrain
     import speechbrain as sb
 
     forward = LatentRQBrain.compute_forward
@@ -61,7 +61,7 @@ def test_out_of_memory_in_validation_names_the_utterance(tmp_path, corpus, monke
 
 def test_out_of_memory_building_the_target_cache_names_the_utterance(tmp_path, corpus,
                                                                       monkeypatch):
-    from latent_rq_brain.targets import TargetMaker
+    from latent_rq_brain.targets.maker import TargetMaker
 
     def oom(*args, **kwargs):
         raise RuntimeError(ALLOC_FAIL)
@@ -77,7 +77,7 @@ def test_out_of_memory_building_the_target_cache_names_the_utterance(tmp_path, c
 
 
 def test_other_runtime_errors_pass_through_unchanged(tmp_path, corpus, monkeypatch):
-    from latent_rq_brain.targets import TargetMaker
+    from latent_rq_brain.targets.maker import TargetMaker
 
     def other(*args, **kwargs):
         raise RuntimeError("shapes do not match")

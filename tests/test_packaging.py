@@ -40,9 +40,9 @@ def test_pyproject_installs_every_subpackage_and_data_file():
             on_disk.add(rel.replace(os.sep, "."))
         data += [os.path.relpath(os.path.join(folder, f), os.path.join(REPO, PACKAGE))
                  for f in files if not f.endswith((".py", ".pyc"))]
-    assert installed == on_disk and {PACKAGE, f"{PACKAGE}.s3prl_upstream"} <= installed
+    assert installed == on_disk and {PACKAGE, f"{PACKAGE}.model", f"{PACKAGE}.sharing.s3prl_upstream"} <= installed
     patterns = conf["tool"]["setuptools"]["package-data"][PACKAGE]
-    assert "architecture.yaml" in data
+    assert "model/architecture.yaml" in data
     missing = [f for f in data if not any(fnmatch.fnmatch(f, p) for p in patterns)]
     assert not missing, f"pyproject.toml package-data lacks {missing}"
 
@@ -75,7 +75,7 @@ def test_pip_install_then_load_an_export_outside_the_repository(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
     from test_export import fake_run
 
-    from latent_rq_brain.export import export
+    from latent_rq_brain.sharing.export import export
 
     run = fake_run(str(tmp_path / "run"))
     export(run, str(tmp_path / "model"))
@@ -91,7 +91,7 @@ def test_pip_install_then_load_an_export_outside_the_repository(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q",
                     "--no-deps", REPO], check=True)
     code = ("import torch, latent_rq_brain\n"
-            "from latent_rq_brain.export import EncoderInterface\n"
+            "from latent_rq_brain.sharing.export import EncoderInterface\n"
             f"enc = EncoderInterface.from_hparams(source={str(tmp_path / 'model')!r}, "
             f"savedir={str(tmp_path / 'sd')!r})\n"
             "states, _ = enc.encode_batch(torch.randn(1, 16000))\n"

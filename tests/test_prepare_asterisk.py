@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from latent_rq_brain import data  # noqa: E402
+from latent_rq_brain.training import data  # noqa: E402
 from recipes.demo import prepare_asterisk as pa  # noqa: E402
 
 SR = 16000
@@ -116,7 +116,7 @@ def test_stable_hash_is_deterministic_across_processes():
     assert len(set(here)) == len(names)
     code = (
         "import sys; sys.path.insert(0, %r);"
-        "from latent_rq_brain import data;"
+        "from latent_rq_brain.training import data;"
         "print(repr([data.stable_hash(n) for n in %r]))" % (str(REPO), names)
     )
     for seed in ("1", "12345"):

@@ -10,14 +10,14 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
-from latent_rq_brain.pretrained import (  # noqa: E402
+from latent_rq_brain.sharing.pretrained import (  # noqa: E402
     EncoderSpec,
     PretrainedEncoder,
     build_encoder,
     load_quantizer,
 )
-from latent_rq_brain.s3prl_upstream.expert import UpstreamExpert  # noqa: E402
-from latent_rq_brain.target_encoder import unwrap  # noqa: E402
+from latent_rq_brain.sharing.s3prl_upstream.expert import UpstreamExpert  # noqa: E402
+from latent_rq_brain.targets.target_encoder import unwrap  # noqa: E402
 from test_hparams import PAPER, load, paper_path  # noqa: E402
 from test_training import tiny_args, write_corpus  # noqa: E402
 
@@ -152,7 +152,7 @@ def test_random_encoder_from_a_yaml_leaves_hyperpyyaml_alone():
 
 def test_training_yaml_and_build_encoder_give_the_same_seeded_weights(tmp_path):
     """One definition of the architecture: the small training YAML (which includes
-    latent_rq_brain/architecture.yaml) and build_encoder from its settings build
+    latent_rq_brain/model/architecture.yaml) and build_encoder from its settings build
     bitwise the same features and encoder from the same seed."""
     import torch
 

@@ -15,10 +15,10 @@ import pytest
 import soundfile
 import torch
 
-from latent_rq_brain.data import DataError
+from latent_rq_brain.training.data import DataError
 from recipes.probes import table
 from recipes.probes.manifests import check_task, task_manifests
-from latent_rq_brain.pretrained import PretrainedEncoder
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 from recipes.probes.probing import HiddenStateCache, PoolingClassifier, WeightedLayerSum
 
 load_encoder = PretrainedEncoder.load
@@ -487,7 +487,7 @@ def test_load_encoder_from_a_checkpoint_folder(tmp_path):
     """The probes load a run's save/ folder as the pre-training writes it."""
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder
+    from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder
     from recipes.probes.probing import encoder_fingerprint
 
     src = PretrainedEncoder.from_config(PretrainedEncoder.tiny_config(), seed=3)

@@ -1,4 +1,4 @@
-"""Tests of the random-projection quantizer (latent_rq_brain.quantizer).
+"""Tests of the random-projection quantizer (latent_rq_brain.targets.quantizer).
 
 Checked here: the fp32 argmax-of-dot-products implementation equals a
 brute-force float64 nearest-neighbour reference (also in chunks, also with no
@@ -13,7 +13,7 @@ import zlib
 import pytest
 import torch
 
-from latent_rq_brain.quantizer import (
+from latent_rq_brain.targets.quantizer import (
     RandomProjectionQuantizer,
     latent_rq_quantizer,
     source_seed,
@@ -358,7 +358,7 @@ def test_autocast_bf16_keeps_fp32():
 def test_quantizer_runs_full_fp32_and_restores_matmul_precision():
     """SpeechBrain leaves TF32 on for CUDA; the quantizer must not use it, nor
     change the setting for the rest of the step."""
-    from latent_rq_brain.quantizer import RandomProjectionQuantizer, full_fp32_matmul
+    from latent_rq_brain.targets.quantizer import RandomProjectionQuantizer, full_fp32_matmul
 
     previous = torch.get_float32_matmul_precision()
     try:

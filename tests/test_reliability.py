@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import torch
 
-from latent_rq_brain.target_encoder import unwrap
+from latent_rq_brain.targets.target_encoder import unwrap
 from test_training import built, fit_batches, latest_ckpt, state_copy, tiny_args, train, write_corpus
 
 
@@ -87,7 +87,7 @@ def test_checkpoint_with_non_finite_weights_is_never_written(tmp_path, corpus):
 
 
 def test_run_never_ends_with_status_0_and_non_finite_weights(tmp_path, corpus, monkeypatch):
-    from latent_rq_brain.brain import LatentRQBrain
+    from latent_rq_brain.training.brain import LatentRQBrain
 
     def poison_without_saving(self, stage, stage_loss, epoch=None):
         with torch.no_grad():
@@ -100,8 +100,8 @@ def test_run_never_ends_with_status_0_and_non_finite_weights(tmp_path, corpus, m
 
 
 # ---------------------------------------------------------------- target cache integrity
-from latent_rq_brain import target_cache  # noqa: E402
-from latent_rq_brain.target_cache import TargetCache  # noqa: E402
+from latent_rq_brain.targets import target_cache  # noqa: E402
+from latent_rq_brain.targets.target_cache import TargetCache  # noqa: E402
 from speechbrain.dataio.dataset import DynamicItemDataset  # noqa: E402
 
 
@@ -238,11 +238,11 @@ def key_parts(f_min=0, norm="utterance"):
     from speechbrain.lobes.features import Fbank
     from speechbrain.processing.features import InputNormalization
 
-    from latent_rq_brain.features import MelFeatures
-    from latent_rq_brain.quantizer import latent_rq_quantizer
-    from latent_rq_brain.target_encoder import TargetEncoder
+    from latent_rq_brain.model.features import MelFeatures
+    from latent_rq_brain.targets.quantizer import latent_rq_quantizer
+    from latent_rq_brain.targets.target_encoder import TargetEncoder
 
-    from latent_rq_brain.targets import quantizer_sources
+    from latent_rq_brain.targets.maker import quantizer_sources
 
     features = MelFeatures(Fbank(n_mels=80, f_min=f_min), InputNormalization(norm_type="sentence"))
     quantizer = latent_rq_quantizer(4, 64, 8, 320, 32, [0], 2, seed=1)
@@ -325,7 +325,7 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from latent_rq_brain import output_lock  # noqa: E402
+from latent_rq_brain.training import output_lock  # noqa: E402
 from test_training import REPO  # noqa: E402
 
 
@@ -379,7 +379,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, corpus, monkeypatc
 
 
 # ---------------------------------------------------------------- degenerate settings and data
-from latent_rq_brain.data import DataError, read_manifest  # noqa: E402
+from latent_rq_brain.training.data import DataError, read_manifest  # noqa: E402
 
 
 @pytest.mark.parametrize("setting,match", [
@@ -401,7 +401,7 @@ def test_degenerate_setting_is_refused_at_start_up_naming_it(tmp_path, corpus, s
 
 
 def test_mask_length_masking_nearly_everything_is_warned(tmp_path, corpus, monkeypatch):
-    from latent_rq_brain import hparams
+    from latent_rq_brain.training import hparams
 
     warnings = []
     monkeypatch.setattr(hparams.logger, "warning", warnings.append)
@@ -446,8 +446,8 @@ def test_checkpoint_loading_never_unpickles_code(tmp_path, corpus, monkeypatch):
     torch.save({"config": _Exploit(), "state": {}}, bad)
     loaders = [brain.quantizer.check_same, brain.quantizer._load,
                brain.target_encoder._load, type(brain.quantizer).from_file]
-    from latent_rq_brain.checkpoints import load_state
-    from latent_rq_brain.safe_load import UnsafeCheckpointError
+    from latent_rq_brain.training.checkpoints import load_state
+    from latent_rq_brain.sharing.safe_load import UnsafeCheckpointError
 
     loaders.append(lambda path: load_state(brain.modules.heads, path, "cpu", "test"))
     for load in loaders:
@@ -478,7 +478,7 @@ def test_resume_never_unpickles_code_planted_in_a_checkpoint(tmp_path, corpus, o
     """SpeechBrain's own loaders (modules, optimizer, scheduler) call torch.load
     without weights_only; TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 would let them
     unpickle code. The resume is refused naming the file, before anything is written."""
-    from latent_rq_brain.safe_load import UnsafeCheckpointError
+    from latent_rq_brain.sharing.safe_load import UnsafeCheckpointError
 
     out = copy_run(one_step_run, tmp_path / "run")
     mark = tmp_path / "pwned"
@@ -545,7 +545,7 @@ def test_skipped_half_loaded_checkpoint_leaves_a_fresh_start_fresh(tmp_path, cor
 LOCK_RACER = r"""
 import json, os, sys, time
 sys.path.insert(0, {repo!r})
-from latent_rq_brain import output_lock
+from latent_rq_brain.training import output_lock
 base, me, n, t0 = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 for k in range(n):
     start = t0 + 0.25 * k
@@ -618,8 +618,8 @@ def damage_file(path, how):
 def test_corrupt_encoder_file_is_named_by_every_loader(tmp_path, corpus, two_ckpt_run, how):
     """Named explicitly (one CKPT+ folder), the file is read and its fault named;
     nothing suggests weights_only=False."""
-    from latent_rq_brain.export import export
-    from latent_rq_brain.pretrained import PretrainedEncoder
+    from latent_rq_brain.sharing.export import export
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 
     run = copy_run(two_ckpt_run, tmp_path / "run")
     ckpt = checkpoints_of(run)[-1]
@@ -641,7 +641,7 @@ def test_init_from_reads_the_quantizer_safely_naming_it(tmp_path, corpus, two_ck
     """The early --init_from check reads quantizer.ckpt weights-only: a planted
     pickle, an empty, a truncated or a random file is a one-line usage error
     naming the file, before anything is written; no code runs."""
-    from latent_rq_brain.arguments import UsageError
+    from latent_rq_brain.training.arguments import UsageError
 
     run = copy_run(two_ckpt_run, tmp_path / "run")
     ckpt = checkpoints_of(run)[-1]
@@ -664,8 +664,8 @@ def test_init_from_reads_the_quantizer_safely_naming_it(tmp_path, corpus, two_ck
 @pytest.mark.parametrize("how", ["lacks quantizer", "truncated encoder"])
 def test_loaders_skip_a_half_written_newest_checkpoint(tmp_path, corpus, two_ckpt_run, how):
     """As a resume does: the newest complete checkpoint of a run folder is used."""
-    from latent_rq_brain.export import export
-    from latent_rq_brain.pretrained import PretrainedEncoder, load_quantizer
+    from latent_rq_brain.sharing.export import export
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder, load_quantizer
 
     run = copy_run(two_ckpt_run, tmp_path / "run")
     older, newest = checkpoints_of(run)[-2:]
@@ -692,8 +692,8 @@ def test_unreadable_text_file_makes_the_newest_checkpoint_incomplete(tmp_path, c
     """Random bytes in a YAML-text file of the newest checkpoint: a resume and
     the loaders of a run folder use the older complete one, naming the file in
     a warning; the checkpoint named explicitly is an error naming the file."""
-    from latent_rq_brain.checkpoints import file_problem
-    from latent_rq_brain.pretrained import PretrainedEncoder
+    from latent_rq_brain.training.checkpoints import file_problem
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 
     run = copy_run(two_ckpt_run, tmp_path / "run")
     older, newest = checkpoints_of(run)[-2:]
@@ -719,8 +719,8 @@ def test_the_training_yaml_declares_the_guarded_checkpointer(tmp_path, caplog):
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.utils.checkpoints import Checkpointer
 
-    from latent_rq_brain.checkpointer import GuardedCheckpointer, check_guarded
-    from latent_rq_brain.hparams import expand_hparams_file
+    from latent_rq_brain.training.checkpointer import GuardedCheckpointer, check_guarded
+    from latent_rq_brain.training.hparams import expand_hparams_file
 
     path, overrides = expand_hparams_file(
         os.path.join(REPO, "hparams", "small", "latent_rq.yaml"),
@@ -729,9 +729,9 @@ def test_the_training_yaml_declares_the_guarded_checkpointer(tmp_path, caplog):
     with open(path) as f:
         hparams = load_hyperpyyaml(f, overrides)
     assert type(hparams["checkpointer"]) is GuardedCheckpointer
-    with caplog.at_level("WARNING", logger="latent_rq_brain.checkpointer"):
+    with caplog.at_level("WARNING", logger="latent_rq_brain.training.checkpointer"):
         check_guarded(Checkpointer(tmp_path / "plain"), "my.yaml")
-    assert "my.yaml: checkpointer is a Checkpointer, not a latent_rq_brain.checkpointer.GuardedCheckpointer" in caplog.text
+    assert "my.yaml: checkpointer is a Checkpointer, not a latent_rq_brain.training.checkpointer.GuardedCheckpointer" in caplog.text
 
 
 @pytest.mark.parametrize("error", [
@@ -740,7 +740,7 @@ def test_the_training_yaml_declares_the_guarded_checkpointer(tmp_path, caplog):
 ])
 def test_disk_full_while_saving_names_the_folder_and_free_space(tmp_path, corpus, monkeypatch,
                                                                 error):
-    from latent_rq_brain.checkpoints import DiskFullError
+    from latent_rq_brain.training.checkpoints import DiskFullError
 
     brain, loader = built(tmp_path, corpus, "--stage_transitions=[]")
     fit_batches(brain, loader, 1)
@@ -802,7 +802,7 @@ def test_out_of_memory_names_the_longest_utterance(tmp_path, corpus, monkeypatch
 
 def test_disk_full_while_building_the_target_cache_names_the_folder(tmp_path, monkeypatch):
     """/dev/full: every write fails with ENOSPC, as on a full disk."""
-    from latent_rq_brain.checkpoints import DiskFullError
+    from latent_rq_brain.training.checkpoints import DiskFullError
 
     ds = cache_dataset()
     monkeypatch.setattr(TargetCache, "_data_path", lambda self, rank: "/dev/full")

@@ -14,8 +14,8 @@ import soundfile
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from latent_rq_brain import target_cache
-from latent_rq_brain.data import (
+from latent_rq_brain.targets import target_cache
+from latent_rq_brain.training.data import (
     AUDIO_HASHES,
     AudioHashes,
     DataError,
@@ -142,7 +142,7 @@ def test_cancelling_stereo_is_not_turned_into_silence(tmp_path, caplog):
     left = np.random.default_rng(0).uniform(-0.5, 0.5, 1600).astype("float32")
     path = str(tmp_path / "phase.wav")
     soundfile.write(path, np.stack([left, -left], 1), SR, subtype="FLOAT")
-    with caplog.at_level(logging.WARNING, logger="latent_rq_brain.data"):
+    with caplog.at_level(logging.WARNING, logger="latent_rq_brain.training.data"):
         sig = read_audio_checked(path, SR)
     assert float(sig.abs().max()) > 0.4
     assert torch.equal(sig, torch.from_numpy(left))
@@ -154,7 +154,7 @@ def test_ordinary_stereo_is_still_averaged(tmp_path, caplog):
     x = np.random.default_rng(1).uniform(-0.5, 0.5, (1600, 2)).astype("float32")
     path = str(tmp_path / "st.wav")
     soundfile.write(path, x, SR, subtype="FLOAT")
-    with caplog.at_level(logging.WARNING, logger="latent_rq_brain.data"):
+    with caplog.at_level(logging.WARNING, logger="latent_rq_brain.training.data"):
         sig = read_audio_checked(path, SR)
     assert torch.allclose(sig, torch.from_numpy(x.mean(1)))
     assert "cancel" not in caplog.text
@@ -163,7 +163,7 @@ def test_ordinary_stereo_is_still_averaged(tmp_path, caplog):
 def test_silent_stereo_stays_silent_without_a_warning(tmp_path, caplog):
     path = str(tmp_path / "zero.wav")
     soundfile.write(path, np.zeros((1600, 2), "float32"), SR, subtype="FLOAT")
-    with caplog.at_level(logging.WARNING, logger="latent_rq_brain.data"):
+    with caplog.at_level(logging.WARNING, logger="latent_rq_brain.training.data"):
         sig = read_audio_checked(path, SR)
     assert not sig.any() and "cancel" not in caplog.text
 

@@ -174,7 +174,7 @@ def test_checkpoint_at_skips_transition_and_intra_epoch(tmp_path):
 
 
 def test_pack_corpus_opus_relative_paths_and_size_limit(tmp_path):
-    from latent_rq_brain.data import read_manifest
+    from latent_rq_brain.training.data import read_manifest
     from recipes.reproduce.pack_corpus import pack
 
     corpus = tmp_path / "c"

@@ -12,9 +12,9 @@ import os
 import pytest
 import torch
 
-from latent_rq_brain.pretrained import PretrainedEncoder, find_checkpoint
-from latent_rq_brain.s3prl_upstream.expert import UpstreamExpert
-from latent_rq_brain.s3prl_upstream.hubconf import latent_rq_local
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder, find_checkpoint
+from latent_rq_brain.sharing.s3prl_upstream.expert import UpstreamExpert
+from latent_rq_brain.sharing.s3prl_upstream.hubconf import latent_rq_local
 from test_export import fake_run
 
 
@@ -26,7 +26,7 @@ def waves():
 def test_hub_exports_only_the_local_entry():
     """s3prl lists every public callable of hub.py; names without _local count as ready."""
     namespace = {}
-    exec("from latent_rq_brain.s3prl_upstream.hubconf import *", namespace)
+    exec("from latent_rq_brain.sharing.s3prl_upstream.hubconf import *", namespace)
     public = sorted(n for n, v in namespace.items() if not n.startswith("_") and callable(v))
     assert public == ["latent_rq_local"]
 

@@ -13,13 +13,13 @@ import torch
 
 import speechbrain as sb
 from test_training import built, fit_batches, write_corpus
-from latent_rq_brain.sb_patches import (
+from latent_rq_brain.model.sb_patches import (
     BatchMajorFeedForward,
     ChannelsLastConv2d,
     FusedRelPosMHAXL,
     set_fast_kernels,
 )
-from latent_rq_brain.target_encoder import TargetEncoder, unwrap
+from latent_rq_brain.targets.target_encoder import TargetEncoder, unwrap
 from tools.bench import plain_forward
 
 

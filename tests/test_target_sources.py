@@ -15,11 +15,11 @@ import torch
 
 import speechbrain as sb
 import train
-from latent_rq_brain import target_cache
-from latent_rq_brain.features import valid_frames
-from latent_rq_brain.target_encoder import TargetEncoder
-from latent_rq_brain.target_sources import FrameSource, MelFrames, TargetSources, stack_frames
-from latent_rq_brain.targets import TargetMaker
+from latent_rq_brain.targets import target_cache
+from latent_rq_brain.model.features import valid_frames
+from latent_rq_brain.targets.target_encoder import TargetEncoder
+from latent_rq_brain.targets.target_sources import FrameSource, MelFrames, TargetSources, stack_frames
+from latent_rq_brain.targets.maker import TargetMaker
 from test_training import REPO, latest_ckpt, tiny_args, write_corpus
 
 
@@ -104,7 +104,7 @@ def built_hparams(argv):
     """The resolved YAML of a command line (nothing trained, no Brain)."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from latent_rq_brain.hparams import expand_hparams_file
+    from latent_rq_brain.training.hparams import expand_hparams_file
 
     hparams_file, _, overrides = sb.parse_arguments(argv)
     hparams_file, overrides = expand_hparams_file(hparams_file, overrides)
@@ -115,7 +115,7 @@ def built_hparams(argv):
 def test_frozen_parts_are_listed_once_and_named_by_source_when_they_clash():
     te = TargetEncoder([0])
     a, b = ToySource(4, 320), ToySource(4, 320, name="toy2", seed=1)
-    from latent_rq_brain.target_sources import layer_sources
+    from latent_rq_brain.targets.target_sources import layer_sources
 
     sources = TargetSources(MelFrames(4, 320), [a, b, *layer_sources(te, 8, 2, "random",
                                                                       "random")], 0)
@@ -128,7 +128,7 @@ def test_frozen_parts_are_listed_once_and_named_by_source_when_they_clash():
 
 def test_toy_source_codes_follow_its_frames():
     q_sources = TargetSources(MelFrames(4, 320), [ToySource(6, 320)], 1)
-    from latent_rq_brain.target_sources import build_quantizer
+    from latent_rq_brain.targets.target_sources import build_quantizer
 
     q = build_quantizer(q_sources, 3, 16, 4, seed=1)
     make = TargetMaker(q, q_sources)

@@ -16,9 +16,9 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from latent_rq_brain.features import valid_frames  # noqa: E402
-from latent_rq_brain.pretrained import PretrainedEncoder, build_encoder, yaml_config  # noqa: E402
-from latent_rq_brain.zipformer_encoder import (  # noqa: E402
+from latent_rq_brain.model.features import valid_frames  # noqa: E402
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder, build_encoder, yaml_config  # noqa: E402
+from latent_rq_brain.model.zipformer_encoder import (  # noqa: E402
     WeightedDownsample,
     ZipformerEncoder,
 )
@@ -88,7 +88,7 @@ def test_truncated_copy_cuts_a_stack_short():
 def test_bf16_autocast_trains_and_the_low_precision_target_copy_is_bit_exact():
     """precision: bf16 (autocast): the bypass mixes in the activations' dtype;
     the target encoder's copy with bf16 matmul weights gives the same bits."""
-    from latent_rq_brain.target_encoder import autocast_weights
+    from latent_rq_brain.targets.target_encoder import autocast_weights
 
     enc = zipformer(6)
     feats, lens = torch.randn(2, 40, 80), torch.tensor([10, 7])
@@ -166,7 +166,7 @@ def zipformer_run(tmp_path_factory):
 
 
 def test_zipformer_pretrains_branches_exports_loads_and_probes(zipformer_run, tmp_path):
-    from latent_rq_brain.export import export, load_model_folder
+    from latent_rq_brain.sharing.export import export, load_model_folder
     from recipes.probes.quick import cv_accuracy, encode, make_folds, pooled
     from test_probes import gated_tone
 

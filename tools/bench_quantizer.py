@@ -1,7 +1,7 @@
 """Benchmark: our random-projection quantizer vs SpeechBrain's, time and memory.
 
 BEST-RQ computes its targets with ``N`` frozen codebooks. Ours
-(:class:`latent_rq_brain.quantizer.RandomProjectionQuantizer`) does all of them
+(:class:`latent_rq_brain.targets.quantizer.RandomProjectionQuantizer`) does all of them
 with one projection matmul and one ``(n, m, V)`` score matmul per chunk of
 frames. SpeechBrain's (``speechbrain.nnet.quantisers.RandomProjectionQuantizer``)
 holds ONE codebook per object, so the BEST-RQ setting means ``N`` objects, each
@@ -86,7 +86,7 @@ def _input(frames, input_dim, seed):
 
 
 def _ours(n_codebooks, codebook_size, codebook_dim, input_dim, seed):
-    from latent_rq_brain.quantizer import RandomProjectionQuantizer
+    from latent_rq_brain.targets.quantizer import RandomProjectionQuantizer
 
     return RandomProjectionQuantizer(
         {"mel": (input_dim, n_codebooks)}, codebook_size, codebook_dim, seed

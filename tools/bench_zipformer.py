@@ -13,7 +13,7 @@ variant per round, so that load drift hits them all alike):
 
 then profiles one variant (``torch.profiler``, top operators by self time)
 and prints the share of the layer FLOPs each stack's rate leaves
-(:func:`latent_rq_brain.zipformer_encoder.encoder_flops_ratio`).
+(:func:`latent_rq_brain.model.zipformer_encoder.encoder_flops_ratio`).
 
 Usage::
 
@@ -35,8 +35,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from latent_rq_brain.pretrained import build_encoder, yaml_config
-from latent_rq_brain.zipformer_encoder import ZipformerEncoder, encoder_flops_ratio
+from latent_rq_brain.sharing.pretrained import build_encoder, yaml_config
+from latent_rq_brain.model.zipformer_encoder import ZipformerEncoder, encoder_flops_ratio
 from tools.bench import paired_ratio, ratio_spread
 from tools.profile_step import summarize
 

@@ -2,7 +2,7 @@
 
 Prints, for each number of shapes, the (batch, seconds, encoder frames)
 buckets that ``fixed_shapes: True`` would use
-(:class:`latent_rq_brain.data.LengthBuckets`) and the padding waste, the
+(:class:`latent_rq_brain.training.data.LengthBuckets`) and the padding waste, the
 share of computed audio that is padding::
 
     python -m tools.buckets data/train.csv --max-batch-len 600 --shapes 1 2 4 6 8
@@ -14,7 +14,7 @@ Authors
 import argparse
 import sys
 
-from latent_rq_brain.data import LengthBuckets, read_manifest
+from latent_rq_brain.training.data import LengthBuckets, read_manifest
 
 
 def table(durations, max_batch_len, shape_counts, frame_multiple=8):

@@ -195,13 +195,13 @@ def case_truncated_encoder_to_export(base, corpus):
     path = os.path.join(newest_ckpt(out), "encoder.ckpt")
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    named = run([sys.executable, "-m", "latent_rq_brain.export", newest_ckpt(out), "--out",
+    named = run([sys.executable, "-m", "latent_rq_brain.sharing.export", newest_ckpt(out), "--out",
                  os.path.join(base, "trunc_model")], 300)
     verdict = expect_error(named, rf"cannot read {re.escape(path)} \(\d+ bytes\)")
     if verdict[0] != "OK" or "weights_only" in named.output:
         return verdict if verdict[0] != "OK" else ("CRASH", "suggests weights_only")
     # the run folder: the newest complete checkpoint is exported instead
-    whole = run([sys.executable, "-m", "latent_rq_brain.export", out, "--out",
+    whole = run([sys.executable, "-m", "latent_rq_brain.sharing.export", out, "--out",
                  os.path.join(base, "trunc_model2")], 300)
     return expect_success(whole)
 
@@ -210,13 +210,13 @@ def case_received_folder_with_code(base, corpus):
     out = trained_run(base, corpus, "ref")
     model = os.path.join(base, "received")
     shutil.rmtree(model, ignore_errors=True)
-    export = run([sys.executable, "-m", "latent_rq_brain.export", out, "--out", model], 300)
+    export = run([sys.executable, "-m", "latent_rq_brain.sharing.export", out, "--out", model], 300)
     if export is None or export.rc != 0:
         return "CRASH", f"export failed: {export and export.last_line()}"
     mark = os.path.join(base, "received.pwned")
     with open(os.path.join(model, "hyperparams.yaml"), "a") as f:
         f.write(f"pwn: !apply:os.system ['touch {mark}']\n")
-    case = run([sys.executable, "-c", "import sys; from latent_rq_brain.export import "
+    case = run([sys.executable, "-c", "import sys; from latent_rq_brain.sharing.export import "
                 "load_model_folder; load_model_folder(sys.argv[1])", model], 300)
     if os.path.exists(mark):
         return "SILENT", "the planted code ran"
@@ -265,7 +265,7 @@ def case_stale_cache_with_preserved_mtime(base, corpus):
     return expect_success(case, check)
 
 
-REEXPORT = ("import sys; from latent_rq_brain.export import load_model_folder; "
+REEXPORT = ("import sys; from latent_rq_brain.sharing.export import load_model_folder; "
             "e = load_model_folder(sys.argv[1]); print('STEP', e.info['step'], "
             "repr(sum(float(v.double().sum()) for v in e.state_dict().values())))")
 
@@ -277,8 +277,8 @@ def case_killed_re_export(base, corpus):
     src = trained_run(base, corpus, "ref")
     model = os.path.join(base, "reexport_model")
     shutil.rmtree(model, ignore_errors=True)
-    export_a = [sys.executable, "-m", "latent_rq_brain.export", src, "--out", model]
-    export_b = [sys.executable, "-m", "latent_rq_brain.export", f"{src}@stage1", "--out", model]
+    export_a = [sys.executable, "-m", "latent_rq_brain.sharing.export", src, "--out", model]
+    export_b = [sys.executable, "-m", "latent_rq_brain.sharing.export", f"{src}@stage1", "--out", model]
     done = run(export_a, 300)
     if done is None or done.rc != 0:
         return "CRASH", f"export failed: {done and done.last_line()}"
@@ -353,7 +353,7 @@ def case_out_of_memory_in_valid(base, corpus):
     out = os.path.join(base, "oom_valid")
     shutil.rmtree(out, ignore_errors=True)
     cmd = train_cmd(out, corpus, "--stage_transitions=[]", "--optimizer_step_limit=2")
-    case = run(injected(cmd, "latent_rq_brain.brain:LatentRQBrain.compute_forward",
+    case = run(injected(cmd, "latent_rq_brain.training.brain:LatentRQBrain.compute_forward",
                         "str(kwargs.get('stage', args[-1])).endswith('VALID')"), 600)
     return expect_error(case, r"OutOfMemoryError: out of memory in valid on a batch of \d+ "
                               r"utterance\(s\) .*; its longest: valid\d+ \(\S*valid\d+\.wav, ")
@@ -366,7 +366,7 @@ def case_out_of_memory_building_the_target_cache(base, corpus):
     shutil.rmtree(out, ignore_errors=True)
     cmd = train_cmd(out, corpus, "--stage_transitions=[2]", "--optimizer_step_limit=3",
                     "--target_cache=True")
-    case = run(injected(cmd, "latent_rq_brain.targets:TargetMaker.all_frames"), 600)
+    case = run(injected(cmd, "latent_rq_brain.targets.maker:TargetMaker.all_frames"), 600)
     return expect_error(case, r"OutOfMemoryError: out of memory building the target cache of "
                               r"stage 1 on a batch .*; its longest: train\d+ \(\S*train\d+\.wav, "
                               r".*Lower target_cache_batch_seconds")
@@ -472,7 +472,7 @@ CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.start
 
 
 def write_corpus(folder):
-    from latent_rq_brain import synthetic
+    from latent_rq_brain.training import synthetic
 
     rng = np.random.default_rng(0)
     return {split: synthetic.write_corpus(folder, [round(float(rng.uniform(1.0, 2.5)), 3)

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from latent_rq_brain.train_log import parse_line, read_log  # noqa: F401 (one reader of the log)
+from latent_rq_brain.training.train_log import parse_line, read_log  # noqa: F401 (one reader of the log)
 
 
 def summarise(entries):

@@ -19,15 +19,15 @@ Authors
 import sys
 
 if __name__ == "__main__":  # a usage error is reported before torch and SpeechBrain load
-    from latent_rq_brain.arguments import check_or_exit
+    from latent_rq_brain.training.arguments import check_or_exit
 
     check_or_exit(sys.argv[1:], "tools.target_usage")
 
 import torch  # noqa: E402
 
 import speechbrain as sb
-from latent_rq_brain.target_encoder import NORMS, TargetEncoder
-from latent_rq_brain.targets import TargetMaker, quantizer_sources
+from latent_rq_brain.targets.target_encoder import NORMS, TargetEncoder
+from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
 
 
 def code_usage(brain, loader, norm):
@@ -77,7 +77,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from latent_rq_brain.arguments import exit_on_usage_error
+    from latent_rq_brain.training.arguments import exit_on_usage_error
 
     with torch.no_grad(), exit_on_usage_error("tools.target_usage"):
         main(sys.argv[1:])

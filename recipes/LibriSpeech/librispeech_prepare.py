@@ -33,7 +33,7 @@ import soundfile
 
 if not __package__:  # run as a script: the repository root makes the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from latent_rq_brain.data import write_manifest  # noqa: E402
+from latent_rq_brain.training.data import write_manifest  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def collect_split(split_folder, num_workers=2):
     Returns
     -------
     list of dict
-        One dict per utterance with the keys of ``CSV_HEADER`` (latent_rq_brain.data), sorted by ID.
+        One dict per utterance with the keys of ``CSV_HEADER`` (latent_rq_brain.training.data), sorted by ID.
 
     Raises
     ------

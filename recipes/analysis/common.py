@@ -1,13 +1,13 @@
 """Shared plumbing of the analysis instruments: model, sources, data, labels.
 
-Targets are made as in training, by :class:`latent_rq_brain.targets.TargetMaker`,
+Targets are made as in training, by :class:`latent_rq_brain.targets.maker.TargetMaker`,
 on every valid 40 ms frame instead of the masked ones only:
 
 * ``mel``: the 4 stacked normalised log-Mel frames (4 x 80 = 320 dims) of
   each encoder frame;
 * ``layer<l>``: hidden state ``l`` (paper index, -1 = CNN output) of the
   checkpoint's encoder, normalised with the run's ``target_norm``
-  (:func:`latent_rq_brain.target_encoder.normalize_states`). These are the
+  (:func:`latent_rq_brain.targets.target_encoder.normalize_states`). These are the
   targets the *next* stage would train on if a transition happened at this
   checkpoint (at a ``transition_to_stage`` checkpoint, exactly the new stage's
   targets); a stage-k run trains on its older snapshot's targets.
@@ -23,11 +23,11 @@ import re
 import numpy as np
 import torch
 
-from latent_rq_brain.data import read_audio_checked, read_manifest
-from latent_rq_brain.layers import MEL_SOURCE, layer_source, source_layer
-from latent_rq_brain.quantizer import latent_rq_quantizer
-from latent_rq_brain.target_encoder import TargetEncoder
-from latent_rq_brain.targets import TargetMaker, quantizer_sources
+from latent_rq_brain.training.data import read_audio_checked, read_manifest
+from latent_rq_brain.model.layers import MEL_SOURCE, layer_source, source_layer
+from latent_rq_brain.targets.quantizer import latent_rq_quantizer
+from latent_rq_brain.targets.target_encoder import TargetEncoder
+from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
 
 #: ``checkpoint`` value that builds a random tiny encoder and quantizer (tests).
 RANDOM_TINY = "random:tiny"
@@ -39,13 +39,13 @@ def load_model(checkpoint, seed=1):
     Arguments
     ---------
     checkpoint : str
-        Any name :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`
+        Any name :meth:`latent_rq_brain.sharing.pretrained.PretrainedEncoder.load`
         takes; ``"random:tiny"`` (a random 2-layer d=32 encoder) is treated as
         stage 1, with a 4 x 64-code quantizer on ``mel`` and ``layer0``.
     seed : int
         Seed of the random tiny model.
     """
-    from latent_rq_brain.pretrained import PretrainedEncoder, load_quantizer
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder, load_quantizer
 
     if checkpoint == RANDOM_TINY:
         cfg = PretrainedEncoder.tiny_config()
@@ -184,8 +184,8 @@ def extract(enc, quantizer, sources, wavs, batch_size=8, project=False, norm=Non
 
     Arguments
     ---------
-    enc : latent_rq_brain.pretrained.PretrainedEncoder
-    quantizer : latent_rq_brain.quantizer.RandomProjectionQuantizer
+    enc : latent_rq_brain.sharing.pretrained.PretrainedEncoder
+    quantizer : latent_rq_brain.targets.quantizer.RandomProjectionQuantizer
     sources : list of str
     wavs : list of torch.Tensor
         1-D 16 kHz waveforms.

@@ -3,7 +3,7 @@
 Quantizes every valid 40 ms frame of a manifest's utterances through each
 source (``mel``; for stage >= 1 also every target layer, see
 :mod:`recipes.analysis.common`), then scores every codebook against frame
-labels (:mod:`latent_rq_brain.target_quality`). Prints a markdown table,
+labels (:mod:`latent_rq_brain.targets.target_quality`). Prints a markdown table,
 writes ``target_quality.json``, ``code_usage.png`` (sorted code frequencies
 of every codebook, one panel per source) and the labels it made
 (``labels_phone.json``, reused by later runs in the same ``--out``).
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from latent_rq_brain.target_quality import codebook_quality
+from latent_rq_brain.targets.target_quality import codebook_quality
 from recipes.analysis import common
 
 

@@ -54,9 +54,9 @@ GRIFFIN_LIM_ITERS = 32
 class Autoencoder(torch.nn.Module):
     """Encoder, bottleneck and decoder of a training checkpoint, frozen.
 
-    ``encoder``: a :class:`~latent_rq_brain.pretrained.PretrainedEncoder` with
+    ``encoder``: a :class:`~latent_rq_brain.sharing.pretrained.PretrainedEncoder` with
     a bottleneck; ``decoder``: the checkpoint's
-    :class:`~latent_rq_brain.autoencoder.MelDecoder`.
+    :class:`~latent_rq_brain.model.autoencoder.MelDecoder`.
     """
 
     def __init__(self, encoder, decoder):
@@ -68,10 +68,10 @@ class Autoencoder(torch.nn.Module):
     @classmethod
     def from_checkpoint(cls, path):
         """Loads a run, save or ``CKPT+`` folder of an autoencoder run."""
-        from latent_rq_brain.autoencoder import MelDecoder
-        from latent_rq_brain.checkpoints import ENCODER_FILES, find_checkpoint, require_files
-        from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder
-        from latent_rq_brain.safe_load import load_weights
+        from latent_rq_brain.model.autoencoder import MelDecoder
+        from latent_rq_brain.training.checkpoints import ENCODER_FILES, find_checkpoint, require_files
+        from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder
+        from latent_rq_brain.sharing.safe_load import load_weights
 
         ckpt = find_checkpoint(path, needed=ENCODER_FILES)
         if "latent_dim" not in EncoderSpec.read(ckpt.paramfiles["encoder_spec"]):
@@ -189,8 +189,8 @@ def evaluate(checkpoint, csv_path, out, prompts=3, max_utterances=200, probes=No
     """
     import soundfile
 
-    from latent_rq_brain.data import read_audio_checked
-    from latent_rq_brain.sigreg import effective_dimension
+    from latent_rq_brain.training.data import read_audio_checked
+    from latent_rq_brain.objectives.sigreg import effective_dimension
 
     t0 = time.time()
     model = Autoencoder.from_checkpoint(checkpoint)

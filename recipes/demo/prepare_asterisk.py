@@ -53,7 +53,7 @@ import numpy as np
 
 if not __package__:  # run as a script: the repository root makes the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from latent_rq_brain.data import stable_hash, write_manifest  # noqa: E402
+from latent_rq_brain.training.data import stable_hash, write_manifest  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

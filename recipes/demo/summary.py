@@ -39,7 +39,7 @@ import sys
 
 import numpy as np
 
-from latent_rq_brain.train_log import read_log
+from latent_rq_brain.training.train_log import read_log
 
 #: quick-probe files of a demo folder (under quick/) and their row names
 ROWS = (

@@ -22,7 +22,7 @@ import argparse
 import glob
 import os
 
-from latent_rq_brain.data import CSV_HEADER, DataError
+from latent_rq_brain.training.data import CSV_HEADER, DataError
 from recipes.LibriSpeech.librispeech_prepare import collect_split
 from recipes.probes.manifests import exit_on_data_error, write_task
 

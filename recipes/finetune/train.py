@@ -2,7 +2,7 @@
 """CTC fine-tuning of a pre-trained encoder over SentencePiece units.
 
 The encoder comes from any latent-rq checkpoint (or a seeded random one, the
-baseline) through :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`; no training
+baseline) through :meth:`latent_rq_brain.sharing.pretrained.PretrainedEncoder.load`; no training
 YAML is needed. A softmax-weighted sum of its hidden states feeds a BiLSTM
 (or MLP) CTC head over the units of a SentencePiece tokenizer trained on the
 training transcripts (SpeechBrain's wrapper). Two optimizers, as in
@@ -37,16 +37,16 @@ import sys
 import time
 
 if __name__ == "__main__":  # a usage error is reported before torch and SpeechBrain load
-    from latent_rq_brain.arguments import check_or_exit
+    from latent_rq_brain.training.arguments import check_or_exit
 
     check_or_exit(sys.argv[1:], "recipes.finetune.train")
 
 import torch  # noqa: E402
 
 import speechbrain as sb
-from latent_rq_brain.arguments import exit_on_usage_error
-from latent_rq_brain.data import read_audio_checked
-from latent_rq_brain.guards import NamedOutOfMemory
+from latent_rq_brain.training.arguments import exit_on_usage_error
+from latent_rq_brain.training.data import read_audio_checked
+from latent_rq_brain.training.guards import NamedOutOfMemory
 from recipes.probes.manifests import check_task, exit_on_data_error
 from recipes.probes.probing import stack_states
 from recipes.probes.train_probe import setup_experiment
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 
 class FinetuneBrain(NamedOutOfMemory, sb.Brain):
-    """Encoder (``modules.encoder``, a :class:`~latent_rq_brain.finetune.TrainableEncoder`)
+    """Encoder (``modules.encoder``, a :class:`~latent_rq_brain.training.finetune.TrainableEncoder`)
     -> ``modules.layer_sum`` -> ``modules.head`` -> CTC over ``hparams.tokenizer``'s units."""
 
     oom_batch_setting = "batch_size"  # out of memory: the advice names it

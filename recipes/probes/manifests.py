@@ -4,7 +4,7 @@ A probe task is three manifests (``train``, ``valid``, ``test``) with the
 columns ``ID,duration,wav`` plus label columns (``wrd`` for ASR, e.g.
 ``intent`` or ``spk_id`` for classification). :func:`check_task` is run by
 every ``prepare_*`` script on what it wrote and by the probe recipe on what it
-is given; it raises :class:`~latent_rq_brain.data.DataError` naming the file,
+is given; it raises :class:`~latent_rq_brain.training.data.DataError` naming the file,
 line, column and value at fault for
 
 * a missing column, an empty ID or label, a duplicate ID (within or across
@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from latent_rq_brain.data import DataError, read_manifest, stable_hash
+from latent_rq_brain.training.data import DataError, read_manifest, stable_hash
 
 SPLITS = ("train", "valid", "test")
 
@@ -81,7 +81,7 @@ def check_task(
     Returns
     -------
     dict
-        ``{split: {ID: row}}`` (rows as :func:`latent_rq_brain.data.read_manifest`
+        ``{split: {ID: row}}`` (rows as :func:`latent_rq_brain.training.data.read_manifest`
         returns them: absolute ``wav``, float ``duration``, ``line``).
 
     Example
@@ -95,7 +95,7 @@ def check_task(
     >>> check_task(m, "kw", "spk", [("train", "test")], check_audio=False)
     Traceback (most recent call last):
     ...
-    latent_rq_brain.data.DataError: label 'no' (column 'kw') of .../test.csv, line 2 (ID b) never occurs in train manifest .../train.csv (train labels: ['yes'])
+    latent_rq_brain.training.data.DataError: label 'no' (column 'kw') of .../test.csv, line 2 (ID b) never occurs in train manifest .../train.csv (train labels: ['yes'])
     """
     data = {}
     for split, path in manifests.items():
@@ -183,7 +183,7 @@ def audio_duration(path, sample_rate=16000):
     >>> audio_duration("/nonexistent.wav")
     Traceback (most recent call last):
     ...
-    latent_rq_brain.data.DataError: audio file /nonexistent.wav does not exist
+    latent_rq_brain.training.data.DataError: audio file /nonexistent.wav does not exist
     """
     import soundfile
 

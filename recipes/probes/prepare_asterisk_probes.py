@@ -31,7 +31,7 @@ import os
 import re
 import sys
 
-from latent_rq_brain.data import DataError, read_manifest, stable_hash
+from latent_rq_brain.training.data import DataError, read_manifest, stable_hash
 from recipes.probes.manifests import hash_split, write_task, exit_on_data_error
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import argparse
 import csv
 import os
 
-from latent_rq_brain.data import DataError
+from latent_rq_brain.training.data import DataError
 from recipes.probes.manifests import audio_duration, write_task, exit_on_data_error
 
 COLUMNS = ["ID", "duration", "wav", "spk_id", "intent"]

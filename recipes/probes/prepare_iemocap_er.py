@@ -24,7 +24,7 @@ import argparse
 import os
 import re
 
-from latent_rq_brain.data import DataError
+from latent_rq_brain.training.data import DataError
 from recipes.probes.manifests import audio_duration, hash_split, write_task, exit_on_data_error
 
 COLUMNS = ["ID", "duration", "wav", "spk_id", "emotion"]

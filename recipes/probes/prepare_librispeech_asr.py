@@ -18,7 +18,7 @@ Authors
 import argparse
 import os
 
-from latent_rq_brain.data import CSV_HEADER, DataError
+from latent_rq_brain.training.data import CSV_HEADER, DataError
 from recipes.LibriSpeech.librispeech_prepare import collect_split
 from recipes.probes.manifests import write_task, exit_on_data_error
 

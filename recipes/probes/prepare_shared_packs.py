@@ -30,7 +30,7 @@ Authors
 import argparse
 import os
 
-from latent_rq_brain.data import DataError, read_manifest, stable_hash
+from latent_rq_brain.training.data import DataError, read_manifest, stable_hash
 from recipes.probes.manifests import write_task, exit_on_data_error
 
 ALL_PAIRS = [("train", "valid"), ("train", "test"), ("valid", "test")]

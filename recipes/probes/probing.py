@@ -1,6 +1,6 @@
 """Building blocks of the frozen-encoder probes (SUPERB style).
 
-* the frozen encoder is :meth:`latent_rq_brain.pretrained.PretrainedEncoder.load`
+* the frozen encoder is :meth:`latent_rq_brain.sharing.pretrained.PretrainedEncoder.load`
   (a checkpoint, ``<run>@stage<k>``, or a seeded random one, ``random:small``).
 * :class:`WeightedLayerSum`: the learnable softmax-weighted sum over all hidden
   states (CNN front-end output + every Conformer layer).
@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 import torch
 
-from latent_rq_brain.data import named_out_of_memory
-from latent_rq_brain.features import valid_frames
-from latent_rq_brain.pretrained import PretrainedEncoder
-from latent_rq_brain.safe_load import load_weights
+from latent_rq_brain.training.data import named_out_of_memory
+from latent_rq_brain.model.features import valid_frames
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder
+from latent_rq_brain.sharing.safe_load import load_weights
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,
@@ -232,7 +232,7 @@ class HiddenStateCache:
 
     Arguments
     ---------
-    encoder : latent_rq_brain.pretrained.PretrainedEncoder
+    encoder : latent_rq_brain.sharing.pretrained.PretrainedEncoder
         The frozen encoder.
     folder : str, optional
         Disk cache folder; None keeps everything in memory.
@@ -305,7 +305,7 @@ class HiddenStateCache:
         if not todo:
             return
         if read_audio is None:
-            from latent_rq_brain.data import read_audio_checked
+            from latent_rq_brain.training.data import read_audio_checked
 
             sr = self.encoder.sample_rate
             read_audio = lambda p: read_audio_checked(p, sr)  # noqa: E731

@@ -20,7 +20,7 @@ probe on the English prompts, forced-aligned to their transcripts.
 Each task is scored per layer and on all layers concatenated ("all"); the
 report gives the best layer, the all-layer accuracy, the fold std, and ``Avg``
 (mean over tasks of the all-layer accuracy; ``Avg_best`` of the best-layer
-one). An autoencoder's checkpoint (:mod:`latent_rq_brain.autoencoder`) also has its
+one). An autoencoder's checkpoint (:mod:`latent_rq_brain.model.autoencoder`) also has its
 latent ``z`` scored as one more source (``z`` of each task, ``Avg_z``, and ``z``'s
 effective dimension under ``latent``). The same CLI also measures the phone PNMI and code usage of the
 checkpoint's targets (Mel and every layer), the leading indicator of
@@ -261,7 +261,7 @@ def subset(items, n, seed=0):
 def load_audio(items, cache_file, crop_seconds=None):
     """Waveforms of all items (the first ``crop_seconds`` of each), decoded once and
     cached as int16 (the cache is used only when its IDs match)."""
-    from latent_rq_brain.data import read_audio_checked
+    from latent_rq_brain.training.data import read_audio_checked
 
     ids = [i[0] for i in items]
     if os.path.isfile(cache_file):
@@ -385,14 +385,14 @@ def target_quality(enc, spec, wavs, frames, n_codebooks=6, codebook_size=512, co
     the effective dimension (participation ratio) of what each quantizer reads.
 
     The quantizers are the ones a Latent-RQ stage would use (seeded per source with
-    ``seed``, :func:`latent_rq_brain.quantizer.latent_rq_quantizer`), so a stage-0
+    ``seed``, :func:`latent_rq_brain.targets.quantizer.latent_rq_quantizer`), so a stage-0
     checkpoint shows what its layers would give as targets. ``norm``: the
     target normalisation of the layer states (default: the run's ``target_norm``).
     """
-    from latent_rq_brain.quantizer import latent_rq_quantizer
-    from latent_rq_brain.target_quality import codebook_quality
-    from latent_rq_brain.layers import layer_source
-    from latent_rq_brain.sigreg import effective_dimension
+    from latent_rq_brain.targets.quantizer import latent_rq_quantizer
+    from latent_rq_brain.targets.target_quality import codebook_quality
+    from latent_rq_brain.model.layers import layer_source
+    from latent_rq_brain.objectives.sigreg import effective_dimension
     from recipes.analysis.common import extract
 
     L = enc.encoder.num_layers
@@ -462,7 +462,7 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
     :func:`probe_items` of ``shared`` and ``corpus``. ``threads``: torch CPU
     threads, 0 = torch's default (``OMP_NUM_THREADS`` where it is set).
     """
-    from latent_rq_brain.pretrained import PretrainedEncoder
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 
     if threads:
         torch.set_num_threads(threads)
@@ -487,7 +487,7 @@ def evaluate_checkpoint(spec, shared, corpus, cache, threads=2, seed=1, log=prin
     avg_best = float(np.mean([r["best"] for r in probes.values()]))
     extra = {}
     if latent:  # the autoencoder's z: its probes' mean and its effective dimension
-        from latent_rq_brain.sigreg import effective_dimension
+        from latent_rq_brain.objectives.sigreg import effective_dimension
 
         z = np.concatenate([s[-1] for s in states["phones"]]).astype(np.float64)
         extra = {"Avg_z": float(np.mean([r["z"]["acc"] for r in probes.values()])),

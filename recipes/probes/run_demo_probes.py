@@ -114,7 +114,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
-    from latent_rq_brain.data import DataError
+    from latent_rq_brain.training.data import DataError
 
     try:
         results = run(args.checkpoint, args.out_dir, args.data, args.label, args.device)

@@ -31,7 +31,7 @@ import sys
 import time
 
 if __name__ == "__main__":  # a usage error is reported before torch and SpeechBrain load
-    from latent_rq_brain.arguments import check_or_exit
+    from latent_rq_brain.training.arguments import check_or_exit
 
     check_or_exit(sys.argv[1:], "recipes.probes.train_probe")
 
@@ -40,10 +40,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
-from latent_rq_brain.arguments import (exit_on_usage_error, no_folders_left_on_refusal,
+from latent_rq_brain.training.arguments import (exit_on_usage_error, no_folders_left_on_refusal,
                                        parse_arguments)
-from latent_rq_brain.data import read_audio_checked
-from latent_rq_brain.guards import NamedOutOfMemory
+from latent_rq_brain.training.data import read_audio_checked
+from latent_rq_brain.training.guards import NamedOutOfMemory
 from recipes.probes.manifests import check_task, exit_on_data_error
 from recipes.probes.probing import (
     HiddenStateCache,
@@ -396,7 +396,7 @@ def setup_experiment(argv, prog="recipes.probes.train_probe"):
     """SpeechBrain's recipe start: command line -> (hparams, run_opts), output
     folder created with the YAML and overrides saved (also used by
     ``recipes/finetune/train.py``). The command line goes through the
-    project's front door (:func:`latent_rq_brain.arguments.parse_arguments`:
+    project's front door (:func:`latent_rq_brain.training.arguments.parse_arguments`:
     typed run options, a mistyped key or a bad value named in one line)."""
     hparams_file, run_opts, overrides = parse_arguments(argv, prog)
     with no_folders_left_on_refusal(hparams_file, overrides), \

@@ -15,7 +15,7 @@ import os
 import yaml
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
-from latent_rq_brain.hparams import plain_setting
+from latent_rq_brain.training.hparams import plain_setting
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

@@ -52,7 +52,7 @@ from recipes.demo.prepare_asterisk import (
     prepare_asterisk,
     rms_dbfs,
 )
-from latent_rq_brain.data import stable_hash
+from latent_rq_brain.training.data import stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ Authors
 
 import os
 
-from latent_rq_brain.data import read_manifest
-from latent_rq_brain.data import stable_hash
+from latent_rq_brain.training.data import read_manifest
+from latent_rq_brain.training.data import stable_hash
 
 #: task -> (pack, label column, group column or None, row filter)
 PACK_TASKS = {

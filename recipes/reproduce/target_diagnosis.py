@@ -19,7 +19,7 @@ Usage::
         --out results/reproduce/seed1/diagnosis
 
 (``RUN@STEP`` names the checkpoint of a run at that optimizer step; any name
-:meth:`latent_rq_brain.pretrained.PretrainedEncoder.load` takes works too.)
+:meth:`latent_rq_brain.sharing.pretrained.PretrainedEncoder.load` takes works too.)
 
 Authors
  * latent-rq developers 2026
@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-#: the target normalisations compared (latent_rq_brain.target_encoder.NORMS)
+#: the target normalisations compared (latent_rq_brain.targets.target_encoder.NORMS)
 NORMS = ("utterance", "layer", "none")
 #: k-means clusters (= codebook size of the mini configuration) and frames fitted
 KMEANS_CLUSTERS = 512
@@ -55,7 +55,7 @@ def effective_dimension(x):
     >>> round(effective_dimension(line), 3)
     1.0
     """
-    from latent_rq_brain.sigreg import effective_dimension as participation_ratio
+    from latent_rq_brain.objectives.sigreg import effective_dimension as participation_ratio
 
     return float(participation_ratio(torch.from_numpy(np.asarray(x, dtype=np.float64))))
 
@@ -74,7 +74,7 @@ def kmeans_pnmi(x, labels, k=KMEANS_CLUSTERS, fit_frames=KMEANS_FIT_FRAMES, seed
     """
     from sklearn.cluster import MiniBatchKMeans
 
-    from latent_rq_brain.target_quality import codebook_quality
+    from latent_rq_brain.targets.target_quality import codebook_quality
 
     rng = np.random.default_rng(seed)
     fit = x if len(x) <= fit_frames else x[rng.choice(len(x), fit_frames, replace=False)]
@@ -98,9 +98,9 @@ def resolve(spec):
 
 def diagnose(spec, shared, corpus, cache, seed=1, norms=NORMS, log=print):
     """The measurements of the module docstring for one encoder, as a dict."""
-    from latent_rq_brain.layers import layer_source
-    from latent_rq_brain.pretrained import PretrainedEncoder
-    from latent_rq_brain.quantizer import latent_rq_quantizer
+    from latent_rq_brain.model.layers import layer_source
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder
+    from latent_rq_brain.targets.quantizer import latent_rq_quantizer
     from recipes.analysis.common import extract
     from recipes.probes import quick
 

@@ -54,7 +54,7 @@ def corpus_sample(corpus, n_utts, seed):
 
 def quality(codes, labels, codebook_size):
     """Mean phone PNMI and perplexity over the codebooks of ``codes`` (M, n)."""
-    from latent_rq_brain.target_quality import codebook_quality
+    from latent_rq_brain.targets.target_quality import codebook_quality
 
     m = codebook_quality(codes, {"phone": labels}, codebook_size)["mean"]
     return {"pnmi": float(m["phone"]["pnmi"]), "perplexity": float(m["perplexity"])}
@@ -63,9 +63,9 @@ def quality(codes, labels, codebook_size):
 def variant_quality(checkpoint, layers, shared, corpus, cache, n_codebooks=6, codebook_size=512,
                     codebook_dim=16, anchors=(0, 2), fit_frames=30000, seed=1, log=print):
     """``{variant: {"pnmi", "perplexity"}}`` of every variant's targets (see module)."""
-    from latent_rq_brain.layers import MEL_SOURCE, layer_source
-    from latent_rq_brain.pretrained import PretrainedEncoder
-    from latent_rq_brain.quantizer import latent_rq_quantizer
+    from latent_rq_brain.model.layers import MEL_SOURCE, layer_source
+    from latent_rq_brain.sharing.pretrained import PretrainedEncoder
+    from latent_rq_brain.targets.quantizer import latent_rq_quantizer
     from recipes.analysis.common import extract, read_wavs
     from recipes.probes.quick import (CROP_SECONDS, audio_file, encode, label_phone_items,
                                       load_audio, phone_targets, probe_items)

@@ -22,7 +22,7 @@ import os
 
 import soundfile
 
-from latent_rq_brain.data import read_audio_checked, read_manifest
+from latent_rq_brain.training.data import read_audio_checked, read_manifest
 
 
 def prepare(pack, out, per_split=40):

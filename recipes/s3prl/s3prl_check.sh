@@ -54,7 +54,7 @@ if [ ! -f "$VENV/.latent_rq_installed" ]; then  # latent_rq_brain importable fro
     "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
     touch "$VENV/.latent_rq_installed"
 fi
-ln -sfn "$ROOT/latent_rq_brain/s3prl_upstream" "$S3PRL/s3prl/upstream/latent_rq"
+ln -sfn "$ROOT/latent_rq_brain/sharing/s3prl_upstream" "$S3PRL/s3prl/upstream/latent_rq"
 grep -q "upstream.latent_rq.hubconf" "$S3PRL/s3prl/hub.py" ||
     echo "from s3prl.upstream.latent_rq.hubconf import *" >> "$S3PRL/s3prl/hub.py"
 "$VENV/bin/python" -c "import torch, torchaudio, s3prl.hub as h; print('torch', torch.__version__, 'torchaudio', torchaudio.__version__, 's3prl', __import__('s3prl').__version__, 'hub entry', h.latent_rq_local.__module__)"
@@ -65,7 +65,7 @@ if [ -z "$CKPT" ]; then
     CKPT=$("$VENV/bin/python" - "$OUT/random_run" <<'PY'
 import sys
 from speechbrain.utils.checkpoints import Checkpointer
-from latent_rq_brain.pretrained import EncoderSpec, PretrainedEncoder, find_checkpoint
+from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder, find_checkpoint
 run = sys.argv[1]
 try:
     print(find_checkpoint(run).path)
@@ -97,7 +97,7 @@ done
 # -f must have trained the upstream, and the frozen run must not have saved one
 "$VENV/bin/python" - "$CKPT" "$OUT" <<'PY'
 import sys, torch
-from latent_rq_brain.pretrained import find_checkpoint
+from latent_rq_brain.sharing.pretrained import find_checkpoint
 start = torch.load(find_checkpoint(sys.argv[1]).paramfiles["encoder"], weights_only=True)
 for mode in ("frozen", "finetune"):
     # s3prl's own checkpoint, just written by run_downstream.py above (trusted)
