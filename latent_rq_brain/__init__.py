@@ -81,8 +81,9 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         real = importlib.util.find_spec(new)
         if real is None:
             return None
-        return importlib.util.spec_from_loader(
-            fullname, self, is_package=real.submodule_search_locations is not None
+        return importlib.util.spec_from_loader(  # origin: sys.argv[0] of python -m
+            fullname, self, origin=real.origin,
+            is_package=real.submodule_search_locations is not None,
         )
 
     def create_module(self, spec):

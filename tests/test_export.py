@@ -102,6 +102,39 @@ def test_safe_loader_gives_the_exported_encoders_outputs(exported):
     assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
+def test_a_folder_naming_the_flat_layouts_paths_still_loads(exported, tmp_path, monkeypatch):
+    """A folder exported before the package had sub-packages names
+    ``latent_rq_brain.pretrained``: the safe loader and from_hparams read it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run, out = exported
+    path = os.path.join(out, "hyperparams.yaml")
+    text = open(path).read()
+    assert "!new:latent_rq_brain.sharing.pretrained.PretrainedEncoder" in text
+    old = text.replace("latent_rq_brain.sharing.pretrained.", "latent_rq_brain.pretrained.")
+    old = old.replace("latent_rq_brain.sharing.export", "latent_rq_brain.export")
+    assert "sharing" not in old
+    open(path, "w").write(old)
+    write_manifest(out)
+    wavs, lens = torch.randn(2, 16000), torch.tensor([1.0, 0.6])
+    want, _ = PretrainedEncoder.from_checkpoint(run)(wavs, lens)
+    enc = load_model_folder(out)
+    assert type(enc) is PretrainedEncoder
+    assert all(torch.equal(a, b) for a, b in zip(enc(wavs, lens)[0], want))
+    trusted = EncoderInterface.from_hparams(source=out, savedir=str(tmp_path / "s1"))
+    assert type(trusted.mods.encoder) is PretrainedEncoder
+    assert all(torch.equal(a, b) for a, b in zip(trusted.encode_batch(wavs, lens)[0], want))
+
+
+def test_safe_loader_refuses_other_package_classes_under_old_paths(exported):
+    _, out = exported
+    path = os.path.join(out, "hyperparams.yaml")
+    with open(path, "a") as f:
+        f.write("extra: !new:latent_rq_brain.encoder.ConformerEncoder\n")
+    write_manifest(out)
+    with pytest.raises(UnsafeModelFolderError, match="tag !new:latent_rq_brain.encoder.ConformerEncoder is refused"):
+        load_model_folder(out)
+
+
 @pytest.mark.parametrize("line", [
     "pwn: !apply:os.system ['touch {mark}']",
     "pwn: !!python/object/apply:os.system ['touch {mark}']",
