@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from latent_rq_brain.training.synthetic import synth_utterance
 from latent_rq_brain.targets.target_quality import (
     code_label_quality,
     code_usage,
@@ -22,6 +21,7 @@ from latent_rq_brain.targets.target_quality import (
     joint_counts,
     purity_pnmi,
 )
+from latent_rq_brain.training.synthetic import synth_utterance
 from recipes.analysis import common, layer_weights, target_quality, tsne
 from recipes.analysis.labels import n_enc_frames, segments_to_frames, transcript_words
 

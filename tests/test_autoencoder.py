@@ -16,8 +16,8 @@ import speechbrain as sb
 from latent_rq_brain.model.autoencoder import (Bottleneck, LatentRegularizer, MelDecoder,
                                          Reconstruction, kl_standard_normal, mel_l1)
 from latent_rq_brain.sharing.export import export, load_model_folder
-from latent_rq_brain.training.hparams import expand_hparams_file
 from latent_rq_brain.sharing.pretrained import PretrainedEncoder
+from latent_rq_brain.training.hparams import expand_hparams_file
 from test_training import REPO, latest_ckpt, state_copy, tiny_args, train, write_corpus
 
 SMALL = os.path.join(REPO, "hparams", "small", "autoencoder.yaml")

@@ -21,8 +21,8 @@ from latent_rq_brain.model.architectures import (  # noqa: E402
     build_architecture,
 )
 from latent_rq_brain.model.encoder import LayeredEncoder  # noqa: E402
-from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder, build_encoder  # noqa: E402
 from latent_rq_brain.model.transformer_encoder import TransformerStackEncoder  # noqa: E402
+from latent_rq_brain.sharing.pretrained import EncoderSpec, PretrainedEncoder, build_encoder  # noqa: E402
 
 ARCHITECTURES = available_architectures()
 

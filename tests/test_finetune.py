@@ -14,9 +14,9 @@ import pytest
 import soundfile
 import torch
 
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 from latent_rq_brain.training.data import DataError
 from latent_rq_brain.training.finetune import TrainableEncoder, parse_layers
-from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 from test_probes import fake_librispeech, tone, tone_task
 
 HPARAMS = os.path.join(

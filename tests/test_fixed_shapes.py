@@ -17,9 +17,9 @@ from speechbrain.dataio.batch import PaddedBatch
 from test_speed_paths import forward_eval, stage1_brain
 import train
 from test_training import built, fit_batches, tiny_args, write_corpus
-from latent_rq_brain.training.data import BucketPadding, FixedShapeBatchSampler, LengthBuckets
 from latent_rq_brain.model.sb_patches import set_fast_kernels
 from latent_rq_brain.targets.target_encoder import normalize_states
+from latent_rq_brain.training.data import BucketPadding, FixedShapeBatchSampler, LengthBuckets
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import speechbrain as sb
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
+from latent_rq_brain.targets.target_encoder import TargetEncoder  # noqa: E402
 from latent_rq_brain.training.hparams import expand_hparams_file  # noqa: E402
 from latent_rq_brain.training.stages import StageSchedule  # noqa: E402
-from latent_rq_brain.targets.target_encoder import TargetEncoder  # noqa: E402
 
 SMALL = os.path.join(REPO, "hparams", "small", "latent_rq.yaml")
 

@@ -15,11 +15,11 @@ import torch
 
 import speechbrain as sb
 import train
-from latent_rq_brain.targets import target_cache
 from latent_rq_brain.model.features import valid_frames
+from latent_rq_brain.targets import target_cache
+from latent_rq_brain.targets.maker import TargetMaker
 from latent_rq_brain.targets.target_encoder import TargetEncoder
 from latent_rq_brain.targets.target_sources import FrameSource, MelFrames, TargetSources, stack_frames
-from latent_rq_brain.targets.maker import TargetMaker
 from test_training import REPO, latest_ckpt, tiny_args, write_corpus
 
 

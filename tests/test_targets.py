@@ -18,10 +18,10 @@ from hyperpyyaml import load_hyperpyyaml
 from latent_rq_brain.training.hparams import expand_hparams_file
 
 from latent_rq_brain.model.layers import hidden_state_index, layer_source
-from latent_rq_brain.model.sb_patches import PaddingExactConvolutionModule
 from latent_rq_brain.model.masking import sample_span_mask
-from latent_rq_brain.targets.target_encoder import TargetEncoder, normalize_states
+from latent_rq_brain.model.sb_patches import PaddingExactConvolutionModule
 from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
+from latent_rq_brain.targets.target_encoder import TargetEncoder, normalize_states
 from speechbrain.lobes.models.transformer.Conformer import ConvolutionModule
 
 HPARAMS = "hparams/small/latent_rq.yaml"

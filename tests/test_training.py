@@ -20,8 +20,8 @@ import speechbrain as sb
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import train  # noqa: E402
-from latent_rq_brain.training import synthetic  # noqa: E402
 from latent_rq_brain.targets.target_encoder import unwrap  # noqa: E402
+from latent_rq_brain.training import synthetic  # noqa: E402
 
 
 

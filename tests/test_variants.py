@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from latent_rq_brain.model.features import valid_frames
+from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
 from latent_rq_brain.targets.quantizer import RandomProjectionQuantizer, TargetSource, latent_rq_quantizer
 from latent_rq_brain.targets.target_encoder import TargetEncoder, autocast_weights
-from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
 from test_training import REPO, built, fit_batches, latest_ckpt, tiny_args, train, write_corpus
 
 

@@ -17,11 +17,11 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from latent_rq_brain.model.features import valid_frames  # noqa: E402
-from latent_rq_brain.sharing.pretrained import PretrainedEncoder, build_encoder, yaml_config  # noqa: E402
 from latent_rq_brain.model.zipformer_encoder import (  # noqa: E402
     WeightedDownsample,
     ZipformerEncoder,
 )
+from latent_rq_brain.sharing.pretrained import PretrainedEncoder, build_encoder, yaml_config  # noqa: E402
 
 
 def zipformer(num_layers=6, seed=0, **kw):

@@ -60,10 +60,10 @@ import time
 import torch
 
 import speechbrain as sb
-from latent_rq_brain.training import synthetic
+from latent_rq_brain.model.features import valid_frames
 from latent_rq_brain.model.sb_patches import set_fast_kernels
 from latent_rq_brain.targets.target_encoder import unwrap
-from latent_rq_brain.model.features import valid_frames
+from latent_rq_brain.training import synthetic
 from tools.bench_quantizer import SpeechBrainQuantizers
 
 

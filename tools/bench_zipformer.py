@@ -35,8 +35,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from latent_rq_brain.sharing.pretrained import build_encoder, yaml_config
 from latent_rq_brain.model.zipformer_encoder import ZipformerEncoder, encoder_flops_ratio
+from latent_rq_brain.sharing.pretrained import build_encoder, yaml_config
 from tools.bench import paired_ratio, ratio_spread
 from tools.profile_step import summarize
 

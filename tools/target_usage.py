@@ -26,8 +26,8 @@ if __name__ == "__main__":  # a usage error is reported before torch and SpeechB
 import torch  # noqa: E402
 
 import speechbrain as sb
-from latent_rq_brain.targets.target_encoder import NORMS, TargetEncoder
 from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
+from latent_rq_brain.targets.target_encoder import NORMS, TargetEncoder
 
 
 def code_usage(brain, loader, norm):

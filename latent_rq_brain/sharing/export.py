@@ -61,9 +61,9 @@ import yaml
 from speechbrain.inference.interfaces import Pretrained
 
 from latent_rq_brain.model.architectures import ARCHITECTURE_KEY, DEFAULT_ARCHITECTURE
-from latent_rq_brain.training.checkpoint_files import ENCODER_FILES
 from latent_rq_brain.sharing.pretrained import PretrainedEncoder, find_checkpoint
 from latent_rq_brain.sharing.safe_load import check_finite, load_weights
+from latent_rq_brain.training.checkpoint_files import ENCODER_FILES
 
 #: Files of an exported folder, and its manifest (``sha256sum -c`` format), written last.
 EXPORT_FILES = ("encoder.ckpt", "hyperparams.yaml", "README.md")

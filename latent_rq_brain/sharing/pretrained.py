@@ -43,6 +43,8 @@ from latent_rq_brain.model.architectures import (  # noqa: F401 (EncoderSpec & c
     check_arch_values,
     spec_settings,
 )
+from latent_rq_brain.sharing.safe_load import CheckpointFileError, check_finite
+from latent_rq_brain.targets.quantizer import RandomProjectionQuantizer
 from latent_rq_brain.training.branching import load_state
 from latent_rq_brain.training.checkpoint_files import (
     ENCODER_FILES,
@@ -51,8 +53,6 @@ from latent_rq_brain.training.checkpoint_files import (
     require_files,
 )
 from latent_rq_brain.training.hparams import expand_hparams_file
-from latent_rq_brain.targets.quantizer import RandomProjectionQuantizer
-from latent_rq_brain.sharing.safe_load import CheckpointFileError, check_finite
 
 #: The default architecture's YAML (the training YAMLs build it, by name).
 ARCHITECTURE_YAML = architecture_file(DEFAULT_ARCHITECTURE)

@@ -49,9 +49,9 @@ import time
 import numpy as np
 import torch
 
+from latent_rq_brain.model.features import module_settings
 from latent_rq_brain.training.data import AUDIO_HASHES, AudioHashes
 from latent_rq_brain.training.disk import DiskFullError, free_space
-from latent_rq_brain.model.features import module_settings
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import is_distributed_initialized
 

@@ -31,9 +31,12 @@ import torch.nn.functional as F
 
 import speechbrain as sb
 from latent_rq_brain.model.architectures import EncoderSpec
-from latent_rq_brain.training.guards import NamedOutOfMemory, NonFiniteGuards
-from latent_rq_brain.objectives.loss_terms import active_loss_terms
 from latent_rq_brain.model.masking import sample_span_mask
+from latent_rq_brain.objectives.loss_terms import active_loss_terms
+from latent_rq_brain.targets.maker import TargetMaker, fit_stage_sources
+from latent_rq_brain.targets.target_cache import stage_cache
+from latent_rq_brain.targets.target_encoder import unwrap
+from latent_rq_brain.training.guards import NamedOutOfMemory, NonFiniteGuards
 from latent_rq_brain.training.resume import resume_or_branch
 from latent_rq_brain.training.stats import (
     IntervalStats,
@@ -41,9 +44,6 @@ from latent_rq_brain.training.stats import (
     log_train_interval,
     log_validation,
 )
-from latent_rq_brain.targets.target_cache import stage_cache
-from latent_rq_brain.targets.target_encoder import unwrap
-from latent_rq_brain.targets.maker import TargetMaker, fit_stage_sources
 
 logger = logging.getLogger(__name__)
 

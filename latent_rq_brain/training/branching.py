@@ -12,6 +12,8 @@ import logging
 import torch  # noqa: F401 (the doctests)
 
 from latent_rq_brain.model.architectures import EncoderSpec, arch_differences
+from latent_rq_brain.sharing.safe_load import load_weights
+from latent_rq_brain.targets.target_encoder import unwrap
 from latent_rq_brain.training.checkpoint_files import (
     BRANCH_FILES,
     find_checkpoint,
@@ -19,9 +21,7 @@ from latent_rq_brain.training.checkpoint_files import (
     require_files,
 )
 from latent_rq_brain.training.errors import UsageError
-from latent_rq_brain.sharing.safe_load import load_weights
 from latent_rq_brain.training.stages import StageSchedule
-from latent_rq_brain.targets.target_encoder import unwrap
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ import pickle
 import torch
 import yaml
 
+from latent_rq_brain.sharing.safe_load import (
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    load_weights,
+)
 from latent_rq_brain.training.branching import load_pretrained
 from latent_rq_brain.training.checkpoint_files import (
     checkpoint_problem,
     list_checkpoints_checked,
     needed_recoverables,
-)
-from latent_rq_brain.sharing.safe_load import (
-    CorruptCheckpointError,
-    UnsafeCheckpointError,
-    load_weights,
 )
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process

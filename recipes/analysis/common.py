@@ -23,11 +23,11 @@ import re
 import numpy as np
 import torch
 
-from latent_rq_brain.training.data import read_audio_checked, read_manifest
 from latent_rq_brain.model.layers import MEL_SOURCE, layer_source, source_layer
+from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
 from latent_rq_brain.targets.quantizer import latent_rq_quantizer
 from latent_rq_brain.targets.target_encoder import TargetEncoder
-from latent_rq_brain.targets.maker import TargetMaker, quantizer_sources
+from latent_rq_brain.training.data import read_audio_checked, read_manifest
 
 #: ``checkpoint`` value that builds a random tiny encoder and quantizer (tests).
 RANDOM_TINY = "random:tiny"

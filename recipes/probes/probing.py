@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 import torch
 
-from latent_rq_brain.training.data import named_out_of_memory
 from latent_rq_brain.model.features import valid_frames
 from latent_rq_brain.sharing.pretrained import PretrainedEncoder
 from latent_rq_brain.sharing.safe_load import load_weights
+from latent_rq_brain.training.data import named_out_of_memory
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
     mark_as_saver,

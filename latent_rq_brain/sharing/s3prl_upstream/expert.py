@@ -40,8 +40,8 @@ try:  # inside s3prl: its base class adds the hook machinery
 except ImportError:  # standalone use and tests
     _Base = torch.nn.Module
 
-from latent_rq_brain.training.finetune import TrainableEncoder
 from latent_rq_brain.sharing.pretrained import PretrainedEncoder
+from latent_rq_brain.training.finetune import TrainableEncoder
 
 
 class UpstreamExpert(_Base):
