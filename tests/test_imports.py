@@ -15,6 +15,8 @@ import os
 
 import pytest
 
+from test_packaging import parse_source
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOTS = ("latent_rq_brain", "recipes", "tools")
 
@@ -39,7 +41,7 @@ def imported_names(path, module, is_package):
     """Dotted names an import statement of ``path`` may load (every level,
     relative imports resolved; ``from a import b`` gives ``a`` and ``a.b``)."""
     with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
+        tree = parse_source(f.read(), path)
     package = module if is_package else module.rpartition(".")[0]
     names = []
     for node in ast.walk(tree):

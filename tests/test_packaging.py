@@ -22,6 +22,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "latent_rq_brain"
 
 
+
+def parse_source(text, filename="<unknown>"):
+    """``ast.parse`` with the garbage collector paused: CPython 3.11.7 can raise
+    "AST constructor recursion depth mismatch" when a finaliser runs during the
+    parse (gh-106905, fixed in 3.11.8)."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(text, filename)
+    finally:
+        if enabled:
+            gc.enable()
+
 def pyproject():
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         return tomllib.load(f)
@@ -60,7 +75,7 @@ def test_runtime_dependencies_cover_the_package_imports():
         for name in files:
             if name.endswith(".py"):
                 with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
+                    tree = parse_source(f.read())
                 for node in ast.walk(tree):
                     if isinstance(node, ast.Import):
                         imported.update(a.name.split(".")[0] for a in node.names)

@@ -329,6 +329,9 @@ def _regularizers_markdown(rows, base_s):
     md += ["", f"Each regulariser scores {rows[0]['setting']} per step (the YAML's "
            "layer_regularizer_* settings); its own Brain of the same model, seed and batch, "
            "timed round-robin with BEST-RQ ('vs BEST-RQ': median of the per-round ratios)."]
+    return "\n".join(md)
+
+
 def ratio_spread(times, label, base):
     """(first, third) quartile over rounds of ``times[label][r] / times[base][r]``:
     the noise of :func:`paired_ratio` (None with fewer than 2 rounds).
