@@ -576,8 +576,9 @@ def regularizer_indicator_lines(out, runs):
              "source; eff. dim: participation ratio of what the quantizer reads (of 96; Mel "
              "of 320). A pass: target layers' eff. dim >= 30, perplexity near Mel's, best "
              "layer's PNMI above Mel's, Avg not below BEST-RQ's.", "",
-             "| arm | seed | step | Avg % | Mel PNMI | best layer (PNMI) | target layers' PNMI "
-             "| target layers' perplexity (Mel) | target layers' eff. dim (Mel) |",
+             "| arm | seed | step | Avg % | Mel PNMI | best layer (PNMI) | PNMI of every layer "
+             "(-1, 0, ...; target layers in bold) | target layers' perplexity (Mel) "
+             "| eff. dim of every layer (Mel) |",
              "|---|---:|---:|---:|---:|---|---|---|---|"]
     steps = sorted({s for a in arms for per in runs[a].values() for s in per})
     for seed in sorted({sd for a in arms for sd in runs[a]}):
@@ -589,12 +590,14 @@ def regularizer_indicator_lines(out, runs):
                 t = r["targets"]
                 best = max((k for k in t if k != "mel"), key=lambda k: t[k]["pnmi"])
                 dims = _effective_dimensions(out, seed, arm, step, r)
-                dim = (", ".join(f"{dims[k]:.1f}" for k in layers if k in dims)
+                every = [k for k in t if k != "mel"]
+                dim = (", ".join(f"{dims[k]:.1f}" for k in every if k in dims)
                        + (f" ({dims['mel']:.1f})" if "mel" in dims else "")) or "not measured"
                 lines.append(
                     f"| {arm_label(arm)} | {seed} | {step} | {100 * r['Avg']:.1f} | "
                     f"{t['mel']['pnmi']:.3f} | {best} ({t[best]['pnmi']:.3f}) | "
-                    + ", ".join(f"{t[k]['pnmi']:.3f}" for k in layers) + " | "
+                    + ", ".join(f"**{t[k]['pnmi']:.3f}**" if k in layers else f"{t[k]['pnmi']:.3f}"
+                                for k in every) + " | "
                     + ", ".join(f"{t[k]['perplexity']:.0f}" for k in layers)
                     + f" ({t['mel']['perplexity']:.0f}) | {dim} |")
     return lines + [""]
