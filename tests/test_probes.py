@@ -503,3 +503,30 @@ def test_load_encoder_from_a_checkpoint_folder(tmp_path):
     assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
     with pytest.raises(ValueError, match=r"checkpoint '.*nope' does not exist"):
         load_encoder(str(tmp_path / "nope"))
+
+
+def _fill_probe_cache(args):
+    from recipes.probes import quick
+
+    items, cache = args
+    return [len(w) for w in quick.load_audio(items, cache)]
+
+
+def test_processes_filling_one_quick_probe_cache_at_once_all_succeed(tmp_path):
+    """Evaluations run in parallel share a probe cache: each writes its own
+    temporary file, so none finds another's renamed away."""
+    import multiprocessing
+
+    from recipes.probes import quick
+
+    items = []
+    for k in range(3):
+        path = tmp_path / f"a{k}.wav"
+        soundfile.write(path, np.random.default_rng(k).uniform(-0.5, 0.5, 16000 + 800 * k), 16000)
+        items.append((f"a{k}", str(path), "x"))
+    cache = str(tmp_path / "cache" / "audio_task.npz")
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        lengths = pool.map(_fill_probe_cache, [(items, cache)] * 8)
+    assert lengths == [[16000, 16800, 17600]] * 8
+    assert os.listdir(tmp_path / "cache") == ["audio_task.npz"]
+    assert [len(w) for w in quick.load_audio(items, cache)] == [16000, 16800, 17600]

@@ -278,7 +278,8 @@ def load_audio(items, cache_file, crop_seconds=None):
     audio = np.concatenate([np.clip(w.numpy() * 32768, -32768, 32767).astype(np.int16)
                             for w in wavs])
     os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    tmp = cache_file + ".tmp.npz"
+    # one temporary file per process: several evaluations may fill one cache at once
+    tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
     np.savez(tmp, ids=np.array(ids), offsets=offs, audio=audio)
     os.replace(tmp, cache_file)
     return wavs
