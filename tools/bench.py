@@ -264,31 +264,48 @@ def _time_round_robin(brain, batch, variants, warmup, iters):
     return times, peaks
 
 
+def _override_brains(args, settings_by_name, extra=None, prepare=None):
+    """``{name: (brain, batch, prepare_s)}``: one Brain per named settings dict
+    (same model, seed and batch as ``args``; ``extra`` added to each dict), with
+    ``prepare(brain)`` run and timed once after it is built (0.0 without it)."""
+    from recipes.reproduce.plan import _override_args
+
+    brains = {}
+    for name, settings in settings_by_name.items():
+        v = argparse.Namespace(**vars(args))
+        v.overrides = list(args.overrides) + _override_args({**settings, **(extra or {})})
+        brain, batch, _, _ = _bench_brain(v)
+        start = time.perf_counter()
+        if prepare is not None:
+            prepare(brain)
+        brains[name] = (brain, batch, time.perf_counter() - start if prepare else 0.0)
+    return brains
+
+
+def _time_against(base, brains, warmup, iters):
+    """Step times ``{name: [s, ...]}`` of ``base`` (a ``(brain, batch)`` pair,
+    keyed "BEST-RQ") and of every Brain of :func:`_override_brains`, one step
+    each per round, back to back."""
+    runs = {"BEST-RQ": base, **{name: (b, batch) for name, (b, batch, _) in brains.items()}}
+    times = {name: [] for name in runs}
+    for r in range(warmup + iters):
+        for name, (brain, batch) in runs.items():
+            t = time_steps(brain, batch, 0, 1)
+            if r >= warmup:
+                times[name].append(t)
+    return times
+
+
 def time_target_variants(args, base, batch, warmup, iters):
     """Rows ``{variant, transition_s, step_s, ratio}`` of every latent-target
     variant: its own Brain (same model, seed and batch; online targets), its
     transition timed (snapshot and fitting), then its stage-1 steps timed
     round-robin with ``base`` (a Brain switched to BEST-RQ with every fast path)."""
-    from recipes.reproduce.plan import VARIANTS, _override_args
+    from recipes.reproduce.plan import VARIANTS
 
-    brains = {}
-    for name, settings in VARIANTS.items():
-        v = argparse.Namespace(**vars(args))
-        v.overrides = list(args.overrides) + _override_args(
-            {**settings, "target_cache": False})
-        brain, vbatch, _, _ = _bench_brain(v)
-        start = time.perf_counter()
-        brain.transition(1)
-        brains[name] = (brain, vbatch, time.perf_counter() - start)
-    times = {name: [] for name in ["BEST-RQ", *brains]}
-    for r in range(warmup + iters):
-        t = time_steps(base, batch, 0, 1)
-        if r >= warmup:
-            times["BEST-RQ"].append(t)
-        for name, (brain, vbatch, _) in brains.items():
-            t = time_steps(brain, vbatch, 0, 1)
-            if r >= warmup:
-                times[name].append(t)
+    brains = _override_brains(args, VARIANTS, extra={"target_cache": False},
+                              prepare=lambda brain: brain.transition(1))
+    times = _time_against((base, batch), brains, warmup, iters)
     return [{"variant": name, "transition_s": brains[name][2],
              "step_s": statistics.median(times[name]),
              "ratio": paired_ratio(times, name, "BEST-RQ")} for name in brains]
@@ -298,25 +315,17 @@ def time_regularizers(args, warmup, iters):
     """Rows ``{variant, step_s, ratio}``: BEST-RQ with each layer regulariser of
     ``recipes.reproduce.reproduce.REGULARIZERS`` (its own Brain: same model,
     seed and batch), timed round-robin with plain BEST-RQ (stage 0)."""
-    from recipes.reproduce.plan import REGULARIZERS, _override_args
+    from recipes.reproduce.plan import REGULARIZERS
 
-    brains = {"BEST-RQ": _bench_brain(args)[:2]}
-    for name, settings in REGULARIZERS.items():
-        v = argparse.Namespace(**vars(args))
-        v.overrides = list(args.overrides) + _override_args(settings)
-        brains[name] = _bench_brain(v)[:2]
-    times = {name: [] for name in brains}
-    for r in range(warmup + iters):
-        for name, (brain, batch) in brains.items():
-            t = time_steps(brain, batch, 0, 1)
-            if r >= warmup:
-                times[name].append(t)
-    reg = brains["BEST-RQ"][0].hparams
+    base = _bench_brain(args)[:2]
+    brains = _override_brains(args, REGULARIZERS)
+    times = _time_against(base, brains, warmup, iters)
+    reg = base[0].hparams
     note = (f"{reg.layer_regularizer_frames} frames, {reg.layer_regularizer_slices} slices, "
             f"layers {list(reg.layer_regularizer_layers)}")
     return [{"variant": name, "step_s": statistics.median(times[name]),
              "ratio": paired_ratio(times, name, "BEST-RQ"), "setting": note}
-            for name in brains if name != "BEST-RQ"], statistics.median(times["BEST-RQ"])
+            for name in brains], statistics.median(times["BEST-RQ"])
 
 
 def _regularizers_markdown(rows, base_s):

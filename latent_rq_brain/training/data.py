@@ -229,16 +229,14 @@ class AudioHashes:
         entry = self.known.get(real)
         if isinstance(entry, list) and entry[:-1] == stamp:
             return entry[-1]
-        h = hashlib.blake2b(digest_size=16)
         try:
             with open(real, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+                digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
         except OSError:
             return None
-        self.known[real] = stamp + [h.hexdigest()]
+        self.known[real] = stamp + [digest]
         self.changed = True
-        return h.hexdigest()
+        return digest
 
     def save(self):
         """Writes the side file (atomically) if a hash was added; a failure
