@@ -8,6 +8,7 @@ at weight 0) trains bit for bit as without it.
 import re
 
 import pytest
+import speechbrain as sb
 import torch
 
 from latent_rq_brain.objectives.loss_terms import LayerRegularizer, active_loss_terms
@@ -156,3 +157,41 @@ def test_regulariser_off_or_at_weight_zero_is_bit_identical_and_on_is_not(tmp_pa
     _, white = trained("white", "--layer_regularizer=whitening",
                        "--layer_regularizer_whitening_limit=1.0")
     assert any(not torch.equal(off[k], white[k]) for k in off)
+
+
+def test_clean_pass_scores_eval_mode_states_of_clean_input(tmp_path, corpus):
+    """``layer_regularizer_pass: clean`` scores the live encoder in eval mode
+    on unmasked features (what a snapshot would quantize), trains through it,
+    leaves the encoder in train mode, and differs from the training pass."""
+    brain, loader = built(tmp_path / "clean", corpus, "--stage_transitions=[]",
+                          "--layer_regularizer=sigreg", "--layer_regularizer_pass=clean",
+                          "--layer_regularizer_frames=16")
+    batch = next(iter(loader))
+    predictions = brain.compute_forward(batch, sb.Stage.TRAIN)
+    term = brain.loss_terms["layer_regularizer"][0]
+    hidden, lens, pick = term.clean_states(predictions, step=1)
+    assert brain.modules.encoder.training  # restored after the eval-mode pass
+    assert int(lens.sum()) >= 16 or len(lens) == len(predictions["enc_lens"])
+    # the same utterances through the encoder in eval mode without masks
+    enc = brain.modules.encoder
+    enc.eval()
+    assert torch.equal(predictions["enc_lens"][pick], lens)
+    with torch.no_grad():
+        ref = enc(predictions["feats"][pick], lens)[1]  # untrimmed: padding-exact
+    enc.train()
+    layer = 1 + term.layers[0]  # hidden_states index of the first regularised layer
+    for i, n in enumerate(lens.tolist()):
+        assert torch.allclose(hidden[layer][i, :n], ref[layer][i, :n], atol=1e-5)
+    value, logs = term(predictions, step=1)
+    value.backward()
+    grads = [p.grad for p in brain.modules.encoder.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    train_value, _ = LayerRegularizer("sigreg", layers=term.layers, max_frames=16)(predictions, 1)
+    assert not torch.isclose(value.detach(), train_value.detach())
+    with pytest.raises(ValueError, match="layer_regularizer_pass"):
+        LayerRegularizer("sigreg", layers=[0], pass_="eval")
+    # and it trains and logs through train.py's path
+    fit_batches(brain, loader, 2)
+    logged = (tmp_path / "clean" / "train_log.txt").read_text()
+    dims = re.findall(rf"layer_regularizer.eff_dim_layer{term.layers[0]}: ([\d.]+)", logged)
+    assert len(dims) >= 1 and all(float(d) >= 1 for d in dims)

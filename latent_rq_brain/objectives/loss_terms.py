@@ -33,6 +33,8 @@ from latent_rq_brain.targets.target_encoder import NORMS, normalize_states
 
 #: kinds of :class:`LayerRegularizer`
 REGULARIZER_KINDS = ("none", "sigreg", "whitening")
+#: which forward pass :class:`LayerRegularizer` scores
+REGULARIZER_PASSES = ("train", "clean")
 
 
 def active_loss_terms(terms, weights):
@@ -83,6 +85,20 @@ class LayerRegularizer(torch.nn.Module):
     mean over layers; each layer's effective dimension (participation ratio)
     on those frames is logged as ``eff_dim_layer<l>``.
 
+    ``pass_`` says which hidden states are scored:
+
+    * ``train``: those of the training forward (masked input, dropout on). No
+      extra cost, but dropout and the masked frames' noise are isotropic by
+      themselves, so the encoder can lower the statistic by letting noise
+      dominate what a frozen snapshot (eval mode, clean input) would show.
+    * ``clean``: those of a second forward of the live encoder, with
+      gradients, in eval mode on the clean features of just enough utterances
+      (a seeded sample) to hold ``max_frames`` valid frames: the states a
+      target encoder snapshotted now would quantize. It costs one more
+      forward and backward on that share of the batch. The Brain passes the
+      encoder as ``predictions["clean_hidden_states"]``, a callable
+      ``(feats, enc_lens, feat_lens) -> hidden_states``.
+
     Arguments
     ---------
     kind : str
@@ -99,6 +115,8 @@ class LayerRegularizer(torch.nn.Module):
         Normalisation of the hidden states (as ``target_norm``).
     seed : int
         Mixed with the step into the directions' and frames' generators.
+    pass_ : str
+        ``train`` or ``clean`` (above).
 
     Example
     -------
@@ -108,10 +126,23 @@ class LayerRegularizer(torch.nn.Module):
     >>> value.backward()
     >>> h[1].grad.abs().sum() > 0, h[2].grad is None, sorted(logs)
     (tensor(True), True, ['eff_dim_layer0'])
+
+    The clean pass encodes a sample of utterances again:
+
+    >>> net = torch.nn.Linear(6, 6)
+    >>> clean = LayerRegularizer("sigreg", layers=[0], max_frames=50, slices=8, pass_="clean")
+    >>> encode = lambda feats, lens, feat_lens: [feats, net(feats)]
+    >>> feats = torch.randn(3, 40, 6)
+    >>> value, _ = clean({"feats": feats, "feat_lens": torch.tensor([40, 30, 20]),
+    ...                   "enc_lens": torch.tensor([40, 30, 20]),
+    ...                   "clean_hidden_states": encode}, step=3)
+    >>> value.backward()
+    >>> net.weight.grad.abs().sum() > 0
+    tensor(True)
     """
 
     def __init__(self, kind="none", layers=(), max_frames=1024, slices=64, knots=17,
-                 t_max=3.0, whitening_limit=2.0, norm="utterance", seed=0):
+                 t_max=3.0, whitening_limit=2.0, norm="utterance", seed=0, pass_="train"):
         super().__init__()
         if kind not in REGULARIZER_KINDS:
             raise ValueError(f"layer_regularizer must be one of {REGULARIZER_KINDS}, got {kind!r}")
@@ -123,7 +154,11 @@ class LayerRegularizer(torch.nn.Module):
         self.layers = [int(x) for x in layers]
         if kind != "none" and not self.layers:
             raise ValueError("layer_regularizer_layers is empty: name the layers to regularise")
+        if pass_ not in REGULARIZER_PASSES:
+            raise ValueError(
+                f"layer_regularizer_pass must be one of {REGULARIZER_PASSES}, got {pass_!r}")
         self.max_frames, self.norm, self.seed = int(max_frames), norm, int(seed)
+        self.pass_ = pass_
         self.penalty = (SIGReg(slices, knots, t_max, seed) if kind == "sigreg"
                         else WhiteningPenalty(whitening_limit) if kind == "whitening" else None)
 
@@ -139,9 +174,30 @@ class LayerRegularizer(torch.nn.Module):
         gen = step_generator(step, self.seed + 1)
         return torch.randperm(n, generator=gen)[: self.max_frames].to(device)
 
+    def clean_states(self, predictions, step):
+        """``(hidden_states, enc_lens, picked)`` of the clean pass: the encoder of
+        ``predictions`` on the clean features of a seeded sample of utterances
+        whose valid frames add up to at least ``max_frames`` (all of them
+        when the batch holds fewer)."""
+        enc_lens, feat_lens = predictions["enc_lens"], predictions["feat_lens"]
+        order = torch.randperm(len(enc_lens), generator=step_generator(step, self.seed + 2))
+        covered = torch.cumsum(enc_lens.cpu()[order], 0)
+        keep = int((covered < self.max_frames).sum()) + 1
+        pick = order[:keep].sort().values.to(enc_lens.device)
+        lens = enc_lens[pick]
+        hidden = predictions["clean_hidden_states"](predictions["feats"][pick], lens,
+                                                    feat_lens[pick])
+        if hidden[0].shape[1] < int(lens.max()):
+            raise RuntimeError(f"clean pass: the encoder gave {hidden[0].shape[1]} frames "
+                               f"for enc_lens up to {int(lens.max())}")
+        return hidden, lens, pick
+
     def forward(self, predictions, step):
         """``(value, logs)`` for the hidden states of ``predictions``."""
-        hidden, enc_lens = predictions["hidden_states"], predictions["enc_lens"]
+        if self.pass_ == "clean":
+            hidden, enc_lens, _ = self.clean_states(predictions, step)
+        else:
+            hidden, enc_lens = predictions["hidden_states"], predictions["enc_lens"]
         num_layers = len(hidden) - 1
         valid = valid_frames(enc_lens.to(hidden[0].device), hidden[0].shape[1])
         idx = self.sample(int(valid.sum()), step, hidden[0].device)

@@ -237,7 +237,26 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         feat_lens = unwrap(self.modules.features).frame_lengths(x["n_samples"]).to(feats.device)
         return {"logits": self.modules.heads(out[mask]), "targets": targets, "mask": mask,
                 "enc_lens": enc_lens, "audio_s": x["audio_s"], "hidden_states": hidden,
-                "feats": feats, "feat_lens": feat_lens, "encoder_out": out}
+                "feats": feats, "feat_lens": feat_lens, "encoder_out": out,
+                "clean_hidden_states": self.clean_hidden_states}
+
+    def clean_hidden_states(self, feats, enc_lens, feat_lens):
+        """Hidden states of the live encoder on clean (unmasked) features in
+        eval mode (no dropout), with gradients: what a target encoder
+        snapshotted now would see, the features trimmed to the longest
+        utterance (``feat_lens`` Mel frames, rounded up to the encoder's
+        downsampling). For loss terms that score them (the layer regulariser's
+        ``clean`` pass); DDP's wrapper is bypassed (its reducer sums this
+        graph's gradients with the training pass's)."""
+        encoder = unwrap(self.modules.encoder)
+        ds = encoder.downsampling
+        keep = min(feats.shape[1], -(-int(feat_lens.max()) // ds) * ds)
+        training = encoder.training
+        encoder.eval()
+        try:
+            return encoder(feats[:, :keep], enc_lens)[1]
+        finally:
+            encoder.train(training)
 
     # SpeechBrain's evaluate_batch passes the split by keyword, as stage=.
     def compute_objectives(self, predictions, batch, stage):

@@ -65,6 +65,8 @@ VARIANTS = {
 REGULARIZERS = {
     "sigreg002": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.02},
     "sigreg005": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.05},
+    "sigreg005clean": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.05,
+                       "layer_regularizer_pass": "clean"},
     "whiten005": {"layer_regularizer": "whitening", "layer_regularizer_weight": 0.05,
                   "layer_regularizer_whitening_limit": 3.0},
 }
