@@ -371,6 +371,25 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
         verdict.write_report(str(tmp_path / "empty"), str(tmp_path / "x.md"))
 
 
+def test_verdict_stability_comes_from_the_saved_summary_or_says_it_is_unknown(tmp_path):
+    """A fresh clone keeps eval/ only: counts saved at evaluation are read back,
+    and a run with neither log nor summary shows '-' rather than zeros."""
+    from recipes.autoencoder import verdict
+
+    run = tmp_path / "seed1" / "sigreg"
+    fake_eval(str(run), 600, 0.6, 0.5, 0.4, losses=[5.0] * 10 + [9.0])
+    summary = dict(verdict.stability(str(run), 600), step=600)
+    (run / "eval" / "train_step600.json").write_text(json.dumps(summary))
+    os.remove(run / "train_log.txt")
+    row = verdict.read_arm(str(tmp_path), "sigreg", 1, 600)
+    assert row["loss_spikes"] == 1 and row["skipped_steps"] == 0
+    os.remove(run / "eval" / "train_step600.json")
+    row = verdict.read_arm(str(tmp_path), "sigreg", 1, 600)
+    assert row["loss_spikes"] is None and row["s_per_step"] is None
+    lines, _ = verdict.verdict_table(str(tmp_path), 600)
+    assert lines[2].endswith("| - | - | - | - |")
+
+
 def test_any_encoder_of_the_contract_by_a_setting(tmp_path, corpus):
     """The transformer encoder: one setting; z, export and load as with the Conformer."""
     out = tmp_path / "run"

@@ -102,6 +102,10 @@ class Verdict(Reproduction):
             return
         from recipes.autoencoder import evaluate
 
+        summary = os.path.join(folder, "eval", f"train_step{step}.json")
+        with open(summary + ".tmp", "w") as f:
+            json.dump(dict(stability(folder, step), step=step), f, indent=1)
+        os.replace(summary + ".tmp", summary)
         r = evaluate.evaluate(ckpt, os.path.join(self.corpus, "valid.csv"),
                               os.path.join(folder, "eval", f"recon_step{step}"), prompts=2)
         r["step"] = step
@@ -155,22 +159,59 @@ def read_arm(out, arm, seed, step, best_rq_from=None):
             r = json.load(f)
         row.update(mel_l1=r["reconstruction"]["mel_l1"], mcd_db=r["reconstruction"]["mcd_db"],
                    z_eff_dim=r["latent_health"]["z"])
-    timing = os.path.join(folder, "segments.json")
-    if os.path.isfile(timing):
-        with open(timing, encoding="utf-8") as f:
-            seconds = sum(json.load(f).values())
-        row["s_per_step"] = seconds / step
-    row.update(stability(folder))
+    row["s_per_step"] = seconds_per_step(folder, step)
+    summary = os.path.join(folder, "eval", f"train_step{step}.json")
+    if os.path.isfile(summary):  # written at evaluation (train_log.txt is not committed)
+        with open(summary, encoding="utf-8") as f:
+            row.update({k: v for k, v in json.load(f).items() if k in STABILITY_KEYS})
+    else:
+        row.update(stability(folder, step))
     return row
+
+
+def seconds_per_step(folder, step):
+    """Wall seconds per step of a run up to ``step``: the median over its
+    training segments (``segments.json``: segment end step -> seconds) of each
+    segment's seconds per step, so that one segment slowed by a neighbour's
+    start-up (probe caches, corpus checks) does not set the figure; None
+    without timings.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(run, "segments.json"), "w").write(
+    ...     '{"300": 2400, "600": 450, "900": 480}')
+    >>> seconds_per_step(run, 900), seconds_per_step(run, 600)
+    (1.6, 4.75)
+    """
+    timing = os.path.join(folder, "segments.json")
+    if not os.path.isfile(timing):
+        return None
+    with open(timing, encoding="utf-8") as f:
+        ends = sorted((int(k), float(v)) for k, v in json.load(f).items())
+    rates, start = [], 0
+    for end, seconds in ends:
+        if end > step:
+            break
+        rates.append(seconds / (end - start))
+        start = end
+    return float(np.median(rates)) if rates else None
 
 
 #: a logged training loss this many times the median of the 10 before it is a spike
 SPIKE_FACTOR = 1.5
 
 
-def stability(folder):
+#: the counts of :func:`stability`
+STABILITY_KEYS = ("skipped_steps", "non_finite_losses", "loss_spikes")
+
+
+def stability(folder, step=None):
     """Steps skipped (non-finite loss or gradients), non-finite logged losses and
-    loss spikes (:data:`SPIKE_FACTOR`) in a run's ``train_log.txt``.
+    loss spikes (:data:`SPIKE_FACTOR`) in a run's ``train_log.txt`` (its lines up
+    to ``step``); None for each when the run has no log (a fresh clone keeps
+    only ``eval/``: :meth:`Verdict.evaluate_step` saves these counts there).
 
     Example
     -------
@@ -181,18 +222,22 @@ def stability(folder):
     >>> _ = open(os.path.join(run, "train_log.txt"), "w").write("\\n".join(lines))
     >>> stability(run)
     {'skipped_steps': 3, 'non_finite_losses': 1, 'loss_spikes': 1}
+    >>> stability(run, step=10)["skipped_steps"], stability(tempfile.mkdtemp())["loss_spikes"]
+    (1, None)
     """
     import re
 
     path = os.path.join(folder, "train_log.txt")
-    out = {"skipped_steps": 0, "non_finite_losses": 0, "loss_spikes": 0}
     if not os.path.isfile(path):
-        return out
+        return dict.fromkeys(STABILITY_KEYS)
+    out = dict.fromkeys(STABILITY_KEYS, 0)
     losses = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.startswith("step: "):
                 continue
+            if step is not None and int(line[6:].split(",")[0]) > step:
+                break
             m = re.search(r"train skipped_steps: (\d+)", line)
             out["skipped_steps"] += int(m.group(1)) if m else 0
             m = re.search(r"train loss: ([^,\s]+)", line)
@@ -246,15 +291,15 @@ def verdict_table(out, step, best_rq_from=None):
         for key in ("Avg", "Avg_z", "z_eff_dim", "mel_l1", "mcd_db", "s_per_step"):
             vals = [r[key] for r in per.values() if r.get(key) is not None]
             col[key] = t_interval(vals) if vals else (None, float("nan"))
-        counts = {k: [r[k] for r in per.values()]
-                  for k in ("skipped_steps", "non_finite_losses", "loss_spikes")}
+        counts = {k: [r.get(k) for r in per.values()] for k in STABILITY_KEYS}
         data["arms"][arm] = {"seeds": sorted(per), **{k: list(v) for k, v in col.items()},
                              **counts}
         lines.append(
             f"| {arm} | {len(per)} | {_fmt(*col['Avg'])} | {_fmt(*col['Avg_z'])} | "
             f"{_fmt(*col['z_eff_dim'], scale=1.0)} | {_fmt(*col['mel_l1'], 1.0, 3)} | "
             f"{_fmt(*col['mcd_db'], 1.0, 2)} | {_fmt(*col['s_per_step'], 1.0, 2)} | "
-            + " | ".join("/".join(map(str, v)) for v in counts.values()) + " |")
+            + " | ".join("/".join("-" if c is None else str(c) for c in v)
+                         for v in counts.values()) + " |")
     lines += ["", "| paired gap (Avg, by seed) | seeds | mean ± 95 % t interval | separates |",
               "|---|---:|---:|---|"]
     for a, b in [(arm, "best_rq") for arm in ARMS] + [("sigreg", "kl")]:
@@ -270,6 +315,24 @@ def verdict_table(out, step, best_rq_from=None):
     return lines, data
 
 
+def _verdict_words(gap):
+    """A paired gap in words: who is better, or that it does not separate.
+
+    Example
+    -------
+    >>> _verdict_words({"separates": "sigreg better", "mean": 0.022, "half_width": 0.015})
+    'sigreg better (+2.2 ± 1.5 points, the interval excludes 0)'
+    >>> _verdict_words({"separates": "-", "mean": 0.05, "half_width": float("nan")})
+    '+5.0 points (one seed: no interval)'
+    """
+    mean, half = 100 * gap["mean"], 100 * gap["half_width"]
+    if gap["separates"] == "-":
+        return f"{mean:+.1f} points (one seed: no interval)"
+    if gap["separates"] == "no":
+        return f"no separation ({mean:+.1f} ± {half:.1f} points)"
+    return f"{gap['separates']} ({mean:+.1f} ± {half:.1f} points, the interval excludes 0)"
+
+
 def write_report(out, md_path, best_rq_from=None, step=None):
     """Writes ``md_path`` (and its numbers next to it, ``.json``) from the
     committed evaluations under ``out`` (and ``best_rq_from``)."""
@@ -279,12 +342,12 @@ def write_report(out, md_path, best_rq_from=None, step=None):
         raise ValueError(f"{out}: no evaluation at step {step} (eval/step{step}.json)")
     gap = data["gaps"].get("sigreg-kl")
     words = ("SIGReg against KL: not evaluated yet." if not gap else
-             f"SIGReg against KL (quick-probe Avg, paired by seed): {gap['separates']}"
-             f" separation ({_fmt(gap['mean'], gap['half_width'])} points).")
-    best = [g for k, g in data["gaps"].items() if k.endswith("-best_rq")]
+             f"SIGReg against KL (quick-probe Avg, paired by seed): {_verdict_words(gap)}.")
+    best = {k: g for k, g in data["gaps"].items() if k.endswith("-best_rq")}
     words += (" Against BEST-RQ: " + "; ".join(
-        f"{k.split('-')[0]} {g['separates']} ({_fmt(g['mean'], g['half_width'])})"
-        for k, g in data["gaps"].items() if k.endswith("-best_rq")) + "." if best else "")
+        _verdict_words(g) if g["separates"] not in ("-", "no")
+        else f"{k.split('-')[0]}: {_verdict_words(g)}" for k, g in best.items()) + "."
+        if best else "")
     text = "\n".join([
         "# The autoencoder's verdict (mini reproduction scale)",
         "",
@@ -292,9 +355,11 @@ def write_report(out, md_path, best_rq_from=None, step=None):
         f"--report {md_path}{'' if step == scaled_steps('cpu')['S'] else f' --report-step {step}'}` "
         f"from the evaluations at step {step}. Figures are means over seeds with their 95 % t interval; quick-probe "
         "Avg and z Avg in points, z eff. dim = participation ratio of z; log-Mel L1 and MCD on "
-        "the corpus' valid.csv (docs/autoencoder.md); skipped steps, non-finite losses and "
+        "the corpus' valid.csv (docs/autoencoder.md); s/step: wall seconds per training step, "
+        "median over the run's segments (a shared 2-core machine: read it to ±30 %); skipped "
+        "steps, non-finite losses and "
         f"loss spikes (a logged loss above {SPIKE_FACTOR}x the median of the 10 before it) per "
-        "seed, from each run's train_log.txt.",
+        "seed, from each run's train_log.txt ('-': the log was not kept).",
         "",
         words,
         "",
