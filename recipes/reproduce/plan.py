@@ -67,6 +67,8 @@ REGULARIZERS = {
     "sigreg005": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.05},
     "sigreg005clean": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.05,
                        "layer_regularizer_pass": "clean"},
+    "sigreg001clean": {"layer_regularizer": "sigreg", "layer_regularizer_weight": 0.01,
+                       "layer_regularizer_pass": "clean"},
     "whiten005": {"layer_regularizer": "whitening", "layer_regularizer_weight": 0.05,
                   "layer_regularizer_whitening_limit": 3.0},
 }
