@@ -28,6 +28,18 @@ def valid_frames(lens, T):
     return torch.arange(T, device=lens.device)[None, :] < lens[:, None]
 
 
+
+def ms_to_samples(sample_rate, ms):
+    """Samples in ``ms`` milliseconds at ``sample_rate`` (rounded): the STFT's
+    hop and window from the YAML's ``hop_length`` / ``win_length``.
+
+    Example
+    -------
+    >>> ms_to_samples(16000, 10), ms_to_samples(16000, 25), ms_to_samples(22050, 10)
+    (160, 400, 220)
+    """
+    return int(round(int(sample_rate) * float(ms) / 1000))
+
 class MelFeatures(torch.nn.Module):
     """Waveforms -> normalised log-Mel frames, with exact frame counts.
 
@@ -61,7 +73,7 @@ class MelFeatures(torch.nn.Module):
         super().__init__()
         self.fbank = fbank
         self.normalize = normalize
-        self.hop = int(round(sample_rate * hop_length / 1000))
+        self.hop = ms_to_samples(sample_rate, hop_length)
         self.downsampling = int(downsampling)
 
     def frame_lengths(self, n_samples):

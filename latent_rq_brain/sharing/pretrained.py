@@ -43,6 +43,7 @@ from latent_rq_brain.model.architectures import (  # noqa: F401 (EncoderSpec & c
     check_arch_values,
     spec_settings,
 )
+from latent_rq_brain.model.features import ms_to_samples
 from latent_rq_brain.sharing.safe_load import CheckpointFileError, check_finite
 from latent_rq_brain.targets.quantizer import RandomProjectionQuantizer
 from latent_rq_brain.training.branching import load_state
@@ -174,7 +175,7 @@ class PretrainedEncoder(torch.nn.Module):
                                          self.config.get("latent_regularizer", "none"))
         self.info = dict(info or {})
         self.sample_rate = int(self.config["sample_rate"])
-        hop = int(round(self.sample_rate * self.config["hop_length"] / 1000))
+        hop = ms_to_samples(self.sample_rate, self.config["hop_length"])
         self.downsample_rate = hop * self.encoder.downsampling
         self.requires_grad_(False)
         self.eval()

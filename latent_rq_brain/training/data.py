@@ -25,6 +25,8 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from latent_rq_brain.model.features import ms_to_samples
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("ID", "duration", "wav")
@@ -408,7 +410,7 @@ def dataio_prepare(hparams):
     """
     sr = hparams["sample_rate"]
     # shortest audio giving one encoder frame: a full STFT window
-    min_samples = int(sr * hparams["win_length"] / 1000)
+    min_samples = ms_to_samples(sr, hparams["win_length"])
     sets = {}
     for split in ("train", "valid"):
         csv_path = hparams[f"{split}_csv"]
@@ -565,7 +567,7 @@ class LengthBuckets:
         if int(num_shapes) < 1:
             raise ValueError(f"num_shapes must be >= 1, got {num_shapes}")
         self.sample_rate = int(sample_rate)
-        self.hop = int(round(sample_rate * hop_length / 1000))
+        self.hop = ms_to_samples(sample_rate, hop_length)
         self.downsampling = int(downsampling)
         step = int(frame_multiple)
         # candidate edges: every multiple of ``step`` encoder frames up to the

@@ -45,6 +45,8 @@ import time
 
 import torch
 
+from latent_rq_brain.model.features import ms_to_samples
+
 #: cepstral coefficients of the MCD (c_1..c_13)
 N_CEPSTRA = 13
 #: Griffin-Lim iterations of the resynthesised prompts
@@ -156,8 +158,7 @@ def griffin_lim(log_mel_db, config, n_iter=GRIFFIN_LIM_ITERS):
     import torchaudio
 
     sr, n_fft = int(config["sample_rate"]), int(config["n_fft"])
-    hop = int(round(sr * config["hop_length"] / 1000))
-    win = int(round(sr * config["win_length"] / 1000))
+    hop, win = ms_to_samples(sr, config["hop_length"]), ms_to_samples(sr, config["win_length"])
     power = torch.pow(10.0, log_mel_db.float() / 10.0).T  # (n_mels, T)
     inv = torchaudio.transforms.InverseMelScale(n_fft // 2 + 1, power.shape[0], sr,
                                                 f_min=0.0, f_max=sr / 2,
