@@ -444,6 +444,32 @@ def test_variant_arms_branch_at_the_schedule_with_their_settings(tmp_path, monke
         rp.Reproduction(str(tmp_path / "repro"), variants=["nope"])
 
 
+def test_encoder_arm_is_best_rq_on_the_other_encoder_at_its_target_layers(tmp_path):
+    """``--encoders zipformer``: BEST-RQ from step 0 with the encoder's settings,
+    its own target layers, a label of its own; the encoder builds at the
+    Conformer's parameter count (within 1 %)."""
+    from latent_rq_brain.model.architectures import build_architecture
+    from recipes.reproduce.report import arm_label
+
+    r = rp.Reproduction(str(tmp_path / "repro"), evaluate=False, encoders=["zipformer"])
+    name, layers, extra, start = r.arms(1, 1, None)[-1]
+    assert (name, layers, start) == ("best_rq_zipformer", [5, 7], 0)
+    args = r.train_args(1, str(tmp_path / "z"), 300, layers, extra())
+    assert "--encoder_architecture=zipformer" in args and "--stage_transitions=[]" in args
+    assert "--target_layers=[5,7]" in args and "--num_encoder_layers=12" in args
+    assert arm_label(name) == "BEST-RQ (Zipformer-like encoder)"
+    common = dict(sample_rate=16000, n_fft=400, n_mels=80, win_length=25, hop_length=10,
+                  downsampling=4, cnn_channels=[32, 16], d_model=96, nhead=4)
+    sizes = {}
+    for arch, settings in (("conformer", {"num_encoder_layers": 6, "d_ffn": 384}),
+                           ("zipformer", {"num_encoder_layers": 12, "d_ffn": 232})):
+        enc = build_architecture(arch, **common, **settings)["encoder"]
+        sizes[arch] = sum(p.numel() for p in enc.parameters())
+    assert abs(sizes["zipformer"] / sizes["conformer"] - 1) < 0.01
+    with pytest.raises(ValueError, match="unknown encoders"):
+        rp.Reproduction(str(tmp_path / "repro"), encoders=["mamba"])
+
+
 def test_report_lists_the_variants_leading_indicator(tmp_path):
     from recipes.reproduce.report import arm_label, variant_target_lines
 

@@ -74,6 +74,17 @@ REGULARIZERS = {
 }
 
 
+#: other encoders for BEST-RQ at the reproduction's scale (arm ``best_rq_<name>``):
+#: name -> the YAML settings that make it. The Zipformer-like encoder at the
+#: Conformer's parameter count (12 layers, d_ffn 232: 1.38M encoder parameters
+#: against the 6-layer Conformer's 1.38M, front-end included); its target
+#: layers sit at the Conformer's relative depths ((l + 1) / L = 3/6, 4/6).
+ENCODERS = {
+    "zipformer": {"encoder_architecture": "zipformer", "num_encoder_layers": 12, "d_ffn": 232,
+                  "target_layers": [5, 7]},
+}
+
+
 def scaled_steps(scale):
     """Checkpoint steps (every S/10) and the schedule's transitions (0.2/0.5/0.8 S).
 

@@ -40,6 +40,10 @@ def arm_label(arm):
         return f"Latent-RQ (schedule, {arm[9:]} layers)"
     if arm.startswith("variant_"):
         return f"Latent-RQ + {arm[8:].replace('_', ' + ')}"
+    from recipes.reproduce.plan import ENCODERS
+
+    if arm.startswith("best_rq_") and arm[8:] in ENCODERS:
+        return f"BEST-RQ ({arm[8:].capitalize()}-like encoder)"
     reg = regularized_arm(arm)
     if reg is not None:
         base, name = reg

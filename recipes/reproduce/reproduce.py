@@ -16,7 +16,9 @@ For every seed it runs, each in its own output folder under ``OUT/seed<k>/``:
 * with ``--regularizers``, for each layer regulariser ``<name>`` of
   :data:`REGULARIZERS`: ``best_rq_<name>`` (BEST-RQ with the regulariser from
   step 0), ``schedule_<name>`` and ``ema_anchor2_<name>`` (the schedule and the
-  EMA + anchors variant with the regulariser, branched from ``best_rq_<name>``).
+  EMA + anchors variant with the regulariser, branched from ``best_rq_<name>``);
+* with ``--encoders``, for each encoder ``<name>`` of :data:`ENCODERS`:
+  ``best_rq_<name>``, BEST-RQ on that encoder (its own target layers).
 
 Training goes in segments of S/10 steps (``--optimizer_step_limit``); after
 each segment its checkpoint is evaluated once (:mod:`recipes.probes.quick` and
@@ -45,6 +47,7 @@ import sys
 import time
 
 from recipes.reproduce.plan import (  # noqa: F401 (the plan, read by report, bench and tests)
+    ENCODERS,
     HERE,
     REGULARIZERS,
     ROOT,
@@ -61,7 +64,7 @@ class Reproduction:
 
     def __init__(self, out, scale="cpu", corpus="data/pretrain", shared="../shared/data",
                  python=sys.executable, threads=2, evaluate=True, train=True, longer=None,
-                 until=None, variants=(), regularizers=(), eval_steps=None):
+                 until=None, variants=(), regularizers=(), eval_steps=None, encoders=()):
         self.out = os.path.abspath(out)
         self.scale = scale
         self.corpus = os.path.abspath(corpus)
@@ -86,6 +89,11 @@ class Reproduction:
             raise ValueError(f"unknown regularizers {unknown}; known: {sorted(REGULARIZERS)}")
         #: the arms ``best_rq_<name>``, ``schedule_<name>``, ``ema_anchor2_<name>``
         self.regularizers = list(regularizers)
+        unknown = sorted(set(encoders) - set(ENCODERS))
+        if unknown:
+            raise ValueError(f"unknown encoders {unknown}; known: {sorted(ENCODERS)}")
+        #: the arms ``best_rq_<name>`` on another encoder
+        self.encoders = list(encoders)
         #: evaluate only the checkpoints of these steps (None: every one)
         self.eval_steps = None if eval_steps is None else set(eval_steps)
         os.makedirs(self.out, exist_ok=True)
@@ -141,6 +149,11 @@ class Reproduction:
             arms.append((f"ema_anchor2_{name}", sets["middle"],
                          branch(t0, st["transitions"], {**VARIANTS["ema_anchor2"], **reg},
                                 source), t0))
+        for name in self.encoders:
+            settings = {k: v for k, v in ENCODERS[name].items() if k != "target_layers"}
+            arms.append((f"best_rq_{name}", ENCODERS[name]["target_layers"],
+                         lambda settings=settings: ["--stage_transitions=[]",
+                                                    *_override_args(settings)], 0))
         if self.longer:
             arms.append(("best_rq_longer", sets["middle"], lambda: ["--stage_transitions=[]"],
                          st["S"]))
@@ -283,6 +296,8 @@ def main(argv=None):
     p.add_argument("--regularizers", nargs="+", default=[], choices=sorted(REGULARIZERS),
                    help="also run these layer regularisers (arms best_rq_<name>, "
                         "schedule_<name>, ema_anchor2_<name>; pick with --arms)")
+    p.add_argument("--encoders", nargs="+", default=[], choices=sorted(ENCODERS),
+                   help="also run BEST-RQ on these encoders (arms best_rq_<name>)")
     p.add_argument("--eval-steps", type=int, nargs="+", default=None,
                    help="evaluate only the checkpoints of these steps (default: every one)")
     p.add_argument("--threads", type=int, default=2)
@@ -303,7 +318,7 @@ def main(argv=None):
     Reproduction(args.out, args.scale, args.corpus, args.shared, threads=args.threads,
                  evaluate=not args.no_eval, train=not args.eval_only,
                  longer=args.longer, until=args.until,
-                 variants=args.variants, regularizers=args.regularizers,
+                 variants=args.variants, regularizers=args.regularizers, encoders=args.encoders,
                  eval_steps=args.eval_steps).run(args.seeds, args.branch_step, args.arms)
     return 0
 
