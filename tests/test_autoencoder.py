@@ -3,6 +3,7 @@ latent regulariser (sigreg, kl, none), resume, export, load, probes, and its
 evaluation command. Tiny configuration, synthetic audio.
 """
 
+import csv
 import json
 import math
 import os
@@ -315,12 +316,13 @@ def test_verdict_arms_are_the_reproduction_command_on_the_autoencoder_yaml(tmp_p
         == "autoencoder_reproduce.yaml"
 
 
-def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None, losses=()):
+def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None, losses=(), keywords=None):
     os.makedirs(os.path.join(folder, "eval"), exist_ok=True)
     with open(os.path.join(folder, "train_log.txt"), "w") as f:
         f.write("".join(f"step: {k}, stage: 0 - train loss: {v}, train skipped_steps: "
                         f"{int(v != v)}\n" for k, v in enumerate(losses)))
-    q = {"Avg": avg, "Avg_best": avg, "probes": {}}
+    q = {"Avg": avg, "Avg_best": avg,
+         "probes": {} if keywords is None else {"keywords": {"all": keywords}}}
     if avg_z is not None:
         q.update(Avg_z=avg_z, latent={"dim": 16, "effective_dimension": 5.0})
     with open(os.path.join(folder, "eval", f"step{step}.json"), "w") as f:
@@ -332,6 +334,51 @@ def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None, losses=()):
     if seconds is not None:
         with open(os.path.join(folder, "segments.json"), "w") as f:
             json.dump({str(step): seconds}, f)
+
+
+def test_data_variant_arms_train_on_derived_manifests_and_report_the_held_out_language(tmp_path):
+    """``<arm>_frac25`` / ``<arm>_noar``: the arm's own command on a manifest
+    derived once from train.csv (a quarter; no Arabic); the report pairs each
+    no-Arabic arm's keyword probe with the arm that heard Arabic."""
+    from recipes.autoencoder import verdict
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [f"u{i},1.0,a{i}.wav,{'ar' if i % 4 == 0 else 'en'}" for i in range(400)]
+    (corpus / "train.csv").write_text("ID,duration,wav,lang\n" + "\n".join(rows) + "\n")
+    v = verdict.Verdict(str(tmp_path / "v"), arms=list(verdict.DATA_ARMS), corpus=str(corpus))
+    for name, _, extra, _ in v.arms(1):
+        base, variant = verdict.split_arm(name)
+        args = v.train_args(1, str(tmp_path / "v" / "seed1" / name), 300, [2, 3], extra())
+        (manifest,) = [a.split("=", 1)[1] for a in args if a.startswith("--train_csv=")]
+        assert os.path.basename(manifest) == f"train_{variant}.csv"
+        assert os.path.basename(args[2]) == ("reproduce.yaml" if base == "best_rq"
+                                             else "autoencoder_reproduce.yaml")
+        kept = list(csv.DictReader(open(manifest)))
+        if variant == "noar":
+            assert len(kept) == 300 and all(r["lang"] == "en" for r in kept)
+        else:
+            assert 70 < len(kept) < 130
+    quarter = (tmp_path / "v" / "manifests" / "train_frac25.csv").read_text()
+    shuffled = corpus / "shuffled.csv"  # the subset follows the IDs, not the row order
+    shuffled.write_text("ID,duration,wav,lang\n" + "\n".join(reversed(rows)) + "\n")
+    again = verdict.derived_manifest(str(shuffled), "frac25", str(tmp_path / "other"))
+    assert sorted(quarter.splitlines()) == sorted(open(again).read().splitlines())
+    (corpus / "nolang.csv").write_text("ID,duration,wav\nu1,1.0,a.wav\n")
+    with pytest.raises(ValueError, match=r"nolang.csv: data variant 'noar' needs the column"):
+        verdict.derived_manifest(str(corpus / "nolang.csv"), "noar", str(tmp_path / "x"))
+    (corpus / "english.csv").write_text("ID,duration,wav,lang\nu1,1.0,a.wav,en\n")
+    with pytest.raises(ValueError, match="would hold nothing out"):
+        verdict.derived_manifest(str(corpus / "english.csv"), "noar", str(tmp_path / "x"))
+    # the report's held-out table: keyword accuracy heard vs never heard
+    out = tmp_path / "verdict"
+    for seed in (1, 2):
+        for arm, kw in (("sigreg", 0.80), ("sigreg_noar", 0.74), ("kl", 0.78), ("kl_noar", 0.70)):
+            fake_eval(str(out / f"seed{seed}" / arm), 600, 0.6, keywords=kw + seed / 100)
+    lines, data = verdict.verdict_table(str(out), 600)
+    held = data["held_out_language"]
+    assert held["sigreg"]["mean"] == pytest.approx(-0.06) and held["kl"]["mean"] == pytest.approx(-0.08)
+    assert "| sigreg | 2 | 81.5 ± " in "\n".join(lines)
 
 
 def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):

@@ -11,7 +11,13 @@ reproduction's encoder and corpus for S = 3000 steps
   test figure);
 * ``best_rq``: ``hparams/small/reproduce.yaml`` with ``stage_transitions: []``,
   the reproduction's own BEST-RQ arm: ``--best-rq-from results/reproduce``
-  reads its committed evaluations instead of training it again.
+  reads its committed evaluations instead of training it again;
+* ``<arm>_<data>`` for ``sigreg``, ``kl`` and ``best_rq`` and each data variant
+  of :data:`DATA_VARIANTS`: the same arm pre-trained on a manifest derived from
+  the corpus' ``train.csv`` (:func:`derived_manifest`): ``frac25``, a quarter
+  of the utterances (data efficiency), and ``noar``, every Arabic utterance
+  removed (a language held out of pre-training, then met in the keyword
+  probe, which is Arabic speech commands). Valid set and probes are unchanged.
 
 Training goes in segments of S/10 steps and every run resumes
 (:class:`recipes.reproduce.reproduce.Reproduction`); rerunning the command
@@ -58,8 +64,97 @@ ARMS = {
 }
 #: the verdict's arms (the default), in report order
 VERDICT_ARMS = ("sigreg", "kl", "none", "best_rq")
+#: training-data variants: name -> how the training manifest is derived from the
+#: corpus' train.csv (:func:`derived_manifest`)
+DATA_VARIANTS = {
+    "frac25": {"fraction": 0.25},  # data efficiency: a quarter of the utterances
+    "noar": {"drop_lang": "ar"},  # low resource: Arabic never heard in pre-training
+}
+#: the arms run on each data variant (``<base>_<variant>``)
+DATA_BASES = ("sigreg", "kl", "best_rq")
+DATA_ARMS = tuple(f"{base}_{variant}" for variant in DATA_VARIANTS for base in DATA_BASES)
 #: every arm, in report order
-ALL_ARMS = VERDICT_ARMS + ("sigreg002", "kl1e-4")
+ALL_ARMS = VERDICT_ARMS + ("sigreg002", "kl1e-4") + DATA_ARMS
+
+
+def split_arm(arm):
+    """``(base arm, data variant or None)``.
+
+    Example
+    -------
+    >>> split_arm("kl_noar"), split_arm("kl1e-4"), split_arm("best_rq_frac25")
+    (('kl', 'noar'), ('kl1e-4', None), ('best_rq', 'frac25'))
+    """
+    for variant in DATA_VARIANTS:
+        if arm.endswith("_" + variant) and arm[: -len(variant) - 1] in DATA_BASES:
+            return arm[: -len(variant) - 1], variant
+    return arm, None
+
+
+def derived_manifest(train_csv, variant, folder):
+    """The training manifest of data variant ``variant``, written once to
+    ``folder/train_<variant>.csv`` (atomically; left alone when its content is
+    already right) and returned.
+
+    ``fraction``: the utterances whose BLAKE2b hash of ``ID`` falls in the
+    first ``fraction`` of the range (the same subset for every seed and arm,
+    whatever the row order). ``drop_lang``: every row whose ``lang`` column is
+    that language removed. A manifest without the column needed, or a variant
+    that would keep nothing or drop nothing, is refused with the file named.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> src = os.path.join(d, "train.csv")
+    >>> rows = [f"u{i},1.0,a{i}.wav,{'ar' if i % 5 == 0 else 'en'}" for i in range(200)]
+    >>> _ = open(src, "w").write("ID,duration,wav,lang\\n" + "\\n".join(rows) + "\\n")
+    >>> quarter = derived_manifest(src, "frac25", d)
+    >>> 35 < sum(1 for _ in open(quarter)) - 1 < 65
+    True
+    >>> sum(1 for _ in open(derived_manifest(src, "noar", d))) - 1
+    160
+    """
+    import csv
+    import hashlib
+
+    spec = DATA_VARIANTS[variant]
+    with open(train_csv, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    need = ["ID"] + (["lang"] if "drop_lang" in spec else [])
+    missing = [c for c in need if c not in fields]
+    if missing:
+        raise ValueError(f"{train_csv}: data variant {variant!r} needs the column(s) {missing}")
+    kept = rows
+    if "fraction" in spec:
+        def share(uid):
+            digest = hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest()
+            return int.from_bytes(digest, "big") / 2.0**64
+        kept = [r for r in kept if share(r["ID"]) < spec["fraction"]]
+    if "drop_lang" in spec:
+        kept = [r for r in kept if r["lang"] != spec["drop_lang"]]
+        if len(kept) == len(rows):
+            raise ValueError(f"{train_csv}: no row has lang {spec['drop_lang']!r}: "
+                             f"data variant {variant!r} would hold nothing out")
+    if not kept:
+        raise ValueError(f"{train_csv}: data variant {variant!r} keeps no utterance")
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"train_{variant}.csv")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", newline="") as f:
+            if f.read() == buf.getvalue():
+                return path
+    with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+    os.replace(path + ".tmp", path)
+    return path
 AUTOENCODER_YAML = "hparams/small/autoencoder_reproduce.yaml"
 
 
@@ -82,23 +177,30 @@ class Verdict(Reproduction):
         layers = layer_sets(self.scale)["middle"]
         out = []
         for name in self.arm_names:
-            settings = ARMS.get(name, {})
+            settings = ARMS.get(split_arm(name)[0], {})
             extra = ["--stage_transitions=[]"] + [f"--{k}={v}" for k, v in settings.items()]
             out.append((name, layers, lambda extra=extra: extra, 0))
         return out
 
     def train_args(self, seed, folder, limit, layers, extra=()):
-        """The reproduction's command, on the autoencoder's YAML for its arms."""
+        """The reproduction's command, on the autoencoder's YAML for its arms
+        and on the derived training manifest for the data variants."""
         args = super().train_args(seed, folder, limit, layers, extra)
-        if os.path.basename(folder) in ARMS:
+        base, variant = split_arm(os.path.basename(folder))
+        if base in ARMS:
             args[2] = os.path.join(ROOT, AUTOENCODER_YAML)
+        if variant is not None:
+            manifest = derived_manifest(os.path.join(self.corpus, "train.csv"), variant,
+                                        os.path.join(self.out, "manifests"))
+            args = [f"--train_csv={manifest}" if a.startswith("--train_csv=") else a
+                    for a in args]
         return args
 
     def evaluate_step(self, folder, step, ckpt, layers):
         """Quick probes (every arm) and reconstruction (autoencoder arms)."""
         super().evaluate_step(folder, step, ckpt, layers)
         out = os.path.join(folder, "eval", f"recon_step{step}.json")
-        if os.path.basename(folder) not in ARMS or os.path.isfile(out):
+        if split_arm(os.path.basename(folder))[0] not in ARMS or os.path.isfile(out):
             return
         from recipes.autoencoder import evaluate
 
@@ -152,6 +254,7 @@ def read_arm(out, arm, seed, step, best_rq_from=None):
     with open(path, encoding="utf-8") as f:
         q = json.load(f)
     row = {"Avg": q["Avg"], "Avg_z": q.get("Avg_z"),
+           "keywords": (q.get("probes", {}).get("keywords") or {}).get("all"),
            "z_eff_dim": (q.get("latent") or {}).get("effective_dimension")}
     recon = os.path.join(folder, "eval", f"recon_step{step}.json")
     if os.path.isfile(recon):
@@ -302,7 +405,11 @@ def verdict_table(out, step, best_rq_from=None):
                          for v in counts.values()) + " |")
     lines += ["", "| paired gap (Avg, by seed) | seeds | mean ± 95 % t interval | separates |",
               "|---|---:|---:|---|"]
-    for a, b in [(arm, "best_rq") for arm in ARMS] + [("sigreg", "kl")]:
+    pairs = [(arm, "best_rq") for arm in ARMS] + [("sigreg", "kl")]
+    for v in DATA_VARIANTS:
+        pairs += [(f"sigreg_{v}", f"best_rq_{v}"), (f"kl_{v}", f"best_rq_{v}"),
+                  (f"sigreg_{v}", f"kl_{v}")]
+    for a, b in pairs:
         common = sorted(set(rows[a]) & set(rows[b]))
         if not common:
             continue
@@ -312,7 +419,36 @@ def verdict_table(out, step, best_rq_from=None):
         data["gaps"][f"{a}-{b}"] = {"seeds": common, "mean": m, "half_width": h,
                                     "separates": sep}
         lines.append(f"| {a} - {b} | {len(common)} | {_fmt(m, h)} | {sep} |")
+    lines += held_out_language_table(rows, data)
     return lines, data
+
+
+def held_out_language_table(rows, data):
+    """Markdown lines comparing the keyword probe (Arabic speech commands) of
+    each arm pre-trained without Arabic (``<arm>_noar``) against the same arm
+    that heard it, paired by seed; [] when no ``noar`` arm is evaluated."""
+    out = []
+    for base in DATA_BASES:
+        held = rows.get(f"{base}_noar", {})
+        common = sorted(s for s in set(held) & set(rows.get(base, {}))
+                        if held[s].get("keywords") is not None
+                        and rows[base][s].get("keywords") is not None)
+        if not common:
+            continue
+        heard = [rows[base][s]["keywords"] for s in common]
+        never = [held[s]["keywords"] for s in common]
+        m, h = t_interval([b - a for a, b in zip(heard, never)])
+        data.setdefault("held_out_language", {})[base] = {
+            "seeds": common, "heard": heard, "never_heard": never, "mean": m, "half_width": h}
+        out.append(f"| {base} | {len(common)} | {_fmt(*t_interval(heard))} | "
+                   f"{_fmt(*t_interval(never))} | {_fmt(m, h)} |")
+    if not out:
+        return []
+    return ["", "Arabic held out of pre-training (`<arm>_noar`), then probed: keyword-probe "
+            "accuracy (Arabic speech commands, all layers, %), the arm that heard Arabic against "
+            "the one that never did, paired by seed:", "",
+            "| arm | seeds | heard Arabic | never heard | never - heard |",
+            "|---|---:|---:|---:|---:|"] + out
 
 
 def _verdict_words(gap):
