@@ -380,6 +380,7 @@ def verdict_table(out, step, best_rq_from=None):
     seeds = seeds_of(out, best_rq_from)
     rows = {arm: {s: read_arm(out, arm, s, step, best_rq_from) for s in seeds} for arm in ALL_ARMS}
     rows = {arm: {s: r for s, r in per.items() if r} for arm, per in rows.items()}
+    rows["random_init"] = random_init_rows(best_rq_from, seeds)
     data = {"step": step, "arms": {}, "gaps": {}}
     lines = [
         "| arm | seeds | quick-probe Avg | z Avg | z eff. dim | log-Mel L1 | MCD (dB) | s/step "
@@ -405,7 +406,9 @@ def verdict_table(out, step, best_rq_from=None):
                          for v in counts.values()) + " |")
     lines += ["", "| paired gap (Avg, by seed) | seeds | mean ± 95 % t interval | separates |",
               "|---|---:|---:|---|"]
-    pairs = [(arm, "best_rq") for arm in ARMS] + [("sigreg", "kl")]
+    pairs = ([(arm, "best_rq") for arm in ARMS] + [("sigreg", "kl"), ("sigreg", "none"),
+                                                   ("kl", "none")]
+             + [(arm, "random_init") for arm in VERDICT_ARMS])
     for v in DATA_VARIANTS:
         pairs += [(f"sigreg_{v}", f"best_rq_{v}"), (f"kl_{v}", f"best_rq_{v}"),
                   (f"sigreg_{v}", f"kl_{v}")]
@@ -421,6 +424,19 @@ def verdict_table(out, step, best_rq_from=None):
         lines.append(f"| {a} - {b} | {len(common)} | {_fmt(m, h)} | {sep} |")
     lines += held_out_language_table(rows, data)
     return lines, data
+
+
+def random_init_rows(best_rq_from, seeds):
+    """``{seed: {"Avg": ...}}`` of the reproduction's random-init encoders
+    (``seed<k>/random_init.json`` of ``best_rq_from``): the step-0 floor every
+    arm is also paired with (BEST-RQ's Avg dips below it early on)."""
+    out = {}
+    for seed in seeds if best_rq_from else ():
+        path = os.path.join(best_rq_from, f"seed{seed}", "random_init.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                out[seed] = {"Avg": json.load(f)["Avg"]}
+    return out
 
 
 def held_out_language_table(rows, data):
@@ -495,7 +511,9 @@ def write_report(out, md_path, best_rq_from=None, step=None):
         "median over the run's segments (a shared 2-core machine: read it to ±30 %); skipped "
         "steps, non-finite losses and "
         f"loss spikes (a logged loss above {SPIKE_FACTOR}x the median of the 10 before it) per "
-        "seed, from each run's train_log.txt ('-': the log was not kept).",
+        "seed, from each run's train_log.txt ('-': the log was not kept). random_init: the "
+        "reproduction's random-init encoder of the same seed (step 0), a floor BEST-RQ's early "
+        "checkpoints dip below.",
         "",
         words,
         "",
