@@ -25,7 +25,7 @@ def cli(tmp_path_factory):
         [sys.executable, "-m", "tools.bench_quantizer", "--frames", "200",
          "1000", "--codebooks", "2", "--vocab", "256", "--dim", "8",
          "--repeats", "2", "--rows-json", str(rows_json)],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True, text=True, timeout=600, check=True,
     ).stdout
     return out.strip().splitlines(), json.loads(rows_json.read_text())
 
