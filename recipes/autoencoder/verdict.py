@@ -96,9 +96,9 @@ def derived_manifest(train_csv, variant, folder):
     ``folder/train_<variant>.csv`` (atomically; left alone when its content is
     already right) and returned.
 
-    ``fraction``: the utterances whose BLAKE2b hash of ``ID`` falls in the
-    first ``fraction`` of the range (the same subset for every seed and arm,
-    whatever the row order). ``drop_lang``: every row whose ``lang`` column is
+    ``fraction``: the utterances whose stable hash of variant and ``ID``
+    (:func:`latent_rq_brain.training.data.stable_hash`) is below ``fraction``
+    (the same subset for every seed and arm, whatever the row order). ``drop_lang``: every row whose ``lang`` column is
     that language removed. A manifest without the column needed, or a variant
     that would keep nothing or drop nothing, is refused with the file named.
 
@@ -116,7 +116,9 @@ def derived_manifest(train_csv, variant, folder):
     160
     """
     import csv
-    import hashlib
+    import io
+
+    from latent_rq_brain.training.data import stable_hash
 
     spec = DATA_VARIANTS[variant]
     with open(train_csv, newline="", encoding="utf-8") as f:
@@ -128,10 +130,7 @@ def derived_manifest(train_csv, variant, folder):
         raise ValueError(f"{train_csv}: data variant {variant!r} needs the column(s) {missing}")
     kept = rows
     if "fraction" in spec:
-        def share(uid):
-            digest = hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest()
-            return int.from_bytes(digest, "big") / 2.0**64
-        kept = [r for r in kept if share(r["ID"]) < spec["fraction"]]
+        kept = [r for r in kept if stable_hash(f"{variant}|{r['ID']}") < spec["fraction"]]
     if "drop_lang" in spec:
         kept = [r for r in kept if r["lang"] != spec["drop_lang"]]
         if len(kept) == len(rows):
@@ -139,8 +138,6 @@ def derived_manifest(train_csv, variant, folder):
                              f"data variant {variant!r} would hold nothing out")
     if not kept:
         raise ValueError(f"{train_csv}: data variant {variant!r} keeps no utterance")
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
