@@ -59,6 +59,14 @@ from recipes.reproduce.plan import (  # noqa: F401 (the plan, read by report, be
     scaled_steps,
 )
 
+def _known(names, table, what):
+    """``names`` as a list, each a key of ``table`` (else a ValueError naming them)."""
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(table)}")
+    return list(names)
+
+
 class Reproduction:
     """Plans and runs the arms of one scale; every step is skipped when done."""
 
@@ -79,21 +87,12 @@ class Reproduction:
         #: train no arm past this step in this invocation (a partial budget; rerun
         #: without it to continue)
         self.until = until
-        unknown = sorted(set(variants) - set(VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
         #: the arms ``variant_<name>`` to run for every seed
-        self.variants = list(variants)
-        unknown = sorted(set(regularizers) - set(REGULARIZERS))
-        if unknown:
-            raise ValueError(f"unknown regularizers {unknown}; known: {sorted(REGULARIZERS)}")
+        self.variants = _known(variants, VARIANTS, "variants")
         #: the arms ``best_rq_<name>``, ``schedule_<name>``, ``ema_anchor2_<name>``
-        self.regularizers = list(regularizers)
-        unknown = sorted(set(encoders) - set(ENCODERS))
-        if unknown:
-            raise ValueError(f"unknown encoders {unknown}; known: {sorted(ENCODERS)}")
+        self.regularizers = _known(regularizers, REGULARIZERS, "regularizers")
         #: the arms ``best_rq_<name>`` on another encoder
-        self.encoders = list(encoders)
+        self.encoders = _known(encoders, ENCODERS, "encoders")
         #: evaluate only the checkpoints of these steps (None: every one)
         self.eval_steps = None if eval_steps is None else set(eval_steps)
         os.makedirs(self.out, exist_ok=True)
