@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -397,7 +398,7 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
     assert verdict.main(["--out", str(out), "--best-rq-from", str(repro),
                          "--report", str(md)]) == 0
     text = md.read_text()
-    data = json.loads((tmp_path / "autoencoder.json").read_text())
+    data = json.loads((tmp_path / "autoencoder.json").read_text())["steps"]["3000"]
     assert data["arms"]["sigreg"]["Avg"][0] == pytest.approx(0.60)
     assert data["arms"]["best_rq"]["seeds"] == [1, 2, 3]
     gap = data["gaps"]["sigreg-kl"]  # +5 points on every seed: it separates
@@ -416,6 +417,41 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
     assert "SIGReg against KL (quick-probe Avg, paired by seed): sigreg better" in text
     with pytest.raises(ValueError, match="no evaluation at step 3000"):
         verdict.write_report(str(tmp_path / "empty"), str(tmp_path / "x.md"))
+
+
+def test_verdict_report_has_a_table_per_step_and_the_sweep_with_its_pick(tmp_path):
+    """``--report-step 600 3000``: the latest step first, each with its own
+    seeds; the one-seed sweep picks by held-out L1 then the probes' folds."""
+    from recipes.autoencoder import verdict
+
+    out = tmp_path / "verdict"
+    for seed in (1, 2, 3):
+        fake_eval(str(out / f"seed{seed}" / "sigreg"), 600, 0.65, 0.4, 0.40)
+        fake_eval(str(out / f"seed{seed}" / "kl"), 600, 0.63, 0.4, 0.41)
+    fake_eval(str(out / "seed1" / "sigreg"), 3000, 0.60, 0.4, 0.38)
+    fake_eval(str(out / "seed1" / "kl"), 3000, 0.62, 0.4, 0.38)
+    # sweep: sigreg002 probes better at matched L1 (picked); kl1e-4 probes
+    # better but rebuilds 20 % worse (not eligible): kl keeps its weight
+    fake_eval(str(out / "seed1" / "sigreg002"), 600, 0.66, 0.4, 0.405)
+    fake_eval(str(out / "seed1" / "kl1e-4"), 600, 0.70, 0.4, 0.49)
+    md = tmp_path / "autoencoder.md"
+    assert verdict.main(["--out", str(out), "--report", str(md),
+                         "--report-step", "600", "3000"]) == 0
+    text = md.read_text()
+    assert text.index("## Step 3000 (S)") < text.index("## Step 600 (0.2 S)") \
+        < text.index("## The weight sweep")
+    assert "--report-step 600 3000" in text
+    data = json.loads((tmp_path / "autoencoder.json").read_text())
+    assert data["steps"]["600"]["arms"]["sigreg"]["seeds"] == [1, 2, 3]
+    assert data["steps"]["3000"]["gaps"]["sigreg-kl"]["separates"] == "-"  # one seed
+    assert data["sweep"]["pick"] == {"sigreg": "sigreg002", "kl": "kl"}
+    assert "| sigreg002 | sigreg | 0.02 | 66.0 |" in text and "| yes |" in text
+    # without a sweep arm there is no sweep section
+    for arm in ("sigreg002", "kl1e-4"):
+        shutil.rmtree(out / "seed1" / arm)
+    verdict.main(["--out", str(out), "--report", str(md), "--report-step", "600"])
+    assert "weight sweep" not in md.read_text()
+    assert json.loads((tmp_path / "autoencoder.json").read_text())["sweep"] == {}
 
 
 def test_verdict_stability_comes_from_the_saved_summary_or_says_it_is_unknown(tmp_path):

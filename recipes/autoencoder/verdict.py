@@ -34,10 +34,11 @@ one thread each::
     python -m recipes.autoencoder.verdict --out results/autoencoder_verdict \\
         --best-rq-from results/reproduce --report results/autoencoder.md
 
-``--report`` writes the table at S (:func:`write_report`): quick-probe Avg
-(mean over seeds, 95 % t interval), each arm minus BEST-RQ and SIGReg minus KL
-paired by seed, ``z``'s probes and effective dimension, reconstruction, step
-time and stability (skipped steps, non-finite losses, loss spikes per seed).
+``--report`` writes a table per step (default S; ``--report-step 600 3000``)
+(:func:`write_report`): quick-probe Avg (mean over seeds, 95 % t interval),
+each arm minus BEST-RQ and SIGReg minus KL paired by seed, ``z``'s probes and
+effective dimension, reconstruction, step time and stability (skipped steps,
+non-finite losses, loss spikes per seed); then the one-seed weight sweep and its pick (:func:`sweep_pick`).
 
 Authors
  * latent-rq developers 2026
@@ -464,6 +465,72 @@ def held_out_language_table(rows, data):
             "|---|---:|---:|---:|---:|"] + out
 
 
+#: the sweep: regulariser -> its weights' arms (the verdict's arm first)
+SWEEP = {"sigreg": ("sigreg", "sigreg002"), "kl": ("kl", "kl1e-4")}
+#: a weight is eligible when its held-out log-Mel L1 is within this fraction of
+#: the best of its regulariser's weights (matched reconstruction)
+SWEEP_L1_TOLERANCE = 0.05
+
+
+def sweep_pick(rows):
+    """The weight each regulariser's verdict should use, from one seed's
+    figures: among its weights (:data:`SWEEP`) whose held-out log-Mel L1 is
+    within :data:`SWEEP_L1_TOLERANCE` of the best of them, the one with the
+    higher quick-probe Avg (the probes' cross-validation folds; no test
+    figure enters). ``rows``: arm -> ``{"Avg", "mel_l1"}`` (missing arms are
+    skipped); returns regulariser -> arm (None when no weight is evaluated).
+
+    Example
+    -------
+    >>> sweep_pick({"sigreg": {"Avg": 0.65, "mel_l1": 0.41},
+    ...             "sigreg002": {"Avg": 0.66, "mel_l1": 0.40},
+    ...             "kl": {"Avg": 0.63, "mel_l1": 0.40},
+    ...             "kl1e-4": {"Avg": 0.64, "mel_l1": 0.50}})
+    {'sigreg': 'sigreg002', 'kl': 'kl'}
+    """
+    out = {}
+    for reg, arms in SWEEP.items():
+        have = {a: rows[a] for a in arms if rows.get(a) and rows[a].get("mel_l1") is not None}
+        if not have:
+            out[reg] = None
+            continue
+        best_l1 = min(r["mel_l1"] for r in have.values())
+        fit = [a for a in arms if a in have
+               and have[a]["mel_l1"] <= (1 + SWEEP_L1_TOLERANCE) * best_l1]
+        out[reg] = max(fit, key=lambda a: have[a]["Avg"])
+    return out
+
+
+def sweep_table(out, step, seed=1):
+    """``(lines, data)``: the one-seed weight sweep at ``step`` and its pick
+    (:func:`sweep_pick`); ([], {}) until a sweep arm is evaluated."""
+    rows = {a: read_arm(out, a, seed, step) for arms in SWEEP.values() for a in arms}
+    if not any(rows.get(a) for arms in SWEEP.values() for a in arms[1:]):
+        return [], {}
+    pick = sweep_pick(rows)
+    lines = ["", f"Weight sweep (seed {seed}, step {step}), chosen before the verdict: per "
+             f"regulariser, the weight with the higher quick-probe Avg (the probes' "
+             f"cross-validation folds) among those whose held-out log-Mel L1 is within "
+             f"{100 * SWEEP_L1_TOLERANCE:.0f} % of the best (matched reconstruction):", "",
+             "| arm | regulariser | weight | quick-probe Avg | z Avg | z eff. dim | log-Mel L1 "
+             "| MCD (dB) | picked |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for reg, arms in SWEEP.items():
+        for a in arms:
+            r = rows.get(a)
+            if not r:
+                continue
+            weight = ARMS[a].get("latent_regularizer_weight")
+            lines.append(
+                f"| {a} | {reg} | {weight:g} | {_fmt(r['Avg'], float('nan'))} | "
+                f"{_fmt(r.get('Avg_z'), float('nan'))} | "
+                f"{_fmt(r.get('z_eff_dim'), float('nan'), 1.0)} | "
+                f"{_fmt(r.get('mel_l1'), float('nan'), 1.0, 3)} | "
+                f"{_fmt(r.get('mcd_db'), float('nan'), 1.0, 2)} | "
+                f"{'yes' if pick[reg] == a else ''} |")
+    return lines, {"seed": seed, "step": step, "pick": pick,
+                   "rows": {a: r for a, r in rows.items() if r}}
+
+
 def _verdict_words(gap):
     """A paired gap in words: who is better, or that it does not separate.
 
@@ -482,13 +549,14 @@ def _verdict_words(gap):
     return f"{gap['separates']} ({mean:+.1f} ± {half:.1f} points, the interval excludes 0)"
 
 
-def write_report(out, md_path, best_rq_from=None, step=None):
-    """Writes ``md_path`` (and its numbers next to it, ``.json``) from the
-    committed evaluations under ``out`` (and ``best_rq_from``)."""
-    step = step or scaled_steps("cpu")["S"]
-    lines, data = verdict_table(out, step, best_rq_from)
-    if not data["arms"]:
-        raise ValueError(f"{out}: no evaluation at step {step} (eval/step{step}.json)")
+def _step_name(step):
+    full = scaled_steps("cpu")["S"]
+    return "S" if step == full else f"{step / full:.1f} S"
+
+
+def _headline(data):
+    """The words of one step's table: SIGReg against KL, then each arm
+    against BEST-RQ."""
     gap = data["gaps"].get("sigreg-kl")
     words = ("SIGReg against KL: not evaluated yet." if not gap else
              f"SIGReg against KL (quick-probe Avg, paired by seed): {_verdict_words(gap)}.")
@@ -497,29 +565,53 @@ def write_report(out, md_path, best_rq_from=None, step=None):
         _verdict_words(g) if g["separates"] not in ("-", "no")
         else f"{k.split('-')[0]}: {_verdict_words(g)}" for k, g in best.items()) + "."
         if best else "")
+    return words
+
+
+def write_report(out, md_path, best_rq_from=None, step=None, sweep_step=600):
+    """Writes ``md_path`` (and its numbers next to it, ``.json``) from the
+    committed evaluations under ``out`` (and ``best_rq_from``): one table per
+    step of ``step`` (an int or a list; default S), the latest first, then
+    the weight sweep at ``sweep_step`` (:func:`sweep_table`)."""
+    steps = sorted({step} if isinstance(step, int) else set(step or [scaled_steps("cpu")["S"]]),
+                   reverse=True)
+    sections, numbers = [], {}
+    for k in steps:
+        lines, data = verdict_table(out, k, best_rq_from)
+        if not data["arms"]:
+            raise ValueError(f"{out}: no evaluation at step {k} (eval/step{k}.json)")
+        numbers[str(k)] = data
+        sections += ([f"## Step {k} ({_step_name(k)})", "", _headline(data), ""]
+                     + lines + [""])
+    sweep_lines, sweep_data = sweep_table(out, sweep_step)
+    if sweep_data:
+        numbers["sweep"] = sweep_data
+        sections += ["## The weight sweep"] + sweep_lines + [""]
+    flags = " ".join(str(k) for k in sorted(steps))
     text = "\n".join([
         "# The autoencoder's verdict (mini reproduction scale)",
         "",
         f"Generated by `python -m recipes.autoencoder.verdict --best-rq-from results/reproduce "
-        f"--report {md_path}{'' if step == scaled_steps('cpu')['S'] else f' --report-step {step}'}` "
-        f"from the evaluations at step {step}. Figures are means over seeds with their 95 % t interval; quick-probe "
-        "Avg and z Avg in points, z eff. dim = participation ratio of z; log-Mel L1 and MCD on "
-        "the corpus' valid.csv (docs/autoencoder.md); s/step: wall seconds per training step, "
-        "median over the run's segments (a shared 2-core machine: read it to ±30 %); skipped "
-        "steps, non-finite losses and "
+        f"--report {md_path}"
+        f"{'' if steps == [scaled_steps('cpu')['S']] else f' --report-step {flags}'}` "
+        "from the committed evaluations. Figures are means over seeds with their 95 % t "
+        "interval; quick-probe Avg and z Avg in points, z eff. dim = participation ratio of z; "
+        "log-Mel L1 and MCD on the corpus' valid.csv (docs/autoencoder.md); s/step: wall seconds "
+        "per training step, median over the run's segments (a shared 2-core machine: read it "
+        "to ±30 %); skipped steps, non-finite losses and "
         f"loss spikes (a logged loss above {SPIKE_FACTOR}x the median of the 10 before it) per "
         "seed, from each run's train_log.txt ('-': the log was not kept). random_init: the "
         "reproduction's random-init encoder of the same seed (step 0), a floor BEST-RQ's early "
-        "checkpoints dip below.",
+        "checkpoints dip below. S = "
+        f"{scaled_steps('cpu')['S']} steps, the reproduction's full schedule.",
         "",
-        words,
-        "",
-    ] + lines + [""])
+    ] + sections)
     os.makedirs(os.path.dirname(os.path.abspath(md_path)), exist_ok=True)
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(text)
     with open(os.path.splitext(md_path)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
+        json.dump({"steps": {k: v for k, v in numbers.items() if k != "sweep"},
+                   "sweep": sweep_data}, f, indent=1)
     return text
 
 
@@ -540,8 +632,9 @@ def main(argv=None):
     p.add_argument("--until", type=int, default=None)
     p.add_argument("--no-eval", action="store_true")
     p.add_argument("--report", default=None, help="write the report (markdown path) and stop")
-    p.add_argument("--report-step", type=int, default=None,
-                   help="the step the report compares (default: S; e.g. 600 for a 0.2 S screen)")
+    p.add_argument("--report-step", type=int, nargs="+", default=None,
+                   help="the steps the report compares, a table each (default: S; "
+                        "e.g. 600 3000)")
     args = p.parse_args(argv)
     if args.report:
         print(write_report(args.out, args.report, args.best_rq_from, args.report_step))
