@@ -59,6 +59,15 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
     """
 
     # ------------------------------------------------------------ set-up
+    def __init__(self, *args, **kwargs):
+        """SpeechBrain's Brain, with the state the hooks fill in declared here."""
+        self.train_dataset = None  # fit(): for the target cache and source fitting
+        self.quantizer = None  # on_fit_start(), or evaluate() without fit()
+        self.target_cache = None  # prepare_target_cache(): None = targets computed
+        self.step_skipped = False  # optimizers_step(): the last step's gradients not finite
+        self.last_train_loss = math.nan  # on_stage_end(TRAIN)
+        super().__init__(*args, **kwargs)
+
     # Overrides fit (with super()): no hook before on_fit_start sees the training set.
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         """SpeechBrain's fit (through :class:`~latent_rq_brain.training.guards.NonFiniteGuards`);
@@ -151,7 +160,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         (:func:`latent_rq_brain.targets.maker.fit_stage_sources`)."""
         h = self.hparams
         fit_stage_sources(
-            self.targets, stage, getattr(self, "train_dataset", None),
+            self.targets, stage, self.train_dataset,
             lambda batch: self.batch_features(batch.to(self.device)),
             h.fit_frames, h.seed, h.target_cache_batch_seconds, self.training_ctx,
         )
@@ -159,11 +168,11 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
     def prepare_target_cache(self):
         """Builds or reopens the offline targets of this stage, if enabled
         (:func:`latent_rq_brain.targets.target_cache.stage_cache`)."""
-        self.target_cache = None
+        self.target_cache = None  # a stage's cache is never read by the next stage
         parts = (unwrap(self.modules.features), self.targets.target_sources, self.quantizer,
                  self.precision)
         self.target_cache = stage_cache(
-            self.hparams, self.schedule.stage, getattr(self, "train_dataset", None),
+            self.hparams, self.schedule.stage, self.train_dataset,
             parts, self.all_frame_targets,
         )
 
@@ -227,7 +236,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         if not x["ids"]:  # every utterance was skipped
             return {"skipped": True}
         feats, enc_lens, mask = x["feats"], x["enc_lens"], x["mask"]
-        if split == sb.Stage.TRAIN and getattr(self, "target_cache", None) is not None:
+        if split == sb.Stage.TRAIN and self.target_cache is not None:
             cached = self.target_cache.lookup(x["ids"], enc_lens, self.device)
             targets = cached[mask[:, : cached.shape[1]]]  # mask: False past max(enc_lens)
         else:
@@ -291,7 +300,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Logs every ``log_interval`` optimizer steps."""
-        if not should_step or getattr(self, "step_skipped", False):
+        if not should_step or self.step_skipped:
             return
         self.targets.target_sources.after_optimizer_step(  # the EMA target encoder
             self.modules.encoder, self.optimizer_step, self.schedule.stage)
@@ -310,7 +319,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         if split != sb.Stage.TRAIN:
             self.valid_stats = IntervalStats(self.hparams.n_codebooks,
                                              self.hparams.codebook_size)
-            if not hasattr(self, "quantizer"):  # evaluate() without fit()
+            if self.quantizer is None:  # evaluate() without fit()
                 self._attach_frozen_parts()
 
     def on_stage_end(self, split, split_loss, epoch=None):
@@ -322,7 +331,7 @@ class LatentRQBrain(NonFiniteGuards, NamedOutOfMemory, sb.Brain):
         s = self.valid_stats.summary()
         log_validation(  # on every rank: see transition()
             self.hparams.train_logger, s, epoch, self.optimizer_step, self.schedule.stage,
-            getattr(self, "last_train_loss", math.nan),
+            self.last_train_loss,
         )
         if split == sb.Stage.VALID and self.checkpointer is not None:
             self.check_finite_weights(f"the end of epoch {epoch}")
