@@ -41,6 +41,26 @@ def test_bench_reports_ratios_and_writes_markdown(tmp_path, capsys):
     from recipes.reproduce.reproduce import REGULARIZERS
     assert sorted(summary["regularizers"]) == sorted(REGULARIZERS)
     assert "## Layer regularisers (stage 0, vs BEST-RQ)" in text
+    assert text.startswith(f"# Performance\n\n{bench.BEGIN}\nProduced by ")
+    assert text.rstrip().endswith(bench.END)
+
+
+def test_bench_out_keeps_hand_written_sections_and_refuses_unmarked_files(tmp_path, capsys):
+    """A rerun replaces only the generated part; a file with no markers is
+    refused before the benchmark runs, and left as it was."""
+    import pytest
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes by hand\n")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--out", str(notes)])
+    assert "notes.md holds text tools.bench did not write" in capsys.readouterr().err
+    assert notes.read_text() == "# Notes by hand\n"
+    perf = tmp_path / "perf.md"
+    perf.write_text(f"# Perf\n\nintro\n{bench.BEGIN}\nold table\n{bench.END}\n## By hand\nkept\n")
+    assert bench.parse_args(["--out", str(perf)]).out == str(perf)
+    new = bench.splice_generated(str(perf), "new table")
+    assert new == f"# Perf\n\nintro\n{bench.BEGIN}\nnew table\n{bench.END}\n## By hand\nkept\n"
 
 
 def test_bench_times_only_the_regularizers(capsys):

@@ -671,6 +671,11 @@ def parse_args(argv):
                    help="time only --config against --architectures (BEST-RQ steps)")
     p.add_argument("--out", help="also write the markdown (and the JSON) to this file")
     args = parse_with_overrides(p, argv)
+    if args.out:  # refused before the benchmark runs, not after
+        try:
+            splice_generated(args.out, "")
+        except ValueError as err:
+            p.error(str(err))
     if args.architectures_only and not args.architectures:
         p.error("--architectures-only needs --architectures CONFIG [CONFIG ...]")
     if args.quantizer_frames is None:
@@ -680,8 +685,48 @@ def parse_args(argv):
     return args
 
 
+#: the lines around the part of an ``--out`` file this tool writes; the text
+#: outside them (sections written by hand) is kept when the command is rerun
+BEGIN = "<!-- tools.bench: generated from here; rerun the command below to replace it -->"
+END = "<!-- tools.bench: end of the generated part -->"
+
+
+def splice_generated(path, block):
+    """The text of ``path`` with its generated part (between :data:`BEGIN` and
+    :data:`END`) replaced by ``block``; a new file when ``path`` does not exist.
+    Refuses a file that holds text this tool did not write (no markers), so
+    that nothing written by hand is lost.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "perf.md")
+    >>> new = splice_generated(path, "one")
+    >>> _ = open(path, "w").write(new + "## By hand\\n")
+    >>> splice_generated(path, "two").endswith("two\\n" + END + "\\n## By hand\\n")
+    True
+    >>> _ = open(path, "w").write("# Notes\\n")
+    >>> splice_generated(path, "x")
+    Traceback (most recent call last):
+    ...
+    ValueError: ...perf.md holds text tools.bench did not write ...
+    """
+    if not os.path.exists(path):
+        return f"# Performance\n\n{BEGIN}\n{block}\n{END}\n"
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{path} holds text tools.bench did not write (no '<!-- tools.bench: ...' markers "
+            "around a generated part): pass a new --out file, or put the markers around the "
+            "part to replace")
+    return text[:start] + f"{BEGIN}\n{block}\n" + text[end:]
+
+
 def main(argv=None):
-    """Runs the benchmark, prints markdown and a final JSON line."""
+    """Runs the benchmark, prints markdown and a final JSON line; ``--out``
+    replaces the generated part of its file (:func:`splice_generated`)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     md, summary = run(args)
     js = json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
@@ -691,8 +736,10 @@ def main(argv=None):
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         cmd = "python -m tools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(f"# Performance\n\nProduced by `{cmd}`.\n\n{md}\n\n```json\n{js}\n```\n")
+        text = splice_generated(args.out, f"Produced by `{cmd}`.\n\n{md}\n\n```json\n{js}\n```")
+        with open(args.out + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(args.out + ".tmp", args.out)
     return summary
 
 
