@@ -239,15 +239,21 @@ def test_bench_times_the_zipformer_against_the_conformer(capsys):
             "--n_codebooks=4", "--codebook_size=64", "--target_layers=[0, 2]"]
     summary = bench.main(["--device", "cpu", "--batch-seconds", "4", "--utt-seconds", "2",
                           "--warmup", "1", "--iters", "2", "--architectures-only",
-                          "--architectures", "hparams/small/latent_rq_zipformer.yaml", *tiny])
+                          "--architectures", "hparams/small/latent_rq_zipformer.yaml",
+                          "hparams/small/autoencoder.yaml", *tiny])
     rows = summary["architectures"]
-    assert list(rows) == ["hparams/small/latent_rq.yaml", "hparams/small/latent_rq_zipformer.yaml"]
-    conformer, zipformer_ = rows.values()
-    assert conformer["ratio"] == 1.0 and zipformer_["ratio"] > 0
+    assert list(rows) == ["hparams/small/latent_rq.yaml", "hparams/small/latent_rq_zipformer.yaml",
+                          "hparams/small/autoencoder.yaml"]
+    conformer, zipformer_, autoencoder = rows.values()
+    assert conformer["ratio"] == 1.0 and zipformer_["ratio"] > 0 and autoencoder["ratio"] > 0
     # the stacks at lower rates count fewer FLOPs per layer than the Conformer's
     assert 0 < zipformer_["gflop"] < conformer["gflop"]
+    # each config's own Brain: the autoencoder's adds a bottleneck and a decoder
+    assert autoencoder["gflop"] > conformer["gflop"]
     text = capsys.readouterr().out
-    assert "| `hparams/small/latent_rq_zipformer.yaml` | ZipformerEncoder | 6 |" in text
+    assert "| `hparams/small/latent_rq_zipformer.yaml` | LatentRQBrain | ZipformerEncoder | 6 |" \
+        in text
+    assert "| `hparams/small/autoencoder.yaml` | AutoencoderBrain | ConformerEncoder |" in text
 
 
 def test_bench_zipformer_times_every_option_and_profiles():

@@ -21,10 +21,11 @@ compares our quantizer with SpeechBrain's on 18 x 4096 x 16
 (:mod:`tools.bench_quantizer`), and times BEST-RQ with each layer regulariser
 (SIGReg, whitening: ``recipes.reproduce.reproduce.REGULARIZERS``) against
 plain BEST-RQ. With ``--architectures CONFIG ...`` it also
-times BEST-RQ steps of other encoders (e.g. ``hparams/small/latent_rq_zipformer.yaml``,
-the Zipformer-like encoder at the small Conformer's parameter count) round-robin
-with the ``--config`` one, with their counted FLOPs (``--architectures-only``:
-that table alone). Prints markdown tables and, as the last line, a JSON object.
+times stage-0 steps of other configs, each with the Brain its YAML names (e.g.
+``hparams/small/latent_rq_zipformer.yaml``, the Zipformer-like encoder at the
+small Conformer's parameter count, or ``hparams/small/autoencoder_reproduce.yaml``,
+the autoencoder on the reproduction's encoder) round-robin with the ``--config``
+one, with their counted FLOPs (``--architectures-only``: that table alone). Prints markdown tables and, as the last line, a JSON object.
 
 Usage::
 
@@ -367,8 +368,8 @@ def counted_flops_unfused(brain, batch):
 
 
 def time_architectures(args, base, batch, warmup, iters):
-    """Rows ``{config, encoder, layers, params, gflop, step_s, ratio, spread}``
-    of BEST-RQ training steps: ``base`` (the ``--config`` Brain, at stage 0)
+    """Rows ``{config, brain, encoder, layers, params, gflop, step_s, ratio, spread}``
+    of stage-0 training steps: ``base`` (the ``--config`` Brain, at stage 0)
     and one Brain per ``--architectures`` config (same overrides, seed and
     synthetic batch), timed round-robin, one step each per round."""
     brains = {args.config: (base, batch)}
@@ -388,7 +389,8 @@ def time_architectures(args, base, batch, warmup, iters):
     for config, (brain, b) in brains.items():
         enc = unwrap(brain.modules.encoder)
         rows.append({
-            "config": config, "encoder": type(enc).__name__, "layers": enc.num_layers,
+            "config": config, "brain": type(brain).__name__, "encoder": type(enc).__name__,
+            "layers": enc.num_layers,
             "params": sum(p.numel() for p in enc.parameters()),
             "gflop": counted_flops_unfused(brain, b) / 1e9,
             "step_s": statistics.median(times[config]),
@@ -400,14 +402,14 @@ def time_architectures(args, base, batch, warmup, iters):
 
 def _architectures_markdown(rows, iters):
     """The table of :func:`time_architectures`."""
-    md = ["## Encoders compared (BEST-RQ training steps, same batch)", "",
-          "| config | encoder | layers | encoder parameters | GFLOP / step | ms / step "
-          "| vs first | per-round quartiles |", "|---|---|---|---|---|---|---|---|"]
+    md = ["## Configs compared (stage-0 training steps of each config's Brain, same batch)", "",
+          "| config | Brain | encoder | layers | encoder parameters | GFLOP / step | ms / step "
+          "| vs first | per-round quartiles |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         spread = "-" if r["spread"] is None else f"{r['spread'][0]:.3f} - {r['spread'][1]:.3f}"
-        md.append(f"| `{r['config']}` | {r['encoder']} | {r['layers']} | {r['params'] / 1e6:.3f}M "
+        md.append(f"| `{r['config']}` | {r['brain']} | {r['encoder']} | {r['layers']} | {r['params'] / 1e6:.3f}M "
                   f"| {r['gflop']:.2f} | {r['step_s'] * 1000:.1f} | {r['ratio']:.3f} | {spread} |")
-    md += ["", f"Each round times one step of every encoder, back to back ({iters} rounds after "
+    md += ["", f"Each round times one step of every config, back to back ({iters} rounds after "
            "warm-up); 'vs first' is the median over rounds of the ratio to the first row's step "
            "of the same round, with its first and third quartiles. GFLOP: forward + backward, "
            "counted by `FlopCounterMode` with attention on its math kernels."]
