@@ -380,6 +380,11 @@ def test_data_variant_arms_train_on_derived_manifests_and_report_the_held_out_la
     held = data["held_out_language"]
     assert held["sigreg"]["mean"] == pytest.approx(-0.06) and held["kl"]["mean"] == pytest.approx(-0.08)
     assert "| sigreg | 2 | 81.5 ± " in "\n".join(lines)
+    # and each arm on the variant's data paired with itself on the whole corpus
+    fake_eval(str(out / "seed1" / "kl_frac25"), 600, 0.57)
+    _, data = verdict.verdict_table(str(out), 600)
+    assert data["gaps"]["kl_frac25-kl"]["mean"] == pytest.approx(-0.03)
+    assert data["gaps"]["kl_noar-kl"]["seeds"] == [1, 2]
 
 
 def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):

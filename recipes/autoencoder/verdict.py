@@ -410,6 +410,8 @@ def verdict_table(out, step, best_rq_from=None):
     for v in DATA_VARIANTS:
         pairs += [(f"sigreg_{v}", f"best_rq_{v}"), (f"kl_{v}", f"best_rq_{v}"),
                   (f"sigreg_{v}", f"kl_{v}")]
+        # what each arm loses on the variant's data (e.g. a quarter of it)
+        pairs += [(f"{base}_{v}", base) for base in DATA_BASES]
     for a, b in pairs:
         common = sorted(set(rows[a]) & set(rows[b]))
         if not common:
