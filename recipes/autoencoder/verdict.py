@@ -197,15 +197,16 @@ class Verdict(Reproduction):
     def evaluate_step(self, folder, step, ckpt, layers):
         """Quick probes (every arm) and reconstruction (autoencoder arms)."""
         super().evaluate_step(folder, step, ckpt, layers)
+        summary = os.path.join(folder, "eval", f"train_step{step}.json")
+        if not os.path.isfile(summary):  # every arm's: train_log.txt is not committed
+            with open(summary + ".tmp", "w") as f:
+                json.dump(dict(stability(folder, step), step=step), f, indent=1)
+            os.replace(summary + ".tmp", summary)
         out = os.path.join(folder, "eval", f"recon_step{step}.json")
         if split_arm(os.path.basename(folder))[0] not in ARMS or os.path.isfile(out):
             return
         from recipes.autoencoder import evaluate
 
-        summary = os.path.join(folder, "eval", f"train_step{step}.json")
-        with open(summary + ".tmp", "w") as f:
-            json.dump(dict(stability(folder, step), step=step), f, indent=1)
-        os.replace(summary + ".tmp", summary)
         r = evaluate.evaluate(ckpt, os.path.join(self.corpus, "valid.csv"),
                               os.path.join(folder, "eval", f"recon_step{step}"), prompts=2)
         r["step"] = step
@@ -419,8 +420,8 @@ def verdict_table(out, step, best_rq_from=None):
         m, h = t_interval([rows[a][s]["Avg"] - rows[b][s]["Avg"] for s in common])
         sep = ("-" if np.isnan(h) else f"{a} better" if m - h > 0
                else f"{b} better" if m + h < 0 else "no")
-        data["gaps"][f"{a}-{b}"] = {"seeds": common, "mean": m, "half_width": h,
-                                    "separates": sep}
+        data["gaps"][f"{a}-{b}"] = {"a": a, "b": b, "seeds": common, "mean": m,
+                                    "half_width": h, "separates": sep}
         lines.append(f"| {a} - {b} | {len(common)} | {_fmt(m, h)} | {sep} |")
     lines += held_out_language_table(rows, data)
     return lines, data
@@ -562,10 +563,10 @@ def _headline(data):
     gap = data["gaps"].get("sigreg-kl")
     words = ("SIGReg against KL: not evaluated yet." if not gap else
              f"SIGReg against KL (quick-probe Avg, paired by seed): {_verdict_words(gap)}.")
-    best = {k: g for k, g in data["gaps"].items() if k.endswith("-best_rq")}
+    best = [g for g in data["gaps"].values() if g.get("b") == "best_rq" and g.get("a") in VERDICT_ARMS]
     words += (" Against BEST-RQ: " + "; ".join(
         _verdict_words(g) if g["separates"] not in ("-", "no")
-        else f"{k.split('-')[0]}: {_verdict_words(g)}" for k, g in best.items()) + "."
+        else f"{g['a']}: {_verdict_words(g)}" for g in best) + "."
         if best else "")
     return words
 
