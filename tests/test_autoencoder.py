@@ -380,6 +380,10 @@ def test_data_variant_arms_train_on_derived_manifests_and_report_the_held_out_la
     held = data["held_out_language"]
     assert held["sigreg"]["mean"] == pytest.approx(-0.06) and held["kl"]["mean"] == pytest.approx(-0.08)
     assert "| sigreg | 2 | 81.5 ± " in "\n".join(lines)
+    # the gaps task by task: sigreg - kl on keywords is +2 points on both seeds
+    assert data["task_gaps"]["sigreg-kl"]["keywords"][0] == pytest.approx(0.02)
+    assert data["task_gaps"]["sigreg-kl"]["seeds"] == [1, 2]
+    assert "| sigreg - kl | 2 | 2.0 ± 0.0 |" in "\n".join(lines)
     # and each arm on the variant's data paired with itself on the whole corpus
     fake_eval(str(out / "seed1" / "kl_frac25"), 600, 0.57)
     _, data = verdict.verdict_table(str(out), 600)

@@ -254,6 +254,7 @@ def read_arm(out, arm, seed, step, best_rq_from=None):
         q = json.load(f)
     row = {"Avg": q["Avg"], "Avg_z": q.get("Avg_z"),
            "keywords": (q.get("probes", {}).get("keywords") or {}).get("all"),
+           "tasks": {t: p["all"] for t, p in q.get("probes", {}).items() if "all" in p},
            "z_eff_dim": (q.get("latent") or {}).get("effective_dimension")}
     recon = os.path.join(folder, "eval", f"recon_step{step}.json")
     if os.path.isfile(recon):
@@ -423,8 +424,42 @@ def verdict_table(out, step, best_rq_from=None):
         data["gaps"][f"{a}-{b}"] = {"a": a, "b": b, "seeds": common, "mean": m,
                                     "half_width": h, "separates": sep}
         lines.append(f"| {a} - {b} | {len(common)} | {_fmt(m, h)} | {sep} |")
+    lines += task_gap_table(rows, data)
     lines += held_out_language_table(rows, data)
     return lines, data
+
+
+#: the pairs whose gap the report splits by probe task
+TASK_PAIRS = (("sigreg", "kl"), ("sigreg", "best_rq"), ("kl", "best_rq"), ("sigreg", "none"),
+              ("kl", "none"))
+
+
+def task_gap_table(rows, data):
+    """Markdown lines: the paired gaps of :data:`TASK_PAIRS` task by task
+    (all-layer accuracy, points, mean ± 95 % t interval over seeds), so that
+    a gap in the Avg can be traced to the tasks that carry it; [] when no
+    pair has a common seed."""
+    tasks, out = None, []
+    for a, b in TASK_PAIRS:
+        common = sorted(s for s in set(rows.get(a, {})) & set(rows.get(b, {}))
+                        if rows[a][s].get("tasks") and rows[b][s].get("tasks"))
+        if not common:
+            continue
+        tasks = tasks or list(rows[a][common[0]]["tasks"])
+        cells = {}
+        for t in tasks:
+            vals = [rows[a][s]["tasks"][t] - rows[b][s]["tasks"][t] for s in common
+                    if t in rows[a][s]["tasks"] and t in rows[b][s]["tasks"]]
+            cells[t] = t_interval(vals) if vals else (None, float("nan"))
+        data.setdefault("task_gaps", {})[f"{a}-{b}"] = {
+            "seeds": common, **{t: list(v) for t, v in cells.items()}}
+        out.append(f"| {a} - {b} | {len(common)} | "
+                   + " | ".join(_fmt(*cells[t]) for t in tasks) + " |")
+    if not out:
+        return []
+    return ["", "The gaps task by task (all-layer accuracy, points; paired by seed):", "",
+            "| paired gap | seeds | " + " | ".join(tasks) + " |",
+            "|---|---:|" + "---:|" * len(tasks)] + out
 
 
 def random_init_rows(best_rq_from, seeds):
