@@ -25,7 +25,8 @@ times stage-0 steps of other configs, each with the Brain its YAML names (e.g.
 ``hparams/small/latent_rq_zipformer.yaml``, the Zipformer-like encoder at the
 small Conformer's parameter count, or ``hparams/small/autoencoder_reproduce.yaml``,
 the autoencoder on the reproduction's encoder) round-robin with the ``--config``
-one, with their counted FLOPs (``--architectures-only``: that table alone). Prints markdown tables and, as the last line, a JSON object.
+one, with their counted FLOPs (``--architectures-only``: that table alone).
+Prints markdown tables and, as the last line, a JSON object.
 
 Usage::
 
@@ -407,8 +408,8 @@ def _architectures_markdown(rows, iters):
           "| vs first | per-round quartiles |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         spread = "-" if r["spread"] is None else f"{r['spread'][0]:.3f} - {r['spread'][1]:.3f}"
-        md.append(f"| `{r['config']}` | {r['brain']} | {r['encoder']} | {r['layers']} | {r['params'] / 1e6:.3f}M "
-                  f"| {r['gflop']:.2f} | {r['step_s'] * 1000:.1f} | {r['ratio']:.3f} | {spread} |")
+        md.append(f"| `{r['config']}` | {r['brain']} | {r['encoder']} | {r['layers']} "
+                  f"| {r['params'] / 1e6:.3f}M | {r['gflop']:.2f} | {r['step_s'] * 1000:.1f} | {r['ratio']:.3f} | {spread} |")
     md += ["", f"Each round times one step of every config, back to back ({iters} rounds after "
            "warm-up); 'vs first' is the median over rounds of the ratio to the first row's step "
            "of the same round, with its first and third quartiles. GFLOP: forward + backward, "

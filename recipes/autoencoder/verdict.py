@@ -38,7 +38,8 @@ one thread each::
 (:func:`write_report`): quick-probe Avg (mean over seeds, 95 % t interval),
 each arm minus BEST-RQ and SIGReg minus KL paired by seed, ``z``'s probes and
 effective dimension, reconstruction, step time and stability (skipped steps,
-non-finite losses, loss spikes per seed); then the one-seed weight sweep and its pick (:func:`sweep_pick`).
+non-finite losses, loss spikes per seed); then the one-seed weight sweep and
+its pick (:func:`sweep_pick`).
 
 Authors
  * latent-rq developers 2026
@@ -598,7 +599,8 @@ def _headline(data):
     gap = data["gaps"].get("sigreg-kl")
     words = ("SIGReg against KL: not evaluated yet." if not gap else
              f"SIGReg against KL (quick-probe Avg, paired by seed): {_verdict_words(gap)}.")
-    best = [g for g in data["gaps"].values() if g.get("b") == "best_rq" and g.get("a") in VERDICT_ARMS]
+    best = [g for g in data["gaps"].values()
+            if g.get("b") == "best_rq" and g.get("a") in VERDICT_ARMS]
     words += (" Against BEST-RQ: " + "; ".join(
         _verdict_words(g) if g["separates"] not in ("-", "no")
         else f"{g['a']}: {_verdict_words(g)}" for g in best) + "."
