@@ -331,7 +331,8 @@ def fake_eval(folder, step, avg, avg_z=None, l1=None, seconds=None, losses=(), k
     if l1 is not None:
         with open(os.path.join(folder, "eval", f"recon_step{step}.json"), "w") as f:
             json.dump({"reconstruction": {"mel_l1": l1, "mcd_db": 10 * l1},
-                       "latent_health": {"z": 7.0}}, f)
+                       "latent_health": {"z": 7.0, "layers": {"-1": 3.0, "0": 9.5, "1": 6.0}}},
+                      f)
     if seconds is not None:
         with open(os.path.join(folder, "segments.json"), "w") as f:
             json.dump({str(step): seconds}, f)
@@ -417,6 +418,9 @@ def test_verdict_report_from_a_fake_set_of_evaluations(tmp_path):
     assert none_gap["mean"] == pytest.approx(0.01)
     assert none_gap["half_width"] == pytest.approx(4.303 * 0.005 / 3 ** 0.5, rel=1e-3)
     assert "| sigreg | 3 | 60.0 ± " in text and "| 0.400 ± 0.000 |" in text
+    assert "| 3.0-9.5 | 0.400 ± 0.000 |" in text  # layers' effective dimension: least-most
+    # BEST-RQ has no z, no decoder and no layer health in its evaluations
+    assert re.search(r"\| best_rq \| 3 \| 57\.0 ± [0-9.]+ \| - \| - \| - \| - \| - \|", text)
     assert "| 0.20 ± 0.00 |" in text  # s/step: 600 s for 3000 steps
     # stability per seed: seed 2 of kl has a spike and a non-finite (skipped) step
     assert data["arms"]["kl"]["loss_spikes"] == [0, 1, 0]

@@ -263,6 +263,9 @@ def read_arm(out, arm, seed, step, best_rq_from=None):
             r = json.load(f)
         row.update(mel_l1=r["reconstruction"]["mel_l1"], mcd_db=r["reconstruction"]["mcd_db"],
                    z_eff_dim=r["latent_health"]["z"])
+        layers = list((r["latent_health"].get("layers") or {}).values())
+        if layers:  # the encoder's layers' effective dimension: least and most collapsed
+            row.update(layers_eff_min=min(layers), layers_eff_max=max(layers))
     row["s_per_step"] = seconds_per_step(folder, step)
     summary = os.path.join(folder, "eval", f"train_step{step}.json")
     if os.path.isfile(summary):  # written at evaluation (train_log.txt is not committed)
@@ -376,6 +379,11 @@ def _fmt(m, h, scale=100.0, digits=1):
     return f"{scale * m:.{digits}f} ± {scale * h:.{digits}f}"
 
 
+def _range(low, high):
+    """``"low-high"`` to one decimal, or ``-`` when unknown."""
+    return "-" if low is None else f"{low:.1f}-{high:.1f}"
+
+
 def verdict_table(out, step, best_rq_from=None):
     """``(lines, data)``: the markdown table at ``step`` and its numbers."""
     seeds = seeds_of(out, best_rq_from)
@@ -384,16 +392,17 @@ def verdict_table(out, step, best_rq_from=None):
     rows["random_init"] = random_init_rows(best_rq_from, seeds)
     data = {"step": step, "arms": {}, "gaps": {}}
     lines = [
-        "| arm | seeds | quick-probe Avg | z Avg | z eff. dim | log-Mel L1 | MCD (dB) | s/step "
-        "| skipped steps | non-finite losses | loss spikes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | seeds | quick-probe Avg | z Avg | z eff. dim | layers' eff. dim | log-Mel L1 "
+        "| MCD (dB) | s/step | skipped steps | non-finite losses | loss spikes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for arm in ALL_ARMS:
         per = rows[arm]
         if not per:
             continue
         col = {}
-        for key in ("Avg", "Avg_z", "z_eff_dim", "mel_l1", "mcd_db", "s_per_step"):
+        for key in ("Avg", "Avg_z", "z_eff_dim", "layers_eff_min", "layers_eff_max", "mel_l1",
+                    "mcd_db", "s_per_step"):
             vals = [r[key] for r in per.values() if r.get(key) is not None]
             col[key] = t_interval(vals) if vals else (None, float("nan"))
         counts = {k: [r.get(k) for r in per.values()] for k in STABILITY_KEYS}
@@ -401,7 +410,9 @@ def verdict_table(out, step, best_rq_from=None):
                              **counts}
         lines.append(
             f"| {arm} | {len(per)} | {_fmt(*col['Avg'])} | {_fmt(*col['Avg_z'])} | "
-            f"{_fmt(*col['z_eff_dim'], scale=1.0)} | {_fmt(*col['mel_l1'], 1.0, 3)} | "
+            f"{_fmt(*col['z_eff_dim'], scale=1.0)} | "
+            f"{_range(col['layers_eff_min'][0], col['layers_eff_max'][0])} | "
+            f"{_fmt(*col['mel_l1'], 1.0, 3)} | "
             f"{_fmt(*col['mcd_db'], 1.0, 2)} | {_fmt(*col['s_per_step'], 1.0, 2)} | "
             + " | ".join("/".join("-" if c is None else str(c) for c in v)
                          for v in counts.values()) + " |")
@@ -636,6 +647,8 @@ def write_report(out, md_path, best_rq_from=None, step=None, sweep_step=600):
         f"{'' if steps == [scaled_steps('cpu')['S']] else f' --report-step {flags}'}` "
         "from the committed evaluations. Figures are means over seeds with their 95 % t "
         "interval; quick-probe Avg and z Avg in points, z eff. dim = participation ratio of z; "
+        "layers' eff. dim: that of the encoder's most and least collapsed layers (of d_model; "
+        "the front end's output included; means over seeds); "
         "log-Mel L1 and MCD on the corpus' valid.csv (docs/autoencoder.md); s/step: wall seconds "
         "per training step, median over the run's segments (a shared 2-core machine: read it "
         "to ±30 %); skipped steps, non-finite losses and "
