@@ -626,17 +626,16 @@ def write_report(out, md_path, best_rq_from=None, step=None, sweep_step=600):
     the weight sweep at ``sweep_step`` (:func:`sweep_table`)."""
     steps = sorted({step} if isinstance(step, int) else set(step or [scaled_steps("cpu")["S"]]),
                    reverse=True)
-    sections, numbers = [], {}
+    sections, per_step = [], {}
     for k in steps:
         lines, data = verdict_table(out, k, best_rq_from)
         if not data["arms"]:
             raise ValueError(f"{out}: no evaluation at step {k} (eval/step{k}.json)")
-        numbers[str(k)] = data
+        per_step[str(k)] = data
         sections += ([f"## Step {k} ({_step_name(k)})", "", _headline(data), ""]
                      + lines + [""])
     sweep_lines, sweep_data = sweep_table(out, sweep_step)
     if sweep_data:
-        numbers["sweep"] = sweep_data
         sections += ["## The weight sweep"] + sweep_lines + [""]
     flags = " ".join(str(k) for k in sorted(steps))
     text = "\n".join([
@@ -663,7 +662,7 @@ def write_report(out, md_path, best_rq_from=None, step=None, sweep_step=600):
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(text)
     with open(os.path.splitext(md_path)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump({"steps": {k: v for k, v in numbers.items() if k != "sweep"},
+        json.dump({"steps": per_step,
                    "sweep": sweep_data}, f, indent=1)
     return text
 
